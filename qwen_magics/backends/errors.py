@@ -1,0 +1,95 @@
+"""SDK and transport exceptions, translated into errors a person can act on.
+
+Shared by every backend that talks HTTP, so the same failure reads the same
+whichever protocol was used.  Messages name the status and the service's error
+code (never the key) and say what to do next.
+"""
+
+from __future__ import annotations
+
+import json
+
+from .. import errors as e
+from ..request import Request
+
+
+def translate(err: BaseException, request: Request, midstream: bool = False) -> e.QwenMagicsError:
+    """The :class:`~qwen_magics.errors.QwenMagicsError` for an exception raised while streaming.
+
+    ``midstream``: part of the answer had arrived, so a dropped connection is
+    a cut stream rather than an unreachable endpoint.
+    """
+    if isinstance(err, e.QwenMagicsError):
+        return err
+    import openai
+
+    where = request.endpoint.region or request.endpoint.base_url
+    retries = request.endpoint.max_retries
+    if isinstance(err, openai.APIStatusError):
+        return from_status(err.status_code, _code(err.body), _message(err), request)
+    if isinstance(err, openai.APITimeoutError):
+        return e.TimedOut(f"No answer from {where} within {request.endpoint.timeout:g} s",
+                          "the partial answer is kept; try again, or raise --timeout / %config QwenMagics.timeout")
+    if isinstance(err, openai.APIConnectionError):
+        if midstream:
+            return e.StreamCut("The connection dropped in the middle of the answer",
+                               "the partial answer is kept; run the cell again")
+        return e.ConnectionFailed(f"Could not reach {request.endpoint.base_url} after {retries} retries",
+                                  "check the network, --region or --base-url, and run the cell again")
+    if isinstance(err, openai.APIError):  # an error object inside the stream
+        return from_status(None, _code(err.body), _message(err), request)
+    if isinstance(err, json.JSONDecodeError):
+        return e.ServerError("The service sent a malformed stream event", "the partial answer is kept; run the cell again")
+    return e.QwenMagicsError(f"Unexpected error: {type(err).__name__}: {err}", "run the cell again; if it persists, report it")
+
+
+def from_status(status: int | None, code: str | None, message: str, request: Request) -> e.QwenMagicsError:
+    """Map an HTTP status and service error code (compatible or native) to one clear error."""
+    tag = " ".join(str(x) for x in (status, code) if x)
+    tag = f" ({tag})" if tag else ""
+    model, region = request.model, request.endpoint.region
+    low = (code or "").lower()
+    kw = {"status": status, "code": code}
+    if "data_inspection" in low:
+        return e.ContentBlocked(f"Content moderation refused the {'input' if status else 'answer'}{tag}",
+                                "rephrase the prompt; sending the same text again will not help", **kw)
+    if status == 401 or "invalidapikey" in low or low == "invalid_api_key":
+        where = f"the {region} region" if region else request.endpoint.base_url
+        return e.AuthenticationFailed(f"The API key was rejected by {where}{tag}",
+                                      f"check {request.endpoint.api_key_env}; keys are region-specific, "
+                                      "so pass --region for the key's region", **kw)
+    if status == 404 or "notfound" in low.replace("_", ""):
+        return e.ModelNotFound(f"Model {model!r} is not available{f' in {region}' if region else ''}{tag}",
+                               "check the name (%qwen_models lists them) or pick another --region", **kw)
+    if status == 403 or "accessdenied" in low.replace("_", ""):
+        return e.PermissionDenied(f"Access to {model!r} was denied{tag}",
+                                  "enable the model for your account or workspace in the Model Studio console", **kw)
+    if "quota" in low or "arrearage" in low:
+        return e.QuotaExceeded(f"The account has no quota left{tag}",
+                               "check billing in the Model Studio console; retrying will not help", **kw)
+    if status == 429 or "throttling" in low or "limit_requests" in low:
+        return e.RateLimited(f"Rate limited{tag} after {request.endpoint.max_retries} retries",
+                             "wait a minute and run the cell again, or raise %config QwenMagics.max_retries", **kw)
+    if status is not None and status >= 500:
+        return e.ServerError(f"Model Studio had a server error{tag} after {request.endpoint.max_retries} retries",
+                             "try again shortly", **kw)
+    if status == 400 or "invalidparameter" in low.replace("_", ""):
+        return e.BadRequest(f"The request was rejected{tag}: {message}", "fix the option it names and run again", **kw)
+    return e.QwenMagicsError(f"The service reported an error{tag}: {message}", "run the cell again", **kw)
+
+
+def _code(body: object) -> str | None:
+    if isinstance(body, dict):
+        inner = body.get("error", body)
+        if isinstance(inner, dict) and inner.get("code"):
+            return str(inner["code"])
+    return None
+
+
+def _message(err: BaseException) -> str:
+    body = getattr(err, "body", None)
+    if isinstance(body, dict):
+        inner = body.get("error", body)
+        if isinstance(inner, dict) and inner.get("message"):
+            return str(inner["message"])
+    return str(getattr(err, "message", err))

@@ -1,0 +1,137 @@
+"""Chat Completions through the official ``openai`` SDK (AsyncOpenAI).
+
+Speaks DashScope's OpenAI-compatible mode and any other OpenAI-compatible
+server.  DashScope's own fields (``enable_thinking``, ``thinking_budget``,
+``top_k``) travel in ``extra_body`` as the docs say; ``reasoning_content`` in
+the deltas becomes reasoning events.  The SDK's own retries (exponential
+backoff, ``Retry-After`` honoured) cover rate limits, server errors and
+dropped connections before the first byte.  A stream that ends without a
+``finish_reason`` was cut, even though the SDK ends it quietly.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any, AsyncIterator
+
+import openai
+
+from .. import events as ev
+from ..errors import StreamCut, missing_key
+from ..request import Request
+from .errors import translate
+
+_clients: dict[tuple, Any] = {}
+_NO_KEY = "no-key-needed"  # OpenAI-compatible servers without auth still need a non-empty key in the SDK
+
+
+def client_for(request: Request):
+    """One AsyncOpenAI per endpoint, key and timeouts: connections are reused across cells."""
+    endpoint = request.endpoint
+    key = endpoint.api_key()
+    if key is None and endpoint.key_required:
+        raise missing_key(endpoint.api_key_env, endpoint.region)
+    fingerprint = hashlib.sha256((key or "").encode()).hexdigest()
+    cache_key = (endpoint.base_url, fingerprint, endpoint.timeout, endpoint.connect_timeout, endpoint.max_retries)
+    if cache_key not in _clients:
+        _clients[cache_key] = openai.AsyncOpenAI(
+            api_key=key or _NO_KEY,
+            base_url=endpoint.base_url,
+            timeout=openai.Timeout(endpoint.timeout, connect=endpoint.connect_timeout),
+            max_retries=endpoint.max_retries,
+        )
+    return _clients[cache_key]
+
+
+def build_body(request: Request) -> dict[str, Any]:
+    """The keyword arguments for ``chat.completions.create``."""
+    s = request.sampling
+    body: dict[str, Any] = {"model": request.model, "messages": list(request.messages), "stream": request.stream}
+    if request.stream:
+        body["stream_options"] = {"include_usage": True}
+    optional = {"temperature": s.temperature, "top_p": s.top_p, "seed": s.seed, "max_tokens": s.max_tokens,
+                "stop": list(s.stop) or None}
+    body.update({k: v for k, v in optional.items() if v is not None})
+    if request.response_format:
+        body["response_format"] = {"type": request.response_format}
+    extra = {"enable_thinking": request.thinking, "thinking_budget": request.thinking_budget, "top_k": s.top_k}
+    extra = {k: v for k, v in extra.items() if v is not None}
+    if extra:
+        body["extra_body"] = extra
+    return body
+
+
+async def stream(request: Request) -> AsyncIterator[ev.Event]:
+    """Events for one request; raises :class:`~qwen_magics.errors.QwenMagicsError` on failure."""
+    client = client_for(request)
+    started = False
+    try:
+        response = await client.chat.completions.create(**build_body(request))
+        if not request.stream:
+            for event in _from_completion(response):
+                yield event
+            return
+        try:
+            finished = False
+            async for chunk in response:
+                if not started:
+                    started = True
+                    yield ev.Started(request_id=chunk.id or None, model=chunk.model or None)
+                for event in _from_chunk(chunk):
+                    finished = finished or isinstance(event, ev.Finished)
+                    yield event
+            if not finished:
+                raise StreamCut("The stream ended without a finish reason: the connection dropped",
+                                "the partial answer is kept; run the cell again")
+        finally:
+            await response.close()
+    except Exception as err:  # noqa: BLE001 - every SDK/transport error becomes one clear line
+        raise translate(err, request, midstream=started) from err
+
+
+def _from_chunk(chunk) -> list[ev.Event]:
+    out: list[ev.Event] = []
+    for choice in chunk.choices or ():
+        delta = choice.delta
+        reasoning = getattr(delta, "reasoning_content", None) or (delta.model_extra or {}).get("reasoning_content")
+        if reasoning:
+            out.append(ev.ReasoningDelta(reasoning))
+        if delta.content:
+            out.append(ev.TextDelta(delta.content))
+        for call in delta.tool_calls or ():
+            fn = call.function
+            out.append(ev.ToolCallDelta(call.index, call.id, fn.name if fn else None, (fn.arguments or "") if fn else ""))
+        if choice.finish_reason:
+            out.append(ev.Finished(choice.finish_reason))
+    if chunk.usage:
+        out.append(_usage(chunk.usage))
+    return out
+
+
+def _from_completion(completion) -> list[ev.Event]:
+    out: list[ev.Event] = [ev.Started(request_id=completion.id, model=completion.model)]
+    choice = completion.choices[0]
+    message = choice.message
+    reasoning = (message.model_extra or {}).get("reasoning_content")
+    if reasoning:
+        out.append(ev.ReasoningDelta(reasoning))
+    if message.content:
+        out.append(ev.TextDelta(message.content))
+    for i, call in enumerate(message.tool_calls or ()):
+        out.append(ev.ToolCallDelta(i, call.id, call.function.name, call.function.arguments))
+    if completion.usage:
+        out.append(_usage(completion.usage))
+    out.append(ev.Finished(choice.finish_reason or "stop"))
+    return out
+
+
+def _usage(usage) -> ev.Usage:
+    completion = getattr(usage, "completion_tokens_details", None)
+    prompt = getattr(usage, "prompt_tokens_details", None)
+    return ev.Usage(
+        input=usage.prompt_tokens or 0,
+        output=usage.completion_tokens or 0,
+        reasoning=(getattr(completion, "reasoning_tokens", None) or 0) if completion else 0,
+        cached=(getattr(prompt, "cached_tokens", None) or 0) if prompt else 0,
+    )
+

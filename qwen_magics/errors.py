@@ -1,0 +1,106 @@
+"""Errors a user can act on.
+
+Every failure becomes one :class:`QwenMagicsError`: a one-line ``message`` that
+names the cause and a ``hint`` that names the fix.  Backends raise them (chained
+``from`` the SDK's exception); only ``magics.py`` turns them into IPython's
+``UsageError`` so the notebook shows one line instead of a traceback.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+
+_KEYLIKE = re.compile(r"\bsk-[A-Za-z0-9*._-]{2,}")
+
+
+def redact(text: str, key_env: str = "DASHSCOPE_API_KEY") -> str:
+    """Remove the API key, or anything shaped like one, from text bound for a person."""
+    key = os.environ.get(key_env)
+    if key and len(key) >= 4:
+        text = text.replace(key, "***")
+    return _KEYLIKE.sub("sk-***", text)
+
+
+class QwenMagicsError(Exception):
+    """Base class: ``str(err)`` is the single line the user sees."""
+
+    retryable = False
+
+    def __init__(self, message: str, hint: str = "", *, status: int | None = None, code: str | None = None,
+                 backend: str | None = None) -> None:
+        self.message = redact(message)
+        self.hint = hint
+        self.status = status
+        self.code = code
+        self.backend = backend
+        super().__init__(self.line())
+
+    def line(self) -> str:
+        return f"{self.message}. {self.hint[:1].upper()}{self.hint[1:]}." if self.hint else self.message
+
+
+class InvalidInput(QwenMagicsError):
+    """Input that can be checked before anything is sent."""
+
+
+class MissingKey(QwenMagicsError):
+    """No API key in the environment."""
+
+
+def missing_key(env: str, region: str | None) -> MissingKey:
+    """The error for a request that needs a key when none is set."""
+    return MissingKey(
+        f"No API key: {env} is not set",
+        f"create a Model Studio key for {region or 'your region'} (keys are region-specific; --region picks another) "
+        f"and set {env} in the environment before starting Jupyter, or run "
+        f"import os, getpass; os.environ['{env}'] = getpass.getpass()",
+    )
+
+
+class AuthenticationFailed(QwenMagicsError):
+    """401: wrong key, or a key from another region."""
+
+
+class PermissionDenied(QwenMagicsError):
+    """403: the model is not enabled for this account or workspace."""
+
+
+class ModelNotFound(QwenMagicsError):
+    """404: no such model at this endpoint."""
+
+
+class BadRequest(QwenMagicsError):
+    """400: the service rejected a parameter."""
+
+
+class ContentBlocked(QwenMagicsError):
+    """Content moderation refused the input or the output."""
+
+
+class RateLimited(QwenMagicsError):
+    """429 after the retries ran out."""
+
+
+class QuotaExceeded(QwenMagicsError):
+    """The account has no quota left; retrying will not help."""
+
+
+class ServerError(QwenMagicsError):
+    """5xx after the retries ran out."""
+
+
+class TimedOut(QwenMagicsError):
+    """No byte arrived within the timeout."""
+
+
+class ConnectionFailed(QwenMagicsError):
+    """The endpoint could not be reached."""
+
+
+class StreamCut(QwenMagicsError):
+    """The stream ended without a finish reason: the connection dropped."""
+
+
+class OutputFormatError(QwenMagicsError):
+    """The answer was not in the format asked for (e.g. invalid JSON)."""

@@ -1,0 +1,78 @@
+"""Typed events: the one language spoken between backends and renderers.
+
+A backend turns a :class:`~qwen_magics.request.Request` into an async stream of
+these; a renderer consumes them; :class:`~qwen_magics.result.Result` is their
+fold.  No SDK object ever appears here, so renderers never import an SDK.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal, Union
+
+
+@dataclass(frozen=True)
+class ReasoningDelta:
+    """A piece of the model's thinking (``reasoning_content``)."""
+
+    text: str
+    type: Literal["reasoning"] = "reasoning"
+
+
+@dataclass(frozen=True)
+class TextDelta:
+    """A piece of the answer."""
+
+    text: str
+    type: Literal["text"] = "text"
+
+
+@dataclass(frozen=True)
+class ToolCallDelta:
+    """A piece of a tool call the model asked for (arguments arrive in parts)."""
+
+    index: int
+    id: str | None
+    name: str | None
+    arguments: str
+    type: Literal["tool_call"] = "tool_call"
+
+
+@dataclass(frozen=True)
+class Usage:
+    """Token counts as the service reported them."""
+
+    input: int = 0
+    output: int = 0
+    reasoning: int = 0
+    cached: int = 0
+    type: Literal["usage"] = "usage"
+
+
+@dataclass(frozen=True)
+class Started:
+    """The service accepted the request; carries its id and the model that answers."""
+
+    request_id: str | None = None
+    model: str | None = None
+    type: Literal["started"] = "started"
+
+
+@dataclass(frozen=True)
+class Finished:
+    """The model ended its answer (``stop``, ``length``, ``tool_calls``, …)."""
+
+    reason: str
+    type: Literal["finished"] = "finished"
+
+
+@dataclass(frozen=True)
+class Failed:
+    """The run ended early.  ``state`` is ``"incomplete"`` (an error) or ``"stopped"`` (the user)."""
+
+    message: str
+    state: Literal["incomplete", "stopped"] = "incomplete"
+    type: Literal["failed"] = "failed"
+
+
+Event = Union[ReasoningDelta, TextDelta, ToolCallDelta, Usage, Started, Finished, Failed]

@@ -1,0 +1,193 @@
+"""The ``%%qwen`` / ``%qwen`` and ``%qwen_chat`` magics: parse, build, wire.
+
+The magics do no work of their own: they parse options, expand ``{expr}``,
+build a :class:`~qwen_magics.request.Request`, and hand it to a backend and a
+renderer.  Errors a user can act on arrive as one line (``UsageError``).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+
+from IPython.core.error import UsageError
+from IPython.core.magic import Magics, line_cell_magic, line_magic, magics_class, no_var_expand
+from IPython.core.magic_arguments import argument, magic_arguments, parse_argstring
+from IPython.display import display
+
+from . import runner
+from .backends import backend_for
+from .config import QwenSettings
+from .conversation import Conversations, check_name
+from .errors import OutputFormatError, QwenMagicsError
+from .expand import expand
+from .markdown import render_markdown
+from .options import make_request, split_line, system_prompt
+from .render.notebook import NotebookRenderer
+from .render.terminal import TerminalRenderer
+from .result import Result
+
+_FENCED = re.compile(r"^ {0,3}(`{3,}|~{3,})[^\n]*\n(.*?)^ {0,3}\1[ \t]*$", re.S | re.M)
+
+
+@magics_class
+class QwenMagics(Magics, QwenSettings):
+    """Qwen in the notebook; settings via ``%config QwenMagics.<name> = value``."""
+
+    def __init__(self, shell=None, **kwargs) -> None:
+        if shell is not None:
+            kwargs.setdefault("config", shell.config)  # ipython_config.py and profile settings
+        super().__init__(shell=shell, **kwargs)
+        self.conversations = Conversations()
+        self._live: list[Result] = []
+        if shell is not None:
+            shell.events.register("post_run_cell", self._end_of_cell)
+            if self not in shell.configurables:  # older IPython does not add magics itself; %config needs it
+                shell.configurables.append(self)
+
+    @magic_arguments()
+    @argument("-m", "--model", help="model name, e.g. qwen3.5-plus, qwen-flash (default: %%config QwenMagics.model)")
+    @argument("-s", "--system", help="system prompt for this request")
+    @argument("-t", "--temperature", type=float, help="sampling temperature in [0, 2)")
+    @argument("--top-p", type=float, help="nucleus sampling: keep the smallest token set with this probability, (0, 1]")
+    @argument("--top-k", type=int, help="sample from the k most likely tokens")
+    @argument("--seed", type=int, help="seed for repeatable sampling")
+    @argument("--max-tokens", type=int, help="cap on answer tokens")
+    @argument("--stop", action="append", metavar="TEXT", help="stop when the model writes TEXT (repeatable)")
+    @argument("--thinking", dest="thinking", action="store_const", const=True, default=None, help="ask for reasoning")
+    @argument("--no-thinking", dest="thinking", action="store_const", const=False, help="ask for no reasoning")
+    @argument("--thinking-budget", type=int, metavar="N", help="cap on reasoning tokens")
+    @argument("-f", "--format", choices=["markdown", "text", "code", "json"], default="markdown",
+              help="markdown (rendered); text (as written); code (answer's code goes into the next cell); "
+                   "json (JSON mode, parsed into result.data)")
+    @argument("-o", "--out", metavar="NAME", help="also store the result in the variable NAME")
+    @argument("-c", "--chat", nargs="?", const="default", metavar="NAME",
+              help="continue conversation NAME (default 'default'); in line mode write --chat=NAME or end options with --")
+    @argument("--region", help="singapore, us, beijing, hongkong or frankfurt (keys are region-specific)")
+    @argument("--base-url", help="any OpenAI-compatible server, e.g. http://localhost:8000/v1 (vLLM, Ollama)")
+    @argument("--timeout", type=float, metavar="SECONDS", help="seconds to wait for the next byte")
+    @argument("--no-stream", action="store_true", help="wait for the whole answer, then show it")
+    @argument("--no-expand", action="store_true", help="send {braces} as written instead of expanding {expr}")
+    @argument("prompt", nargs="*", help="line mode: the prompt (cell mode: the cell body is the prompt)")
+    @no_var_expand
+    @line_cell_magic
+    def qwen(self, line: str, cell: str | None = None):
+        """Ask a Qwen model; its reasoning and answer stream into the output.
+
+        Examples::
+
+            %%qwen -m qwen3.5-plus -t 0.7 --top-p 0.8
+            Explain what {topic} means, in three bullet points.
+
+            %qwen -f code a function that reverses a linked list
+            %%qwen -c tutor        (continue the conversation "tutor")
+
+        ``{expr}`` is replaced by the value of a Python expression (``{{`` and
+        ``}}`` are literal braces).  The result is returned, kept in ``_qwen``,
+        and stored under NAME with ``-o NAME``; ``str(result)`` is the answer.
+        Settings: ``%config QwenMagics``.  Conversations: ``%qwen_chat``.
+        """
+        tokens, rest = split_line(self.qwen.parser, line, cell_mode=cell is not None)
+        args = self.qwen.parser.parse_args(tokens)
+        if cell is not None and rest:
+            raise UsageError(f"Unexpected text on the %%qwen line: {rest!r}: put the prompt in the cell body")
+        try:
+            return self._ask(args, cell if cell is not None else rest)
+        except QwenMagicsError as err:
+            raise UsageError(err.line()) from err
+
+    def _ask(self, args, template: str) -> Result:
+        if args.out is not None and not args.out.isidentifier():
+            raise UsageError(f"-o {args.out!r} is not a Python name: use e.g. -o answer")
+        conversation = self.conversations.get_or_create(args.chat) if args.chat else None
+        expansion = expand(template, self.shell.user_ns, max_chars=self.max_value_chars,
+                           dataframe_rows=self.dataframe_rows) if not args.no_expand else None
+        prompt = (expansion.text if expansion else template).strip()
+        if not prompt:
+            raise UsageError("The prompt is empty: write it after %qwen, or in the cell body under %%qwen")
+        system = system_prompt(args, self)
+        messages = ([{"role": "system", "content": system}] if system else []) + (
+            conversation.messages() if conversation else []) + [{"role": "user", "content": prompt}]
+        request = make_request(args, self, messages)
+        renderer = self._renderer(args.format)
+        for warning in expansion.warnings if expansion else ():
+            renderer.notice(warning)
+        backend = backend_for(request.protocol)  # imports the SDK now, so its import time is not counted as latency
+        result = Result(model=request.model, parameters=request.parameters(), messages=messages)
+        self.shell.user_ns["_qwen"] = result
+        if args.out:
+            self.shell.user_ns[args.out] = result
+        try:
+            runner.run(request, backend, renderer, result)
+        except KeyboardInterrupt:
+            raise UsageError("Stopped by user: the partial answer is kept in _qwen") from None
+        self._postprocess(args.format, result)
+        if conversation is not None and result.complete:
+            conversation.add(prompt, result.text, self.history_turns)
+        result.shown_live = True
+        self._live.append(result)
+        return result
+
+    def _renderer(self, fmt: str):
+        mode = self.display_mode
+        if mode == "auto":
+            mode = "notebook" if getattr(self.shell, "kernel", None) is not None else "terminal"
+        if mode == "notebook":
+            return NotebookRenderer(fmt=fmt, interval=self.update_interval)
+        return TerminalRenderer(interval=self.update_interval)
+
+    def _postprocess(self, fmt: str, result: Result) -> None:
+        if fmt == "code":
+            blocks = [m.group(2) for m in _FENCED.finditer(result.text)]
+            self.shell.set_next_input(("\n".join(blocks) if blocks else result.text).rstrip("\n"), replace=False)
+        elif fmt == "json":
+            raw = result.text.strip()
+            fenced = _FENCED.search(raw)
+            try:
+                result.data = json.loads(fenced.group(2) if fenced else raw)
+            except json.JSONDecodeError as err:
+                raise OutputFormatError(f"The answer is not valid JSON ({err.msg} at line {err.lineno})",
+                                        "the raw text is kept in _qwen.text; ask again or loosen the request") from err
+
+    def _end_of_cell(self, *_):
+        """After the cell that streamed a result, displaying it again shows it in full."""
+        for result in self._live:
+            result.shown_live = False
+        self._live.clear()
+
+    @magic_arguments()
+    @argument("action", nargs="?", default="list", choices=["list", "show", "reset"],
+              help="list conversations, show one, or reset one (all with --all)")
+    @argument("name", nargs="?", default="default", help="conversation name (default 'default')")
+    @argument("--all", action="store_true", help="with reset: forget every conversation")
+    @line_magic
+    def qwen_chat(self, line: str):
+        """List, show and reset the conversations that ``%%qwen -c NAME`` continues.
+
+        Examples::
+
+            %qwen_chat                 list conversations and their turn counts
+            %qwen_chat show tutor      show the turns of "tutor"
+            %qwen_chat reset tutor     forget "tutor" (reset --all: forget all)
+        """
+        args = parse_argstring(self.qwen_chat, line)
+        try:
+            check_name(args.name)
+        except QwenMagicsError as err:
+            raise UsageError(err.line()) from None
+        if args.action == "reset":
+            if args.all:
+                self.conversations.clear()
+            else:
+                self.conversations.pop(args.name, None)
+            print("All conversations reset." if args.all else f"Conversation {args.name!r} reset.")
+        elif args.action == "show":
+            if args.name not in self.conversations:
+                raise UsageError(f"No conversation {args.name!r}: start one with %%qwen -c {args.name}")
+            text = self.conversations[args.name].transcript()
+            display({"text/plain": text, "text/html": render_markdown(text)}, raw=True)
+        elif not self.conversations:
+            print("No conversations yet: start one with %%qwen -c NAME")
+        else:
+            for name, conv in self.conversations.items():
+                print(f"{name}: {len(conv.turns)} turn(s)")

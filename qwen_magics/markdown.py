@@ -1,0 +1,34 @@
+"""Markdown to safe HTML.
+
+Model output is untrusted: raw HTML in an answer is escaped (``html=False``) and
+markdown-it refuses ``javascript:``/``vbscript:``/``data:`` links, so nothing the
+model writes can run in the page.  Tables and strikethrough are on, as in chat
+interfaces.
+"""
+
+from __future__ import annotations
+
+import html
+from functools import lru_cache
+
+
+@lru_cache(maxsize=1)
+def _parser():
+    from markdown_it import MarkdownIt
+
+    return MarkdownIt("commonmark", {"html": False, "linkify": False}).enable(["table", "strikethrough"])
+
+
+def render_markdown(text: str) -> str:
+    """HTML for markdown text, with any HTML in the text shown as text."""
+    return _parser().render(text) if text else ""
+
+
+def render_plain(text: str) -> str:
+    """HTML showing text exactly as written (for ``-f text`` and reasoning)."""
+    return f'<pre style="white-space:pre-wrap;margin:0">{html.escape(text)}</pre>' if text else ""
+
+
+def block_starts(text: str) -> list[int]:
+    """Line numbers where each top-level markdown block of ``text`` starts."""
+    return [tok.map[0] for tok in _parser().parse(text) if tok.level == 0 and tok.map and tok.nesting >= 0]

@@ -1,0 +1,128 @@
+"""From a magic's options and the shared settings to a :class:`Request`.
+
+Everything here is checked locally, before anything is sent: ranges, names,
+the key's presence.  Per-call options override the settings for one request
+and never change them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import shlex
+from typing import Any
+
+from IPython.core.error import UsageError
+
+from .config import QwenSettings, check_temperature, check_top_p, dashscope_root, find_region
+from .errors import InvalidInput, missing_key
+from .request import Endpoint, Request, Sampling
+
+MAX_TOKENS_LIMIT = 131_072
+_SEPARATOR = re.compile(r"(^|\s)--(\s|$)")
+FORMAT_INSTRUCTIONS = {
+    "code": "Answer with code only, in one fenced code block.",
+    "json": "Answer with one JSON object only, no prose.",
+}
+
+
+def split_line(parser: argparse.ArgumentParser, line: str, cell_mode: bool) -> tuple[list[str], str]:
+    """Split a magic line into option tokens and the prompt text that follows them.
+
+    The prompt is kept verbatim (apostrophes and all): only the leading options
+    are tokenised, shell-style.  An option with an optional value (``-c``)
+    takes the next word only in cell mode or when ``--`` ends the options
+    later on the line, so ``%qwen -c explain this`` does not eat "explain".
+    """
+    actions = {opt: a for a in parser._actions for opt in a.option_strings}
+    tokens: list[str] = []
+    pos = _skip_space(line, 0)
+    while pos < len(line) and line[pos] == "-":
+        tok, pos = _token(line, pos)
+        if tok == "--":
+            break
+        name = tok.split("=", 1)[0]
+        action = actions.get(name) or (actions.get(tok[:2]) if not tok.startswith("--") else None)
+        if action is None:
+            raise UsageError(f"Unknown option {tok}: see %qwen? for the options "
+                             "(to start a prompt with '-', put -- before it)")
+        tokens.append(tok)
+        glued = "=" in tok or (action is not actions.get(tok))
+        if not glued and action.nargs != 0:
+            want = action.nargs != "?" or cell_mode or _SEPARATOR.search(line[pos:])
+            nxt = _skip_space(line, pos)
+            if want and nxt < len(line) and not (action.nargs == "?" and line[nxt] == "-"):
+                value, pos = _token(line, nxt)
+                tokens.append(value)
+            elif action.nargs != "?":
+                raise UsageError(f"Option {tok} needs a value: see %qwen? for its meaning")
+        pos = _skip_space(line, pos)
+    return tokens, line[pos:].strip()
+
+
+def _skip_space(line: str, pos: int) -> int:
+    while pos < len(line) and line[pos].isspace():
+        pos += 1
+    return pos
+
+
+def _token(line: str, pos: int) -> tuple[str, int]:
+    lexer = shlex.shlex(line[pos:], posix=True)
+    lexer.whitespace_split = True
+    lexer.commenters = ""
+    try:
+        tok = lexer.get_token()
+    except ValueError:
+        raise UsageError(f"Unclosed quote in the options: {line[pos:]!r}") from None
+    return tok or "", pos + lexer.instream.tell()
+
+
+def endpoint_for(settings: QwenSettings, region: str | None, base_url: str | None, timeout: float | None) -> Endpoint:
+    """Where the request goes: an explicit base URL, or the region's DashScope host."""
+    common = dict(api_key_env=settings.api_key_env, timeout=timeout or settings.timeout,
+                  connect_timeout=settings.connect_timeout, max_retries=settings.max_retries)
+    url = base_url or (settings.base_url if region is None else "")
+    if url:
+        return Endpoint(base_url=url.rstrip("/"), key_required=False, **common)
+    chosen = find_region(region or settings.region)
+    root = dashscope_root(chosen, settings.workspace)
+    return Endpoint(base_url=f"{root}/compatible-mode/v1", region=chosen.name, **common)
+
+
+def make_request(args: argparse.Namespace, settings: QwenSettings, messages: list[dict[str, Any]]) -> Request:
+    """Check every option that can be checked here, and build the request."""
+    pick = lambda name: getattr(args, name) if getattr(args, name) is not None else getattr(settings, name)  # noqa: E731
+    sampling = Sampling(temperature=pick("temperature"), top_p=pick("top_p"), top_k=pick("top_k"), seed=pick("seed"),
+                        max_tokens=pick("max_tokens"), stop=tuple(args.stop or ()))
+    check_temperature(sampling.temperature)
+    check_top_p(sampling.top_p)
+    _check_range("top_k", sampling.top_k, 1, None, "--top-k 20")
+    _check_range("seed", sampling.seed, 0, 2**31 - 1, "--seed 42")
+    _check_range("max_tokens", sampling.max_tokens, 1, MAX_TOKENS_LIMIT, "--max-tokens 512")
+    thinking, budget = pick("thinking"), pick("thinking_budget")
+    _check_range("thinking_budget", budget, 1, MAX_TOKENS_LIMIT, "--thinking-budget 1024")
+    if args.format == "json":
+        if args.thinking:
+            raise InvalidInput("JSON output cannot be combined with --thinking", "drop --thinking, or drop -f json")
+        thinking = False
+    endpoint = endpoint_for(settings, args.region, args.base_url, args.timeout)
+    if endpoint.key_required and endpoint.api_key() is None:
+        raise missing_key(endpoint.api_key_env, endpoint.region)
+    return Request(
+        messages=tuple(messages), model=args.model or settings.model, endpoint=endpoint, sampling=sampling,
+        thinking=thinking, thinking_budget=budget, response_format="json_object" if args.format == "json" else None,
+        stream=settings.stream and not args.no_stream,
+    )
+
+
+def system_prompt(args: argparse.Namespace, settings: QwenSettings) -> str:
+    """The system prompt: -s or the configured one, plus what -f code / -f json ask of the model."""
+    parts = [args.system if args.system is not None else settings.system, FORMAT_INSTRUCTIONS.get(args.format, "")]
+    return "\n\n".join(p for p in parts if p)
+
+
+def _check_range(name: str, value: int | None, low: int, high: int | None, example: str) -> None:
+    if value is None or (value >= low and (high is None or value <= high)):
+        return
+    bound = f"between {low} and {high:,}" if high is not None else f"{low} or more"
+    raise InvalidInput(f"{name} {value} is out of range", f"use a value {bound}, e.g. {example}")

@@ -1,0 +1,57 @@
+"""What every renderer shares: the event interface and time-based throttling.
+
+A renderer sees only events and the result they fold into; it never learns
+where they came from.  Text arrives in many small deltas, but a display is
+refreshed at most once per ``interval`` seconds, with a guaranteed final
+refresh in :meth:`finish`, so a fast stream cannot flood the front end.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Callable
+
+from .. import events as ev
+from ..result import Result
+
+
+class Renderer:
+    """Base class: feed events, refresh when due, finish once."""
+
+    def __init__(self, interval: float = 0.1, clock: Callable[[], float] = time.monotonic) -> None:
+        self.interval = interval
+        self.clock = clock
+        self._dirty = False
+        self._last_refresh = float("-inf")
+
+    def handle(self, event: ev.Event, result: Result) -> None:
+        """Take one event; refresh the display if the interval has passed."""
+        self.on_event(event, result)
+        if isinstance(event, (ev.TextDelta, ev.ReasoningDelta, ev.ToolCallDelta)):
+            self._dirty = True
+        self.refresh_if_due(result)
+
+    def seconds_until_due(self) -> float | None:
+        """How long the driver may wait for events before a refresh is owed (None: nothing pending)."""
+        if not self._dirty:
+            return None
+        return max(0.0, self._last_refresh + self.interval - self.clock())
+
+    def refresh_if_due(self, result: Result) -> None:
+        if self._dirty and self.clock() - self._last_refresh >= self.interval:
+            self._dirty = False
+            self._last_refresh = self.clock()
+            self.refresh(result)
+
+    # Surfaces override these.
+    def notice(self, text: str) -> None:
+        """Show a one-line warning or note above the answer."""
+
+    def on_event(self, event: ev.Event, result: Result) -> None:
+        """Record an event (cheap: no display traffic here)."""
+
+    def refresh(self, result: Result) -> None:
+        """Bring the display up to date with what has arrived."""
+
+    def finish(self, result: Result) -> None:
+        """Final refresh and the footer; called exactly once, whatever happened."""

@@ -1,0 +1,45 @@
+"""Streaming into a terminal IPython: plain text to stdout as it arrives."""
+
+from __future__ import annotations
+
+import sys
+from typing import TextIO
+
+from .. import events as ev
+from ..result import Result
+from .base import Renderer
+from .notebook import footer_text
+
+
+class TerminalRenderer(Renderer):
+    """Reasoning (dimmed on a tty), then the answer, then one footer line."""
+
+    def __init__(self, out: TextIO | None = None, **kw) -> None:
+        super().__init__(**kw)
+        self.out = out or sys.stdout
+        tty = getattr(self.out, "isatty", lambda: False)()
+        self._dim, self._reset = ("\x1b[2m", "\x1b[0m") if tty else ("", "")
+        self._mode: str | None = None
+
+    def notice(self, text: str) -> None:
+        print(f"⚠ {text}", file=self.out, flush=True)
+
+    def on_event(self, event: ev.Event, result: Result) -> None:
+        if isinstance(event, ev.ReasoningDelta):
+            if self._mode is None:
+                self.out.write(f"{self._dim}Thinking: ")
+                self._mode = "reasoning"
+            self.out.write(event.text)
+        elif isinstance(event, ev.TextDelta):
+            if self._mode == "reasoning":
+                self.out.write(f"{self._reset}\n\n")
+            self._mode = "text"
+            self.out.write(event.text)
+
+    def refresh(self, result: Result) -> None:
+        self.out.flush()
+
+    def finish(self, result: Result) -> None:
+        end = self._reset if self._mode == "reasoning" else ""
+        self.out.write(f"{end}\n{self._dim}[{footer_text(result)}]{self._reset}\n")
+        self.out.flush()

@@ -1,0 +1,77 @@
+"""The request: everything a backend needs, as plain frozen data.
+
+Backends receive only a :class:`Request`, never the shell or the config, so the
+same request can be replayed, compared across columns, or sent by a script.
+The API key is *not* here: :class:`Endpoint` names the environment variable,
+and the backend reads it at call time, so no repr of a request can leak it.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import asdict, dataclass, field
+from typing import Any, Literal
+
+Protocol = Literal["chat"]
+ResponseFormat = Literal["json_object"]
+
+
+@dataclass(frozen=True)
+class Sampling:
+    """Sampling settings; ``None`` means "leave it to the model's default"."""
+
+    temperature: float | None = None
+    top_p: float | None = None
+    top_k: int | None = None
+    seed: int | None = None
+    max_tokens: int | None = None
+    stop: tuple[str, ...] = ()
+
+    def sent(self) -> dict[str, Any]:
+        """The settings that were set, as they are reported in a result."""
+        return {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(self).items() if v not in (None, ())}
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """Where to send a request and how patiently."""
+
+    base_url: str
+    api_key_env: str = "DASHSCOPE_API_KEY"
+    key_required: bool = True
+    region: str | None = None
+    timeout: float = 60.0
+    connect_timeout: float = 10.0
+    max_retries: int = 2
+
+    def api_key(self) -> str | None:
+        """The key, read from the environment now (never stored on the object)."""
+        return os.environ.get(self.api_key_env) or None
+
+
+@dataclass(frozen=True)
+class Request:
+    """One call to a model: messages, model, sampling and protocol."""
+
+    messages: tuple[dict[str, Any], ...]
+    model: str
+    endpoint: Endpoint
+    sampling: Sampling = field(default_factory=Sampling)
+    thinking: bool | None = None
+    thinking_budget: int | None = None
+    response_format: ResponseFormat | None = None
+    stream: bool = True
+    protocol: Protocol = "chat"
+
+    def parameters(self) -> dict[str, Any]:
+        """The settings this request sends, for the result object and the footer."""
+        params: dict[str, Any] = {"model": self.model, **self.sampling.sent()}
+        if self.thinking is not None:
+            params["enable_thinking"] = self.thinking
+        if self.thinking_budget is not None:
+            params["thinking_budget"] = self.thinking_budget
+        if self.response_format:
+            params["response_format"] = self.response_format
+        params["stream"] = self.stream
+        params["protocol"] = self.protocol
+        return params

@@ -1,0 +1,111 @@
+"""The result of one run: a fold of the events a backend produced.
+
+``str(result)`` is the answer text; displayed, it renders as markdown (with the
+model's raw HTML escaped).  ``state`` says whether the answer is whole:
+``complete``, ``incomplete`` (an error cut it short: see ``error``) or
+``stopped`` (the user interrupted it).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from . import events as ev
+from .markdown import render_markdown
+
+State = Literal["streaming", "complete", "incomplete", "stopped"]
+
+
+@dataclass
+class Result:
+    """Text, reasoning, usage and timings of one answer."""
+
+    model: str
+    parameters: dict[str, Any]
+    messages: list[dict[str, Any]] = field(repr=False, default_factory=list)
+    text: str = ""
+    reasoning: str = ""
+    usage: ev.Usage = field(default_factory=ev.Usage)
+    finish_reason: str | None = None
+    request_id: str | None = None
+    state: State = "streaming"
+    error: str | None = None
+    started: float = field(default_factory=time.monotonic, repr=False)
+    ttft: float | None = None
+    elapsed: float | None = None
+    data: Any = field(default=None, repr=False)
+    """The parsed object when the answer was asked for as JSON (``-f json``)."""
+    _tool_calls: dict[int, dict[str, str]] = field(default_factory=dict, repr=False)
+    shown_live: bool = field(default=False, repr=False)
+    """Set while the cell that streamed this result runs, so the cell's Out does not repeat the answer."""
+
+    def apply(self, event: ev.Event, at: float | None = None) -> None:
+        """Fold one event into the result; ``at`` is when it arrived (monotonic)."""
+        at = time.monotonic() if at is None else at
+        if isinstance(event, (ev.TextDelta, ev.ReasoningDelta, ev.ToolCallDelta)) and self.ttft is None:
+            self.ttft = at - self.started
+        if isinstance(event, ev.TextDelta):
+            self.text += event.text
+        elif isinstance(event, ev.ReasoningDelta):
+            self.reasoning += event.text
+        elif isinstance(event, ev.ToolCallDelta):
+            call = self._tool_calls.setdefault(event.index, {"id": "", "name": "", "arguments": ""})
+            call["id"] = event.id or call["id"]
+            call["name"] = event.name or call["name"]
+            call["arguments"] += event.arguments
+        elif isinstance(event, ev.Usage):
+            self.usage = event
+        elif isinstance(event, ev.Started):
+            self.request_id = event.request_id or self.request_id
+            self.model = event.model or self.model
+        elif isinstance(event, ev.Finished):
+            self.finish_reason = event.reason
+        elif isinstance(event, ev.Failed):
+            self.state, self.error = event.state, event.message
+
+    def close(self, at: float | None = None) -> None:
+        """Mark the end of the run: complete unless a failure was recorded."""
+        self.elapsed = (time.monotonic() if at is None else at) - self.started
+        if self.state == "streaming":
+            self.state = "complete"
+
+    @property
+    def tool_calls(self) -> list[dict[str, str]]:
+        return [self._tool_calls[i] for i in sorted(self._tool_calls)]
+
+    @property
+    def tokens_per_second(self) -> float | None:
+        """Output tokens over the generation time (from first token to the end)."""
+        if not self.usage.output or self.elapsed is None or self.ttft is None:
+            return None
+        span = self.elapsed - self.ttft
+        return self.usage.output / span if span > 0 else None
+
+    @property
+    def complete(self) -> bool:
+        return self.state == "complete"
+
+    def __str__(self) -> str:
+        return self.text
+
+    def __repr__(self) -> str:
+        head = self.text[:60] + ("…" if len(self.text) > 60 else "")
+        return (f"<Result {self.model} {self.state} finish={self.finish_reason} "
+                f"tokens={self.usage.input}/{self.usage.output}/{self.usage.reasoning} text={head!r}>")
+
+    def _ipython_display_(self) -> None:
+        if self.shown_live:  # the answer is already on screen: streamed into this cell
+            self.shown_live = False
+            return
+        from IPython.display import display
+
+        display(self._repr_mimebundle_(), raw=True)
+
+    def _repr_mimebundle_(self, include=None, exclude=None) -> dict[str, str]:
+        from .render.notebook import footer_html, reasoning_html
+
+        html = "".join([reasoning_html(self.reasoning, open_=False) if self.reasoning else "",
+                        render_markdown(self.text), footer_html(self)])
+        return {"text/plain": self.text, "text/markdown": self.text, "text/html": html}

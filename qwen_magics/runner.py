@@ -1,0 +1,111 @@
+"""Drive one backend stream into one renderer, from blocking code.
+
+Backends are async generators.  They run on one event loop in a background
+thread, kept for the life of the kernel (so HTTP connections are reused), and
+hand their events to the calling thread through a queue.  The caller (the
+kernel's main thread, where IPython expects display calls) renders them and
+stays interruptible: Ctrl-C or a kernel interrupt raises ``KeyboardInterrupt``
+while it waits, which cancels the backend task; the backend closes its stream
+in ``finally`` and the partial answer is kept, marked ``stopped``.
+
+This avoids re-entering Jupyter's own running loop (nest-asyncio), which breaks
+with some kernels and event-loop policies, and keeps a cell blocking until its
+answer is complete, as a cell should.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import queue
+import threading
+import time
+from typing import AsyncIterator, Callable
+
+from . import events as ev
+from .errors import QwenMagicsError
+from .render.base import Renderer
+from .request import Request
+from .result import Result
+
+Backend = Callable[[Request], AsyncIterator[ev.Event]]
+
+_loop: asyncio.AbstractEventLoop | None = None
+_loop_lock = threading.Lock()
+_CANCEL_GRACE = 5.0
+
+
+def background_loop() -> asyncio.AbstractEventLoop:
+    """The package's event loop, running in a daemon thread (started on first use)."""
+    global _loop
+    with _loop_lock:
+        if _loop is None:
+            loop = asyncio.new_event_loop()
+            threading.Thread(target=loop.run_forever, name="qwen-magics-loop", daemon=True).start()
+            _loop = loop
+        return _loop
+
+
+class _End:
+    """Queue sentinel: the backend finished, with the error that ended it, if any."""
+
+    def __init__(self, error: BaseException | None = None) -> None:
+        self.error = error
+
+
+def run(request: Request, backend: Backend, renderer: Renderer, result: Result) -> Result:
+    """Stream ``request`` through ``backend`` into ``renderer``; fold events into ``result``.
+
+    Raises the backend's :class:`QwenMagicsError` (after the partial answer is
+    rendered and marked incomplete) and ``KeyboardInterrupt`` (after it is
+    marked stopped); the renderer is always finished first.
+    """
+    inbox: queue.SimpleQueue = queue.SimpleQueue()
+    done = threading.Event()
+
+    async def pump() -> None:
+        try:
+            async for event in backend(request):
+                inbox.put((time.monotonic(), event))
+            inbox.put(_End())
+        except asyncio.CancelledError:
+            raise
+        except BaseException as err:  # noqa: BLE001 - handed to the caller's thread
+            inbox.put(_End(err))
+        finally:
+            done.set()
+
+    future = asyncio.run_coroutine_threadsafe(pump(), background_loop())
+    try:
+        error = _consume(inbox, renderer, result)
+    except KeyboardInterrupt:
+        future.cancel()
+        done.wait(_CANCEL_GRACE)
+        result.apply(ev.Failed("stopped by user", state="stopped"))
+        _finish(renderer, result)
+        raise
+    if error is not None:
+        message = error.line() if isinstance(error, QwenMagicsError) else f"{type(error).__name__}: {error}"
+        result.apply(ev.Failed(message))
+    _finish(renderer, result)
+    if error is not None:
+        raise error
+    return result
+
+
+def _consume(inbox: queue.SimpleQueue, renderer: Renderer, result: Result) -> BaseException | None:
+    while True:
+        try:
+            item = inbox.get(timeout=renderer.seconds_until_due())
+        except queue.Empty:
+            renderer.refresh_if_due(result)
+            continue
+        if isinstance(item, _End):
+            return item.error
+        at, event = item
+        result.apply(event, at)
+        renderer.handle(event, result)
+
+
+def _finish(renderer: Renderer, result: Result) -> None:
+    result.close()
+    renderer.finish(result)

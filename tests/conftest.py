@@ -1,0 +1,58 @@
+"""Fixtures: the loopback DashScope server and a real IPython shell with the extension loaded."""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import pytest
+
+sys.path.insert(0, os.path.dirname(__file__))
+
+from loopback import DEFAULT_KEY, LoopbackServer  # noqa: E402
+
+FAKE_KEY = DEFAULT_KEY
+
+
+@pytest.fixture(scope="session")
+def server():
+    with LoopbackServer() as srv:
+        yield srv
+
+
+@pytest.fixture
+def dashscope(server, monkeypatch):
+    """The loopback server standing in for every DashScope host, with a valid key set."""
+    server.reset()
+    monkeypatch.setenv("QWEN_MAGICS_DASHSCOPE_URL", server.url)
+    monkeypatch.setenv("DASHSCOPE_API_KEY", FAKE_KEY)
+    return server
+
+
+@pytest.fixture
+def shell():
+    """A fresh InteractiveShell (history off) whose display output is captured in ``display_pub.outputs``."""
+    from IPython.core.displaypub import CapturingDisplayPublisher
+    from IPython.core.interactiveshell import InteractiveShell
+    from traitlets.config import Config
+
+    config = Config()
+    config.HistoryManager.enabled = False
+    InteractiveShell.clear_instance()
+    sh = InteractiveShell.instance(config=config)
+    sh.display_pub = CapturingDisplayPublisher()
+    yield sh
+    InteractiveShell.clear_instance()
+
+
+@pytest.fixture
+def ip(shell, dashscope):
+    """The shell with qwen_magics loaded, rendering as in a notebook, talking to the loopback server."""
+    shell.run_line_magic("load_ext", "qwen_magics")
+    shell.run_line_magic("config", "QwenMagics.display_mode = 'notebook'")
+    return shell
+
+
+def outputs_text(shell) -> str:
+    """Everything the shell displayed, all mime types, as one string."""
+    return "\n".join(str(v) for out in shell.display_pub.outputs for v in out["data"].values())

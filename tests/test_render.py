@@ -1,0 +1,140 @@
+"""The notebook renderer: throttled, safe, and with traffic linear in the answer."""
+
+import json
+
+import pytest
+
+from qwen_magics import events as ev
+from qwen_magics.render.notebook import NotebookRenderer, split_blocks
+from qwen_magics.result import Result
+
+
+class Clock:
+    def __init__(self):
+        self.now = 0.0
+
+    def __call__(self):
+        return self.now
+
+
+def stream(renderer, clock, pieces, seconds_per_piece=0.001):
+    """Feed events as the runner does, advancing a fake clock; return the result."""
+    result = Result(model="m", parameters={}, started=0.0)
+    for kind, text in pieces:
+        clock.now += seconds_per_piece
+        event = ev.ReasoningDelta(text) if kind == "reasoning" else ev.TextDelta(text)
+        result.apply(event, clock.now)
+        renderer.handle(event, result)
+    result.apply(ev.Finished("stop"), clock.now)
+    result.apply(ev.Usage(input=10, output=len(pieces)), clock.now)
+    result.close(clock.now)
+    renderer.finish(result)
+    return result
+
+
+def chunks(text, size=4):
+    return [("text", text[i:i + size]) for i in range(0, len(text), size)]
+
+
+def traffic(shell):
+    return sum(len(json.dumps(out["data"])) for out in shell.display_pub.outputs)
+
+
+def visible(shell):
+    """What the cell finally shows: the last bundle of each display, in order of creation."""
+    shown, order = {}, []
+    for out in shell.display_pub.outputs:
+        key = (out.get("transient") or {}).get("display_id") or id(out)
+        if key not in shown:
+            order.append(key)
+        shown[key] = out["data"]
+    return [shown[k] for k in order]
+
+
+def markdown_answer(size):
+    paragraphs, n = [], 0
+    while sum(map(len, paragraphs)) < size:
+        paragraphs.append(f"Paragraph {n} talks about sampling " + "and temperature " * 12 + ".\n\n")
+        n += 1
+    return "".join(paragraphs)[:size]
+
+
+def test_split_blocks_freezes_only_blocks_that_a_later_block_has_closed():
+    assert split_blocks("para one\n\npara two", 2000) == ("para one\n\n", "para two")
+    assert split_blocks("- a\n- b\n", 2000) == ("", "- a\n- b\n")
+    assert split_blocks("```py\nx = 1\n", 2000) == ("", "```py\nx = 1\n")
+
+
+def test_a_long_code_block_is_cut_at_a_line_and_both_halves_stay_code():
+    source = "```python\n" + "".join(f"x{i} = {i}\n" for i in range(300)) + "y ="
+    frozen, tail = split_blocks(source, 500)
+    assert frozen.startswith("```python\n") and frozen.endswith("x299 = 299\n```\n")
+    assert tail == "```python\ny ="
+
+
+@pytest.mark.parametrize("make", [markdown_answer, lambda n: "```\n" + "code line\n" * (n // 10),
+                                  lambda n: "word " * (n // 5)], ids=["paragraphs", "one-code-block", "one-line"])
+def test_traffic_grows_linearly_with_the_answer(shell, make):
+    ratios = []
+    for size in (4_000, 16_000, 64_000):
+        shell.display_pub.outputs.clear()
+        clock = Clock()
+        answer = make(size)
+        stream(NotebookRenderer(interval=0.1, clock=clock), clock, chunks(answer))
+        ratios.append(traffic(shell) / len(answer))
+    # Resending the whole answer at each 0.1 s refresh would cost ~100x at 16 kB and ~400x at 64 kB.
+    assert max(ratios) <= 5, ratios
+    assert ratios[2] <= ratios[0] * 1.5, f"bytes per answer byte must not grow with the answer: {ratios}"
+
+
+def test_refreshes_are_throttled_and_the_final_text_is_always_shown(shell):
+    clock = Clock()
+    answer = markdown_answer(16_000)
+    stream(NotebookRenderer(interval=0.1, clock=clock), clock, chunks(answer))  # 4,000 chunks over 4 s
+    assert len(shell.display_pub.outputs) / 4.0 <= 25
+    shown = visible(shell)
+    assert "".join(b["text/plain"] for b in shown[:-1]) == answer
+    assert shown[-1]["text/plain"].startswith("m · 10 in / 4000 out tokens")
+
+
+def test_reasoning_streams_open_then_collapses_once_when_the_answer_starts(shell):
+    clock = Clock()
+    reasoning = "I think " * 500
+    stream(NotebookRenderer(interval=0.1, clock=clock), clock,
+           chunks(reasoning, 8) and [("reasoning", p) for _, p in chunks(reasoning, 8)] + chunks("The answer."), 0.01)
+    live = [o for o in shell.display_pub.outputs if "Thinking…" in o["data"]["text/html"]]
+    assert live and all("<details open" in o["data"]["text/html"] for o in live)
+    assert max(len(o["data"]["text/plain"]) for o in live) < 1600  # only a window of the reasoning while it streams
+    thinking = visible(shell)[0]
+    assert thinking["text/html"].startswith("<details style") and thinking["text/plain"] == "Thinking: " + reasoning
+    assert sum(reasoning in json.dumps(o["data"]) for o in shell.display_pub.outputs) == 1
+
+
+def test_html_and_scripts_in_an_answer_are_shown_as_text(shell):
+    clock = Clock()
+    evil = ('Hi <script>alert(1)</script> <img src=x onerror="alert(2)"> [x](javascript:alert(3))\n\n'
+            '<iframe src="http://evil"></iframe>')
+    stream(NotebookRenderer(interval=0.1, clock=clock), clock, [("reasoning", "<script>bad()</script>")] + chunks(evil))
+    html = "".join(o["data"]["text/html"] for o in shell.display_pub.outputs)
+    assert "<script" not in html and "<img" not in html and "<iframe" not in html and 'href="javascript' not in html
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in html and "&lt;script&gt;bad()" in html
+
+
+def test_every_output_carries_plain_text(shell):
+    clock = Clock()
+    stream(NotebookRenderer(interval=0.1, clock=clock), clock, [("reasoning", "hmm")] + chunks("# Title\n\nBody"))
+    assert all(o["data"].get("text/plain") is not None and "text/html" in o["data"] for o in shell.display_pub.outputs)
+
+
+def test_an_incomplete_answer_is_marked_in_the_footer(shell):
+    clock = Clock()
+    renderer = NotebookRenderer(interval=0.1, clock=clock)
+    result = Result(model="m", parameters={}, started=0.0)
+    for e in (ev.TextDelta("partial"), ev.Failed("The stream ended without a finish reason")):
+        result.apply(e, 0.1)
+        renderer.handle(e, result)
+    result.close(0.2)
+    renderer.finish(result)
+    texts = [b["text/plain"] for b in visible(shell)]
+    assert texts[0] == "partial"
+    assert texts[-1].endswith("incomplete: The stream ended without a finish reason")
