@@ -1,0 +1,1 @@
+"""Renderers: one per surface (notebook cell, terminal), each consuming events only."""
