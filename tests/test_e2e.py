@@ -49,8 +49,15 @@ def run(kc, code, timeout=60):
         messages.append((time.monotonic(), msg))
         if msg["msg_type"] == "status" and msg["content"]["execution_state"] == "idle":
             break
-    reply = kc.get_shell_msg(timeout=timeout)
-    return reply, messages
+    return reply_to(kc, msg_id, timeout), messages
+
+
+def reply_to(kc, msg_id, timeout=30):
+    """The shell reply to msg_id (skipping stray replies, e.g. extra kernel_info replies from start-up)."""
+    while True:
+        reply = kc.get_shell_msg(timeout=timeout)
+        if reply["parent_header"].get("msg_id") == msg_id:
+            return reply
 
 
 def displays(messages):
@@ -121,7 +128,7 @@ def test_kernel_interrupt_keeps_the_partial_answer_and_the_kernel_usable(kernel,
         if msg["parent_header"].get("msg_id") == msg_id and msg["msg_type"] == "display_data":
             first_text = msg
     km.interrupt_kernel()
-    reply = kc.get_shell_msg(timeout=30)
+    reply = reply_to(kc, msg_id)
     assert reply["content"]["status"] == "error" and reply["content"]["ename"] == "UsageError"
     assert "Stopped by user" in reply["content"]["evalue"]
     _, messages = run(kc, "print(_qwen.state, 0 < len(_qwen.text) < 2000)")
