@@ -78,7 +78,9 @@ def check_top_p(value: float | None) -> None:
 class QwenSettings(Configurable):
     """Defaults for every request; the traits behind ``%config QwenMagics``."""
 
-    model = Unicode("qwen3.5-plus", help="Model used when -m is not given.").tag(config=True)
+    model = Unicode("qwen3.5-plus", help="Model used when -m is not given; 'local' (or local:0.5b, local:1.5b, "
+                    "local:/path.gguf) runs Qwen in this kernel. With no key and no model named, 'local' is used."
+                    ).tag(config=True)
     region = Unicode("singapore", help="Model Studio region: singapore, us, beijing, hongkong or frankfurt.").tag(config=True)
     workspace = Unicode("", help="Workspace id: use the workspace-dedicated host (required in frankfurt).").tag(config=True)
     base_url = Unicode("", help="Any OpenAI-compatible server (vLLM, Ollama, llama.cpp); overrides region.").tag(config=True)
@@ -99,6 +101,7 @@ class QwenSettings(Configurable):
     max_value_chars = CInt(20_000, help="Longest text a {expr} may expand to; longer values are cut with a warning.").tag(config=True)
     dataframe_rows = CInt(20, help="Rows of a DataFrame sent when it is expanded into a prompt.").tag(config=True)
     update_interval = CFloat(0.1, help="Seconds between display updates while streaming (throttling).").tag(config=True)
+    local_context = CInt(4096, help="Context window (tokens) of the in-process local model.").tag(config=True)
     display_mode = Enum(["auto", "notebook", "terminal"], "auto",
                         help="Where answers stream: rich notebook output, plain terminal text, or auto.").tag(config=True)
 
@@ -123,7 +126,7 @@ class QwenSettings(Configurable):
             raise TraitError(f"{proposal['trait'].name} must be positive")
         return proposal["value"]
 
-    @validate("history_turns", "max_value_chars", "dataframe_rows", "max_retries")
+    @validate("history_turns", "max_value_chars", "dataframe_rows", "max_retries", "local_context")
     def _not_negative(self, proposal: dict) -> int:
         if proposal["value"] < 0:
             raise TraitError(f"{proposal['trait'].name} must be zero or more")

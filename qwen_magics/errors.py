@@ -53,8 +53,9 @@ def missing_key(env: str, region: str | None) -> MissingKey:
     return MissingKey(
         f"No API key: {env} is not set",
         f"create a Model Studio key for {region or 'your region'} (keys are region-specific; --region picks another) "
-        f"and set {env} in the environment before starting Jupyter, or run "
-        f"import os, getpass; os.environ['{env}'] = getpass.getpass()",
+        f"and set {env} in the environment before starting Jupyter (or run "
+        f"import os, getpass; os.environ['{env}'] = getpass.getpass()); to answer offline instead, "
+        f"use -m local after `qwen-magics install-local`",
     )
 
 

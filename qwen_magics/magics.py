@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import re
+from pathlib import Path
 
 from IPython.core.error import UsageError
 from IPython.core.magic import Magics, line_cell_magic, line_magic, magics_class, no_var_expand
@@ -22,7 +23,7 @@ from .conversation import Conversations, check_name
 from .errors import OutputFormatError, QwenMagicsError
 from .expand import expand
 from .markdown import render_markdown
-from .options import make_request, split_line, system_prompt
+from .options import choose_model, make_request, split_line, system_prompt
 from .render.notebook import NotebookRenderer
 from .render.terminal import TerminalRenderer
 from .result import Result
@@ -40,6 +41,7 @@ class QwenMagics(Magics, QwenSettings):
         super().__init__(shell=shell, **kwargs)
         self.conversations = Conversations()
         self._live: list[Result] = []
+        self._local_notice_shown = False
         if shell is not None:
             shell.events.register("post_run_cell", self._end_of_cell)
             if self not in shell.configurables:  # older IPython does not add magics itself; %config needs it
@@ -108,8 +110,12 @@ class QwenMagics(Magics, QwenSettings):
         system = system_prompt(args, self)
         messages = ([{"role": "system", "content": system}] if system else []) + (
             conversation.messages() if conversation else []) + [{"role": "user", "content": prompt}]
-        request = make_request(args, self, messages)
+        model, notice = choose_model(args, self)
+        request = make_request(args, self, messages, model)
         renderer = self._renderer(args.format)
+        if notice and not self._local_notice_shown:
+            renderer.notice(notice)
+            self._local_notice_shown = True
         for warning in expansion.warnings if expansion else ():
             renderer.notice(warning)
         backend = backend_for(request.protocol)  # imports the SDK now, so its import time is not counted as latency
@@ -191,3 +197,41 @@ class QwenMagics(Magics, QwenSettings):
         else:
             for name, conv in self.conversations.items():
                 print(f"{name}: {len(conv.turns)} turn(s)")
+
+    @magic_arguments()
+    @argument("action", nargs="?", default="status", choices=["status", "unload", "install"],
+              help="status: what is loaded; unload: free its memory; install: build the runtime and fetch a model")
+    @argument("--model", choices=["1.5b", "0.5b"], default="1.5b", help="with install: which model (default 1.5b)")
+    @line_magic
+    def qwen_local(self, line: str):
+        """The Qwen model that runs in this kernel, with no key and no network (``-m local``).
+
+        Examples::
+
+            %qwen_local                      what is loaded: file, size, threads, context
+            %qwen_local unload               free the memory
+            %qwen_local install --model 0.5b build the runtime and fetch the 0.5B model (once)
+        """
+        from . import install_local, local_model
+
+        args = parse_argstring(self.qwen_local, line)
+        try:
+            if args.action == "install":
+                install_local.install(args.model)
+            elif args.action == "unload":
+                count = len(local_model.loaded())
+                local_model.unload()
+                print(f"Unloaded {count} local model(s).")
+            else:
+                print(local_status(local_model.loaded(), local_model.default_model()))
+        except QwenMagicsError as err:
+            raise UsageError(err.line()) from err
+
+
+def local_status(loaded: list[dict], default) -> str:
+    """One line per loaded model, or where the default one stands."""
+    if not loaded:
+        where = "installed" if default.path.exists() else "not installed (run %qwen_local install)"
+        return f"No local model loaded; the default is {default.title}, {where}. It loads on first use (-m local)."
+    return "\n".join(f"{Path(m['file']).name}: {m['size'] / 2**20:,.0f} MiB, {m['threads']} threads, "
+                     f"context {m['context']:,} tokens{', logits on' if m['logits_all'] else ''}" for m in loaded)

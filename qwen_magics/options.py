@@ -8,12 +8,14 @@ and never change them.
 from __future__ import annotations
 
 import argparse
+import os
 import re
 import shlex
 from typing import Any
 
 from IPython.core.error import UsageError
 
+from . import local_model
 from .config import QwenSettings, check_temperature, check_top_p, dashscope_root, find_region
 from .errors import InvalidInput, missing_key
 from .request import Endpoint, Request, Sampling
@@ -77,10 +79,33 @@ def _token(line: str, pos: int) -> tuple[str, int]:
     return tok or "", pos + lexer.instream.tell()
 
 
-def endpoint_for(settings: QwenSettings, region: str | None, base_url: str | None, timeout: float | None) -> Endpoint:
-    """Where the request goes: an explicit base URL, or the region's DashScope host."""
+def choose_model(args: argparse.Namespace, settings: QwenSettings) -> tuple[str, str | None]:
+    """The model to ask, and a notice when it was chosen for the user.
+
+    With no key, no model named (neither -m nor a configured one) and no base
+    URL, the in-process local model answers, so a new user or a classroom gets
+    real answers without an account.
+    """
+    if args.model:
+        return args.model, None
+    named = settings.model != QwenSettings.model.default_value
+    if named or args.base_url or args.region or settings.base_url or os.environ.get(settings.api_key_env):
+        return settings.model, None
+    model = local_model.default_model()
+    if not local_model.is_assembled(model):
+        return settings.model, None  # the missing-key error follows, and names the offline option
+    return "local", (f"No {settings.api_key_env} set: answering with {model.title}, running locally in this "
+                     f"kernel (set {settings.api_key_env} to use Model Studio)")
+
+
+def endpoint_for(settings: QwenSettings, region: str | None, base_url: str | None, timeout: float | None,
+                 model: str = "") -> Endpoint:
+    """Where the request goes: the local runtime, an explicit base URL, or the region's DashScope host."""
     common = dict(api_key_env=settings.api_key_env, timeout=timeout or settings.timeout,
-                  connect_timeout=settings.connect_timeout, max_retries=settings.max_retries)
+                  connect_timeout=settings.connect_timeout, max_retries=settings.max_retries,
+                  context=settings.local_context)
+    if is_local(model):
+        return Endpoint(base_url="local", key_required=False, **common)
     url = base_url or (settings.base_url if region is None else "")
     if url:
         return Endpoint(base_url=url.rstrip("/"), key_required=False, **common)
@@ -89,7 +114,12 @@ def endpoint_for(settings: QwenSettings, region: str | None, base_url: str | Non
     return Endpoint(base_url=f"{root}/compatible-mode/v1", region=chosen.name, **common)
 
 
-def make_request(args: argparse.Namespace, settings: QwenSettings, messages: list[dict[str, Any]]) -> Request:
+def is_local(model: str) -> bool:
+    return model == "local" or model.startswith("local:")
+
+
+def make_request(args: argparse.Namespace, settings: QwenSettings, messages: list[dict[str, Any]],
+                 model: str) -> Request:
     """Check every option that can be checked here, and build the request."""
     pick = lambda name: getattr(args, name) if getattr(args, name) is not None else getattr(settings, name)  # noqa: E731
     sampling = Sampling(temperature=pick("temperature"), top_p=pick("top_p"), top_k=pick("top_k"), seed=pick("seed"),
@@ -105,13 +135,13 @@ def make_request(args: argparse.Namespace, settings: QwenSettings, messages: lis
         if args.thinking:
             raise InvalidInput("JSON output cannot be combined with --thinking", "drop --thinking, or drop -f json")
         thinking = False
-    endpoint = endpoint_for(settings, args.region, args.base_url, args.timeout)
+    endpoint = endpoint_for(settings, args.region, args.base_url, args.timeout, model)
     if endpoint.key_required and endpoint.api_key() is None:
         raise missing_key(endpoint.api_key_env, endpoint.region)
     return Request(
-        messages=tuple(messages), model=args.model or settings.model, endpoint=endpoint, sampling=sampling,
+        messages=tuple(messages), model=model, endpoint=endpoint, sampling=sampling,
         thinking=thinking, thinking_budget=budget, response_format="json_object" if args.format == "json" else None,
-        stream=settings.stream and not args.no_stream,
+        stream=settings.stream and not args.no_stream, protocol="local" if is_local(model) else "chat",
     )
 
 

@@ -12,7 +12,7 @@ import os
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
-Protocol = Literal["chat"]
+Protocol = Literal["chat", "local"]
 ResponseFormat = Literal["json_object"]
 
 
@@ -34,7 +34,7 @@ class Sampling:
 
 @dataclass(frozen=True)
 class Endpoint:
-    """Where to send a request and how patiently."""
+    """Where to send a request and how patiently (for the local runtime: its context window)."""
 
     base_url: str
     api_key_env: str = "DASHSCOPE_API_KEY"
@@ -43,6 +43,7 @@ class Endpoint:
     timeout: float = 60.0
     connect_timeout: float = 10.0
     max_retries: int = 2
+    context: int = 4096
 
     def api_key(self) -> str | None:
         """The key, read from the environment now (never stored on the object)."""

@@ -184,9 +184,12 @@ def test_bad_input_is_one_line_before_any_request(ip, dashscope, line, message):
     assert dashscope.requests == []
 
 
-def test_no_key_says_how_to_set_it(ip, dashscope, monkeypatch):
+def test_a_model_studio_model_without_a_key_says_how_to_set_it_and_offers_offline(ip, dashscope, monkeypatch):
     monkeypatch.delenv("DASHSCOPE_API_KEY")
-    with pytest.raises(UsageError, match=r"No API key: DASHSCOPE_API_KEY is not set.*region-specific"):
+    with pytest.raises(UsageError, match=r"No API key: DASHSCOPE_API_KEY is not set.*region-specific.*-m local"):
+        ip.run_line_magic("qwen", "-m qwen3.5-plus hi")
+    ip.run_line_magic("config", "QwenMagics.model = 'qwen-max'")  # a configured model is a named model too
+    with pytest.raises(UsageError, match=r"No API key"):
         ip.run_line_magic("qwen", "hi")
     assert dashscope.requests == []
 

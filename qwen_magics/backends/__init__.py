@@ -10,7 +10,7 @@ from importlib import import_module
 
 from ..runner import Backend
 
-_MODULES = {"chat": "openai_chat"}
+_MODULES = {"chat": "openai_chat", "local": "local"}
 
 
 def backend_for(protocol: str) -> Backend:

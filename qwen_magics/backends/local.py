@@ -1,0 +1,200 @@
+"""Local backend: a Qwen GGUF model run in-process by llama.cpp, streamed as events.
+
+llama.cpp generates synchronously, so a worker thread runs it and hands events
+to the event loop through an asyncio queue, and the kernel stays responsive.
+
+The prompt is formatted here with the chat template stored in the GGUF file
+(the same formatter ``create_chat_completion`` uses) and tokenized once, which
+buys three things the chat call cannot give: the context check happens before
+any work, the input count is exactly the tokens evaluated, and our stopping
+criterion, which llama.cpp consults at every sampled token, both counts the
+output tokens and ends generation as soon as the consumer has gone.  Stop
+strings are cut here rather than by llama.cpp so that the output count can tell
+an end-of-turn token (not output) from a stop string (output).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import threading
+from collections.abc import AsyncIterator, Callable, Sequence
+from typing import Any
+
+from ..events import Event, Finished, Started, TextDelta, Usage
+from ..local_model import LoadedModel, LocalModelError, import_llama_cpp, known_model, load, resolve
+from ..request import Request
+
+_JOIN_TIMEOUT = 10.0
+_DONE = object()
+# create_chat_completion's defaults, used where the request leaves a setting unset.
+_DEFAULTS = {"temperature": 0.2, "top_p": 0.95, "top_k": 40}
+
+Emit = Callable[[Any], None]
+
+
+async def stream(request: Request) -> AsyncIterator[Event]:
+    """Answer ``request`` with a local model; closing or cancelling the consumer stops generation.
+
+    The context window is ``request.endpoint.context`` (``QwenMagics.local_context``).
+    """
+    if request.thinking:
+        raise LocalModelError("The local Qwen2.5-Coder models have no thinking mode",
+                              "Turn thinking off for local models", code="unsupported")
+    path = await asyncio.to_thread(resolve, request.model)  # re-hashes only a file whose stamp is stale
+    model = await asyncio.to_thread(load, path, n_ctx=request.endpoint.context)
+    loop = asyncio.get_running_loop()
+    queue: asyncio.Queue[Any] = asyncio.Queue()
+    cancelled = threading.Event()
+
+    def emit(item: Any) -> None:
+        try:
+            loop.call_soon_threadsafe(queue.put_nowait, item)
+        except RuntimeError:  # the loop is closed: nobody is listening any more
+            cancelled.set()
+
+    worker = threading.Thread(target=_run, args=(model, request, cancelled, emit), name="qwen-local", daemon=True)
+    worker.start()
+    try:
+        while (item := await queue.get()) is not _DONE:
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        cancelled.set()
+        await asyncio.to_thread(worker.join, _JOIN_TIMEOUT)
+
+
+def _run(model: LoadedModel, request: Request, cancelled: threading.Event, emit: Emit) -> None:
+    """Worker thread: one generation at a time per model; every outcome goes through ``emit``."""
+    try:
+        with model.lock:
+            if not cancelled.is_set():
+                _generate(model, request, cancelled, emit)
+    except LocalModelError as exc:
+        emit(exc)
+    except Exception as exc:  # a runtime failure must reach the consumer, not die with the thread
+        first_line = (str(exc).splitlines() or [type(exc).__name__])[0]
+        error = LocalModelError(f"Local generation failed: {first_line}",
+                                "Run it again; if it repeats, restart the kernel", code="runtime_error")
+        error.__cause__ = exc
+        emit(error)
+    finally:
+        emit(_DONE)
+
+
+def _generate(model: LoadedModel, request: Request, cancelled: threading.Event, emit: Emit) -> None:
+    llama_cpp = import_llama_cpp()
+    llm = model.llm
+    llm.reset()  # otherwise the prompt cache shifts the numbers and a seed stops reproducing
+    prompt, template_stop = _prompt_tokens(llama_cpp, llm, request.messages)
+    if len(prompt) >= model.n_ctx:
+        raise LocalModelError(f"The prompt is {len(prompt)} tokens but the local context holds {model.n_ctx}",
+                              "Shorten the prompt or raise the context size", code="context_length")
+    known = known_model(model.path)
+    emit(Started(model=known.title if known else llm.metadata.get("general.name") or model.path.name))
+    sampled: set[int] = set()
+
+    def halt(input_ids: Sequence[int], _logits: Any) -> bool:
+        """llama.cpp asks at every sampled token, and once more at the end with the same ids."""
+        sampled.add(len(input_ids))
+        return cancelled.is_set()
+
+    scanner = _StopScanner(request.sampling.stop)
+    reason: str | None = None
+    chunks = llm.create_completion(prompt=prompt, stream=True, stop=template_stop,
+                                   stopping_criteria=llama_cpp.StoppingCriteriaList([halt]),
+                                   grammar=_grammar(llama_cpp, request), **_sampling(request))
+    try:
+        for chunk in chunks:
+            if cancelled.is_set():
+                return
+            choice = chunk["choices"][0]
+            text, matched = scanner.feed(choice["text"])
+            if text:
+                emit(TextDelta(text))
+            if matched:
+                reason = "stop"
+                break
+            reason = choice["finish_reason"] or reason
+    finally:
+        chunks.close()
+    if reason is None:
+        raise LocalModelError("llama.cpp ended the answer without a finish reason", "Run it again", code="cut")
+    if text := scanner.flush():
+        emit(TextDelta(text))
+    # The end-of-turn token that ends a "stop" is sampled but is not output; a stop string's tokens are.
+    ended_turn = reason == "stop" and not scanner.matched
+    emit(Usage(input=len(prompt), output=max(len(sampled) - ended_turn, 0)))
+    emit(Finished(reason))
+
+
+def _prompt_tokens(llama_cpp: Any, llm: Any, messages: Sequence[dict[str, Any]]) -> tuple[list[int], list[str]]:
+    """Apply the GGUF file's own chat template and tokenize it as the chat handler would."""
+    template = llm.metadata.get("tokenizer.chat_template")
+    if not template:
+        raise LocalModelError("This GGUF file has no chat template", "Use an instruct model that carries one",
+                              code="no_template")
+    formatter = _formatter(template, _token_text(llm, llm.token_eos()), _token_text(llm, llm.token_bos()))
+    try:
+        result = formatter(messages=list(messages))
+    except Exception as exc:  # the template's raise_exception() and Jinja errors alike
+        raise LocalModelError(f"The model's chat template rejected the messages: {exc}",
+                              "Send OpenAI-style messages with string content", code="template_error") from exc
+    tokens = llm.tokenize(result.prompt.encode("utf-8"), add_bos=not result.added_special, special=True)
+    stops = result.stop if isinstance(result.stop, list) else [result.stop] if result.stop else []
+    return tokens, stops
+
+
+@functools.lru_cache(maxsize=4)
+def _formatter(template: str, eos: str, bos: str) -> Any:
+    """Compile each template once: the Qwen one is large."""
+    from llama_cpp.llama_chat_format import Jinja2ChatFormatter
+
+    return Jinja2ChatFormatter(template=template, eos_token=eos, bos_token=bos)
+
+
+def _token_text(llm: Any, token: int) -> str:
+    return llm.detokenize([token], special=True).decode("utf-8", errors="ignore") if token >= 0 else ""
+
+
+def _sampling(request: Request) -> dict[str, Any]:
+    """Request settings as llama.cpp's keywords; temperature 0 selects its greedy sampler."""
+    sampling = request.sampling
+    settings = {"temperature": sampling.temperature, "top_p": sampling.top_p, "top_k": sampling.top_k}
+    return {**{key: _DEFAULTS[key] if value is None else value for key, value in settings.items()},
+            "seed": sampling.seed, "max_tokens": sampling.max_tokens}
+
+
+def _grammar(llama_cpp: Any, request: Request) -> Any:
+    if request.response_format != "json_object":
+        return None
+    return llama_cpp.LlamaGrammar.from_string(llama_cpp.llama_grammar.JSON_GBNF, verbose=False)
+
+
+class _StopScanner:
+    """Cuts the text at the first stop string, holding back any tail that may be the start of one."""
+
+    def __init__(self, stops: Sequence[str]) -> None:
+        self.stops = [s for s in stops if s]
+        self.pending = ""
+        self.matched = False
+
+    def feed(self, text: str) -> tuple[str, bool]:
+        """The text that is safe to show now, and whether a stop string has been reached."""
+        if not self.stops:
+            return text, False
+        self.pending += text
+        cuts = [i for s in self.stops if (i := self.pending.find(s)) >= 0]
+        if cuts:
+            self.matched = True
+            out, self.pending = self.pending[:min(cuts)], ""
+            return out, True
+        hold = max((k for s in self.stops for k in range(1, len(s)) if self.pending.endswith(s[:k])), default=0)
+        out = self.pending[:len(self.pending) - hold]
+        self.pending = self.pending[len(out):]
+        return out, False
+
+    def flush(self) -> str:
+        out, self.pending = self.pending, ""
+        return out

@@ -1,0 +1,157 @@
+"""A teaching widget: how temperature and top_p reshape the model's next-token choice.
+
+The service returns, for each generated token, only its top K alternatives
+from the *raw* distribution (before sampling settings apply).  :func:`reshape`
+replays what the sampler does to those K: divide logits by the temperature,
+softmax, then cut the nucleus to ``top_p``.  Because the other tokens are
+unknown, the result is renormalised over K and is an approximation; the
+widget says so under the chart.
+
+Model text is untrusted: every token is HTML-escaped before it reaches a widget.
+"""
+
+from __future__ import annotations
+
+import html
+import math
+from dataclasses import dataclass
+from typing import Protocol, Sequence
+
+import ipywidgets as w
+
+_NO_LOGPROBS = "This result has no token probabilities: run the cell again with --logprobs 5"
+_KEPT_COLOUR = "#4c78a8"
+_CUT_COLOUR = "#d0d0d0"
+_VISIBLE = str.maketrans({" ": "␣", "\n": "⏎", "\t": "⇥"})
+
+
+class _Entry(Protocol):
+    """One generated token with its top alternatives (see ``qwen_magics.events``)."""
+
+    token: str
+    logprob: float
+    top: Sequence[tuple[str, float]]
+
+
+@dataclass(frozen=True)
+class Bar:
+    """One alternative after reshaping; ``before_cut`` survives the top_p cut so the chart can grey it."""
+
+    token: str
+    before_cut: float
+    probability: float
+    kept: bool
+
+
+def reshape(top: Sequence[tuple[str, float]], temperature: float, top_p: float) -> list[Bar]:
+    """Renormalise the top alternatives as the sampler would, most probable first.
+
+    ``temperature == 0`` is greedy decoding: the most likely token gets
+    everything and top_p has nothing left to cut.
+    """
+    if not 0 <= temperature < 2:
+        raise ValueError(f"temperature must be in [0, 2), got {temperature}")
+    if not 0 < top_p <= 1:
+        raise ValueError(f"top_p must be in (0, 1], got {top_p}")
+    if not top:
+        return []
+    ranked = sorted(top, key=lambda alt: alt[1], reverse=True)
+    if temperature == 0:
+        return [Bar(tok, float(i == 0), float(i == 0), True) for i, (tok, _) in enumerate(ranked)]
+    peak = ranked[0][1] / temperature  # subtracted so exp() cannot overflow at small T
+    weights = [math.exp(lp / temperature - peak) for _, lp in ranked]
+    total = sum(weights)
+    before = [x / total for x in weights]
+    keep, cumulative = 0, 0.0
+    while keep < len(before) and cumulative < top_p - 1e-12:  # tolerance: sums of floats fall short of 1
+        cumulative += before[keep]
+        keep += 1
+    kept_total = sum(before[:keep])
+    return [
+        Bar(tok, p, p / kept_total if i < keep else 0.0, i < keep)
+        for i, ((tok, _), p) in enumerate(zip(ranked, before))
+    ]
+
+
+def probs_widget(result: object, position: int | None = None) -> ProbsWidget:
+    """Explore one result's token choices; opens at the most uncertain token unless ``position`` is given.
+
+    ``result`` is anything with a ``logprobs`` list (see :class:`_Entry`).
+    """
+    entries = getattr(result, "logprobs", None)
+    if not entries:
+        raise ValueError(_NO_LOGPROBS)
+    if position is None:
+        position = max(range(len(entries)), key=lambda i: _entropy(_alternatives(entries[i])))
+    elif not 0 <= position < len(entries):
+        raise ValueError(f"position must be in [0, {len(entries) - 1}], got {position}")
+    return ProbsWidget(list(entries), position)
+
+
+class ProbsWidget(w.VBox):
+    """Sliders for position, temperature and top_p over a text label, a bar chart and its caveat."""
+
+    def __init__(self, entries: list[_Entry], position: int) -> None:
+        self.entries = entries
+        self.position = w.IntSlider(value=position, min=0, max=len(entries) - 1, description="position")
+        self.text = w.HTML()
+        self.temperature = w.FloatSlider(value=1.0, min=0.0, max=1.99, step=0.05, description="temperature")
+        self.top_p = w.FloatSlider(value=1.0, min=0.01, max=1.0, step=0.01, description="top_p")
+        self.chart = w.HTML()
+        self.caption = w.HTML()
+        for slider in (self.position, self.temperature, self.top_p):
+            slider.observe(self._redraw, names="value")
+        super().__init__([self.position, self.text, self.temperature, self.top_p, self.chart, self.caption])
+        self._redraw()
+
+    def _redraw(self, change: object = None) -> None:
+        entry = self.entries[self.position.value]
+        alternatives = _alternatives(entry)
+        bars = reshape(alternatives, self.temperature.value, self.top_p.value)
+        self.text.value = _text_html(self.entries, self.position.value)
+        self.chart.value = _chart_html(bars, entry.token)
+        self.caption.value = (
+            '<div style="color:#888;font-size:0.85em">Renormalised over the top '
+            f"K = {len(alternatives)} alternatives the model returned: "
+            "an approximation of the full distribution.</div>"
+        )
+
+
+def _alternatives(entry: _Entry) -> Sequence[tuple[str, float]]:
+    """The entry's top K, or the chosen token alone when the service sent none."""
+    return entry.top or ((entry.token, entry.logprob),)
+
+
+def _entropy(top: Sequence[tuple[str, float]]) -> float:
+    """Entropy (nats) of the raw top K: high means the model hesitated here."""
+    return -sum(b.probability * math.log(b.probability) for b in reshape(top, 1.0, 1.0) if b.probability > 0)
+
+
+def _show(token: str) -> str:
+    """Escaped token with whitespace made visible, since a bare space or newline cannot be read."""
+    return html.escape(token.translate(_VISIBLE))
+
+
+def _text_html(entries: list[_Entry], position: int) -> str:
+    """The answer up to ``position``, with that token highlighted."""
+    before = html.escape("".join(e.token for e in entries[:position]))
+    mark = f'<mark style="background:#ffe08a">{_show(entries[position].token)}</mark>'
+    return f'<div style="white-space:pre-wrap;font-family:monospace">{before}{mark}</div>'
+
+
+def _chart_html(bars: list[Bar], chosen: str) -> str:
+    """Horizontal bars in plain HTML/CSS: kept in colour, cut in grey at their pre-cut share."""
+    rows = []
+    for bar in bars:
+        share = bar.probability if bar.kept else bar.before_cut
+        colour = _KEPT_COLOUR if bar.kept else _CUT_COLOUR
+        label = f"{share:.1%}" + ("" if bar.kept else " cut by top_p")
+        note = " ◀ generated" if bar.token == chosen else ""
+        rows.append(
+            '<div style="display:flex;align-items:center;gap:6px;margin:2px 0">'
+            f'<code style="width:10em;overflow:hidden;text-align:right">{_show(bar.token)}</code>'
+            '<div style="flex:1;background:#f3f3f3">'
+            f'<div style="width:{share * 100:.1f}%;background:{colour};height:1em"></div></div>'
+            f'<span style="width:11em;color:{"#000" if bar.kept else "#888"}">{label}{note}</span></div>'
+        )
+    return "".join(rows)

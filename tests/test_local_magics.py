@@ -1,0 +1,100 @@
+"""%%qwen with the real local Qwen2.5-Coder-0.5B, in a real shell and a real kernel.
+
+Needs `qwen-magics install-local --model 0.5b` (CI runs it); answers are kept
+to a few dozen tokens so the module stays fast.
+"""
+
+import os
+import signal
+import threading
+from pathlib import Path
+
+import nbformat
+import pytest
+from IPython.core.error import UsageError
+from nbclient import NotebookClient
+
+pytestmark = pytest.mark.local
+ROOT = Path(__file__).resolve().parents[1]
+PROMPT = "Write a Python function that checks whether a number is prime."
+
+
+@pytest.fixture
+def offline(ip, monkeypatch):
+    """The shell with no key at all, as on a new user's laptop."""
+    monkeypatch.delenv("DASHSCOPE_API_KEY")
+    return ip
+
+
+def notices(shell):
+    return [o["data"]["text/plain"] for o in shell.display_pub.outputs if o["data"]["text/plain"].startswith("⚠")]
+
+
+def test_with_no_key_the_local_model_answers_and_says_so_once(offline, dashscope):
+    first = offline.run_line_magic("qwen", f"-t 0 --max-tokens 24 {PROMPT}")
+    offline.run_line_magic("qwen", f"-t 0 --max-tokens 8 {PROMPT}")
+    assert notices(offline) == ["⚠ No DASHSCOPE_API_KEY set: answering with Qwen2.5-Coder-0.5B-Instruct, running "
+                                "locally in this kernel (set DASHSCOPE_API_KEY to use Model Studio)"]
+    assert first.model == "Qwen2.5-Coder-0.5B-Instruct" and first.parameters["protocol"] == "local"
+    assert first.complete and first.text.strip() and first.usage.input > 0 and 0 < first.usage.output <= 24
+    assert first.finish_reason in ("stop", "length") and first.ttft > 0
+    assert dashscope.requests == []  # nothing left the kernel
+
+
+def test_temperature_zero_and_a_fixed_seed_reproduce_the_text(offline):
+    greedy = [offline.run_line_magic("qwen", f"-m local:0.5b -t 0 --max-tokens 24 {PROMPT}").text for _ in range(2)]
+    assert greedy[0] == greedy[1]
+    seeded = [offline.run_line_magic("qwen", f"-m local:0.5b -t 1.0 --seed 11 --max-tokens 24 {PROMPT}").text
+              for _ in range(2)]
+    assert seeded[0] == seeded[1]
+    others = {offline.run_line_magic("qwen", f"-m local:0.5b -t 1.2 --seed {s} --max-tokens 24 Tell a short story."
+                                     ).text for s in (1, 2, 3)}
+    assert len(others) > 1
+
+
+def test_ctrl_c_stops_local_generation_and_keeps_the_partial_answer(offline):
+    offline.run_line_magic("qwen", "-m local:0.5b --max-tokens 4 warm up")  # load the model first
+    threading.Timer(1.0, os.kill, (os.getpid(), signal.SIGINT)).start()
+    with pytest.raises(UsageError, match="Stopped by user"):
+        offline.run_line_magic("qwen", f"-m local:0.5b -t 0 --max-tokens 1000 {PROMPT} Explain every line at length.")
+    result = offline.user_ns["_qwen"]
+    assert result.state == "stopped" and result.text and result.usage.output < 1000
+    assert not [t for t in threading.enumerate() if t.name == "qwen-local"]  # generation really ended
+    assert offline.run_line_magic("qwen", "-m local:0.5b --max-tokens 4 again").complete
+
+
+def test_qwen_local_shows_and_unloads_the_model(offline, capsys):
+    offline.run_line_magic("qwen", "-m local:0.5b --max-tokens 4 hi")
+    offline.run_line_magic("qwen_local", "")
+    status = capsys.readouterr().out
+    assert "Qwen2.5-Coder-0.5B-Instruct-Q4_K_M.gguf: 469 MiB, " in status and "context 4,096 tokens" in status
+    offline.run_line_magic("qwen_local", "unload")
+    assert "Unloaded 1 local model(s)." in capsys.readouterr().out
+
+
+def test_a_prompt_too_long_for_the_context_is_one_line(offline):
+    offline.run_line_magic("config", "QwenMagics.local_context = 64")
+    with pytest.raises(UsageError, match=r"The prompt is \d+ tokens but the local context holds 64"):
+        offline.run_line_magic("qwen", "-m local:0.5b " + "word " * 100)
+
+
+def test_a_file_that_is_not_gguf_is_one_line(offline, tmp_path):
+    bogus = tmp_path / "model.gguf"
+    bogus.write_bytes(b"not a model")
+    with pytest.raises(UsageError, match="is not a GGUF model file"):
+        offline.run_line_magic("qwen", f"-m local:{bogus} hi")
+
+
+@pytest.mark.e2e
+def test_the_quickstart_runs_on_the_local_model_with_no_key(monkeypatch, tmp_path):
+    monkeypatch.delenv("DASHSCOPE_API_KEY", raising=False)
+    monkeypatch.delenv("QWEN_MAGICS_DASHSCOPE_URL", raising=False)
+    nb = nbformat.read(ROOT / "notebooks" / "quickstart.ipynb", as_version=4)
+    nb.cells.insert(2, nbformat.v4.new_code_cell("%config QwenMagics.max_tokens = 40"))  # keep the test short
+    NotebookClient(nb, timeout=300, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}).execute()
+    outputs = [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])]
+    assert not [o for o in outputs if o.get("output_type") == "error"]
+    plain = "\n".join(o.get("text", "") + o.get("data", {}).get("text/plain", "") for o in outputs)
+    assert "answering with Qwen2.5-Coder-0.5B-Instruct, running locally" in plain
+    assert plain.count("Qwen2.5-Coder-0.5B-Instruct · ") >= 6  # footers of real local answers
+    assert "Qwen2.5-Coder-0.5B-Instruct complete" in plain

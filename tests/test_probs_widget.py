@@ -1,0 +1,187 @@
+"""The probabilities widget: how temperature and top_p reshape the model's top-K alternatives.
+
+``reshape`` is pure arithmetic; the widget is driven as a user would, by
+setting slider values, and judged by the HTML it would show.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass
+
+import pytest
+
+from qwen_magics.widgets.probs import probs_widget, reshape
+
+NO_LOGPROBS = "This result has no token probabilities: run the cell again with --logprobs 5"
+
+
+@dataclass(frozen=True)
+class Entry:
+    """Same shape as the logprob entries in ``qwen_magics.events``."""
+
+    token: str
+    logprob: float
+    top: tuple[tuple[str, float], ...]
+
+
+@dataclass
+class Result:
+    logprobs: list[Entry]
+
+
+def alternatives(**probs: float) -> tuple[tuple[str, float], ...]:
+    """Top-K as the service sends it: natural-log probabilities, most likely first."""
+    return tuple((tok, math.log(p)) for tok, p in probs.items())
+
+
+def entry(chosen: str, **probs: float) -> Entry:
+    return Entry(chosen, math.log(probs[chosen]), alternatives(**probs))
+
+
+def entropy(bars) -> float:
+    return -sum(b.probability * math.log(b.probability) for b in bars if b.probability > 0)
+
+
+def probabilities(bars) -> list[float]:
+    return [b.probability for b in bars]
+
+
+def shown_percentages(chart: str) -> list[str]:
+    """The percentages printed next to the bars (not the CSS widths)."""
+    return re.findall(r">(\d+\.\d%)", chart)
+
+
+# reshape: the sampler's arithmetic
+
+
+def test_neutral_settings_are_the_softmax_renormalised_over_k():
+    bars = reshape(alternatives(a=0.5, b=0.2, c=0.1), temperature=1.0, top_p=1.0)
+    assert [b.token for b in bars] == ["a", "b", "c"]
+    assert probabilities(bars) == pytest.approx([0.5 / 0.8, 0.2 / 0.8, 0.1 / 0.8])
+    assert sum(probabilities(bars)) == pytest.approx(1.0)
+    assert all(b.kept for b in bars)
+
+
+def test_temperature_zero_is_greedy():
+    bars = reshape(alternatives(a=0.4, b=0.35, c=0.25), temperature=0.0, top_p=1.0)
+    assert probabilities(bars) == [1.0, 0.0, 0.0]
+
+
+def test_low_temperature_concentrates_on_the_most_likely():
+    bars = reshape(alternatives(a=0.4, b=0.35, c=0.25), temperature=0.05, top_p=1.0)
+    assert bars[0].token == "a"
+    assert bars[0].probability > 0.9
+
+
+def test_higher_temperature_flattens():
+    top = alternatives(a=0.6, b=0.25, c=0.1, d=0.05)
+    entropies = [entropy(reshape(top, t, 1.0)) for t in (0.5, 1.0, 1.5)]
+    assert entropies == sorted(entropies)
+    assert len(set(entropies)) == 3
+
+
+def test_top_p_cuts_the_tail_and_renormalises_what_is_kept():
+    bars = reshape(alternatives(a=0.4, b=0.3, c=0.2, d=0.1), temperature=1.0, top_p=0.5)
+    assert [b.kept for b in bars] == [True, True, False, False]
+    assert probabilities(bars) == pytest.approx([0.4 / 0.7, 0.3 / 0.7, 0.0, 0.0])
+    assert [b.before_cut for b in bars] == pytest.approx([0.4, 0.3, 0.2, 0.1])
+
+
+def test_top_p_always_keeps_at_least_one():
+    bars = reshape(alternatives(a=0.25, b=0.25, c=0.25, d=0.25), temperature=1.0, top_p=0.01)
+    assert [b.kept for b in bars] == [True, False, False, False]
+    assert bars[0].probability == pytest.approx(1.0)
+
+
+@pytest.mark.parametrize(
+    ("temperature", "top_p", "message"),
+    [
+        (-0.1, 1.0, r"temperature must be in \[0, 2\)"),
+        (2.0, 1.0, r"temperature must be in \[0, 2\)"),
+        (1.0, 0.0, r"top_p must be in \(0, 1\]"),
+        (1.0, 1.5, r"top_p must be in \(0, 1\]"),
+    ],
+)
+def test_settings_out_of_range_are_refused(temperature, top_p, message):
+    with pytest.raises(ValueError, match=message):
+        reshape(alternatives(a=0.5, b=0.5), temperature, top_p)
+
+
+# the widget
+
+
+def sample_result() -> Result:
+    """Three tokens; the model hesitated only over the second."""
+    return Result(
+        [
+            entry("The", The=0.97, A=0.03),
+            entry(" cat", **{" cat": 0.3, " dog": 0.3, " bird": 0.25, " fish": 0.15}),
+            entry(" sat", **{" sat": 0.9, " ran": 0.1}),
+        ]
+    )
+
+
+def test_opens_at_the_most_uncertain_token():
+    assert probs_widget(sample_result()).position.value == 1
+
+
+def test_opens_at_the_requested_position():
+    assert probs_widget(sample_result(), position=2).position.value == 2
+
+
+def test_a_position_outside_the_answer_is_refused():
+    with pytest.raises(ValueError, match=r"position must be in \[0, 2\]"):
+        probs_widget(sample_result(), position=3)
+
+
+def test_text_label_shows_the_answer_so_far_with_the_token_highlighted():
+    box = probs_widget(sample_result(), position=1)
+    assert "The<mark" in box.text.value
+    assert "␣cat</mark>" in box.text.value
+    box.position.value = 2
+    assert "The cat<mark" in box.text.value
+
+
+def test_chart_shows_one_bar_per_alternative_with_visible_whitespace():
+    chart = probs_widget(sample_result(), position=1).chart.value
+    for token in ("␣cat", "␣dog", "␣bird", "␣fish"):
+        assert token in chart
+    assert shown_percentages(chart) == ["30.0%", "30.0%", "25.0%", "15.0%"]
+
+
+def test_temperature_zero_puts_one_bar_at_100_percent():
+    box = probs_widget(sample_result(), position=1)
+    box.temperature.value = 0.0
+    assert shown_percentages(box.chart.value) == ["100.0%", "0.0%", "0.0%", "0.0%"]
+
+
+def test_lowering_top_p_greys_out_the_tail():
+    box = probs_widget(sample_result(), position=1)
+    assert "cut by top_p" not in box.chart.value
+    box.top_p.value = 0.5
+    assert box.chart.value.count("cut by top_p") == 2
+
+
+def test_caption_states_the_approximation():
+    caption = probs_widget(sample_result(), position=1).caption.value
+    assert (
+        "Renormalised over the top K = 4 alternatives the model returned: "
+        "an approximation of the full distribution."
+    ) in caption
+
+
+def test_model_text_is_escaped_everywhere():
+    evil = "<script>alert(1)</script>"
+    box = probs_widget(Result([entry(evil, **{evil: 0.6, "ok": 0.4})]))
+    for html in (box.chart.value, box.text.value):
+        assert "<script>" not in html
+        assert "&lt;script&gt;" in html
+
+
+@pytest.mark.parametrize("result", [Result([]), object()], ids=["empty", "missing"])
+def test_a_result_without_logprobs_says_how_to_get_them(result):
+    with pytest.raises(ValueError) as info:
+        probs_widget(result)
+    assert str(info.value) == NO_LOGPROBS
