@@ -14,3 +14,10 @@ def load_ipython_extension(ipython) -> None:
     from .magics import QwenMagics
 
     ipython.register_magics(QwenMagics(ipython))
+
+
+def probs_widget(result, position: int | None = None):
+    """The token-probability teaching widget for a result made with ``--logprobs K`` (as ``%qwen_probs``)."""
+    from .widgets.probs import probs_widget as make
+
+    return make(result, position)

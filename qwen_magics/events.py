@@ -39,6 +39,19 @@ class ToolCallDelta:
 
 
 @dataclass(frozen=True)
+class TokenLogprob:
+    """One generated token, its log-probability and the top alternatives at that position.
+
+    These are the model's raw distribution, before temperature and top_p.
+    """
+
+    token: str
+    logprob: float
+    top: tuple[tuple[str, float], ...] = ()
+    type: Literal["logprob"] = "logprob"
+
+
+@dataclass(frozen=True)
 class Usage:
     """Token counts as the service reported them."""
 
@@ -75,4 +88,4 @@ class Failed:
     type: Literal["failed"] = "failed"
 
 
-Event = Union[ReasoningDelta, TextDelta, ToolCallDelta, Usage, Started, Finished, Failed]
+Event = Union[ReasoningDelta, TextDelta, ToolCallDelta, TokenLogprob, Usage, Started, Finished, Failed]

@@ -70,6 +70,8 @@ class QwenMagics(Magics, QwenSettings):
     @argument("--timeout", type=float, metavar="SECONDS", help="seconds to wait for the next byte")
     @argument("--no-stream", action="store_true", help="wait for the whole answer, then show it")
     @argument("--no-expand", action="store_true", help="send {braces} as written instead of expanding {expr}")
+    @argument("--logprobs", type=int, metavar="K",
+              help="ask for the top-K alternatives of every token: tinted view, result.logprobs, %%qwen_probs")
     @argument("prompt", nargs="*", help="line mode: the prompt (cell mode: the cell body is the prompt)")
     @no_var_expand
     @line_cell_magic
@@ -197,6 +199,29 @@ class QwenMagics(Magics, QwenSettings):
         else:
             for name, conv in self.conversations.items():
                 print(f"{name}: {len(conv.turns)} turn(s)")
+
+    @magic_arguments()
+    @argument("name", nargs="?", default="_qwen", help="a result from %%qwen --logprobs K (default: _qwen)")
+    @argument("--position", type=int, help="token to start at (default: the most uncertain one)")
+    @line_magic
+    def qwen_probs(self, line: str):
+        """Explore how sampling picks each token: the next-token distribution with temperature and top_p sliders.
+
+        Examples::
+
+            %qwen -m local --logprobs 5 -t 0 The capital of France is
+            %qwen_probs                      the last result
+            %qwen_probs answer --position 3
+        """
+        from .widgets.probs import probs_widget
+
+        args = parse_argstring(self.qwen_probs, line)
+        if args.name not in self.shell.user_ns:
+            raise UsageError(f"No result named {args.name!r}: run %%qwen --logprobs 5 first")
+        try:
+            display(probs_widget(self.shell.user_ns[args.name], args.position))
+        except ValueError as err:
+            raise UsageError(str(err)) from None
 
     @magic_arguments()
     @argument("action", nargs="?", default="status", choices=["status", "unload", "install"],

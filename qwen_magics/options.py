@@ -138,8 +138,9 @@ def make_request(args: argparse.Namespace, settings: QwenSettings, messages: lis
     endpoint = endpoint_for(settings, args.region, args.base_url, args.timeout, model)
     if endpoint.key_required and endpoint.api_key() is None:
         raise missing_key(endpoint.api_key_env, endpoint.region)
+    _check_range("logprobs", args.logprobs, 1, 20, "--logprobs 5")
     return Request(
-        messages=tuple(messages), model=model, endpoint=endpoint, sampling=sampling,
+        messages=tuple(messages), model=model, endpoint=endpoint, sampling=sampling, logprobs=args.logprobs,
         thinking=thinking, thinking_budget=budget, response_format="json_object" if args.format == "json" else None,
         stream=settings.stream and not args.no_stream, protocol="local" if is_local(model) else "chat",
     )

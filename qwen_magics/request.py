@@ -63,6 +63,8 @@ class Request:
     response_format: ResponseFormat | None = None
     stream: bool = True
     protocol: Protocol = "chat"
+    logprobs: int | None = None
+    """Ask for the top-K alternatives of every generated token."""
 
     def parameters(self) -> dict[str, Any]:
         """The settings this request sends, for the result object and the footer."""
@@ -73,6 +75,8 @@ class Request:
             params["thinking_budget"] = self.thinking_budget
         if self.response_format:
             params["response_format"] = self.response_format
+        if self.logprobs:
+            params["logprobs"] = self.logprobs
         params["stream"] = self.stream
         params["protocol"] = self.protocol
         return params

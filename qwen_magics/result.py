@@ -37,6 +37,8 @@ class Result:
     elapsed: float | None = None
     data: Any = field(default=None, repr=False)
     """The parsed object when the answer was asked for as JSON (``-f json``)."""
+    logprobs: list[ev.TokenLogprob] = field(default_factory=list, repr=False)
+    """One entry per generated token when asked for with ``--logprobs K``."""
     _tool_calls: dict[int, dict[str, str]] = field(default_factory=dict, repr=False)
     shown_live: bool = field(default=False, repr=False)
     """Set while the cell that streamed this result runs, so the cell's Out does not repeat the answer."""
@@ -55,6 +57,8 @@ class Result:
             call["id"] = event.id or call["id"]
             call["name"] = event.name or call["name"]
             call["arguments"] += event.arguments
+        elif isinstance(event, ev.TokenLogprob):
+            self.logprobs.append(event)
         elif isinstance(event, ev.Usage):
             self.usage = event
         elif isinstance(event, ev.Started):

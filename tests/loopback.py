@@ -193,8 +193,21 @@ def default_answer(body: dict) -> str:
     fmt = body.get("response_format")
     if isinstance(fmt, dict) and fmt.get("type") == "json_object":
         return json.dumps({"answer": user[:40], "ok": True}, ensure_ascii=False)
+    system = " ".join(_text_of(m.get("content")) for m in body.get("messages") or []
+                      if isinstance(m, dict) and m.get("role") == "system")
+    if "fenced code block" in system:
+        return f"```python\n# {user.splitlines()[0][:60] if user else ''}\nprint('hello')\n```"
     first = user.splitlines()[0] if user else ""
     return f"**Echo:** {first[:80]}\n\n- first point\n- second point\n\nDone."
+
+
+def token_logprobs(piece: str, i: int, k: int) -> dict:
+    """Deterministic OpenAI-shaped logprobs for one streamed piece: the piece, then k-1 weaker alternatives."""
+    chosen = -0.05 * (i % 7) - 0.01
+    alternatives = [(piece, chosen)] + [(f"{piece}~{j}", chosen - 1.0 - j) for j in range(1, k)]
+    return {"content": [{"token": piece, "logprob": chosen, "bytes": list(piece.encode()),
+                         "top_logprobs": [{"token": t, "logprob": lp, "bytes": list(t.encode())}
+                                          for t, lp in alternatives[:k]]}]}
 
 
 def _split(text: str, size: int) -> list[str]:
@@ -505,11 +518,11 @@ class _Handler(BaseHTTPRequestHandler):
         created = int(time.time())
         model = body["model"]
 
-        def chunk(delta: dict, finish_reason: Optional[str] = None) -> bytes:
+        def chunk(delta: dict, finish_reason: Optional[str] = None, logprobs: Optional[dict] = None) -> bytes:
             return _dumps({"id": cid, "object": "chat.completion.chunk", "created": created, "model": model,
                            "system_fingerprint": None,
                            "choices": [{"index": 0, "delta": delta, "finish_reason": finish_reason,
-                                        "logprobs": None}]})
+                                        "logprobs": logprobs}]})
 
         self._start(200, "text/event-stream;charset=UTF-8", rid, script.headers)
         if fault == "empty":
@@ -546,7 +559,9 @@ class _Handler(BaseHTTPRequestHandler):
                 self._sleep(script.chunk_delay)
             delta = ({"content": None, "reasoning_content": piece, "role": "assistant"} if kind == "reasoning"
                      else {"content": piece, "reasoning_content": None, "role": "assistant"})
-            self._frame(chunk(delta), split)
+            wants_logprobs = kind == "text" and body.get("logprobs") is True
+            self._frame(chunk(delta, logprobs=token_logprobs(piece, i, body.get("top_logprobs") or 0)
+                              if wants_logprobs else None), split)
         if fault in ("cut", "reset", "moderation_mid") and script.fault_after >= len(pieces):
             # fault_after beyond the last piece: fault right before the finish chunk
             if fault == "moderation_mid":

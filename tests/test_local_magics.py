@@ -4,6 +4,7 @@ Needs `qwen-magics install-local --model 0.5b` (CI runs it); answers are kept
 to a few dozen tokens so the module stays fast.
 """
 
+import math
 import os
 import signal
 import threading
@@ -98,3 +99,28 @@ def test_the_quickstart_runs_on_the_local_model_with_no_key(monkeypatch, tmp_pat
     assert "answering with Qwen2.5-Coder-0.5B-Instruct, running locally" in plain
     assert plain.count("Qwen2.5-Coder-0.5B-Instruct · ") >= 6  # footers of real local answers
     assert "Qwen2.5-Coder-0.5B-Instruct complete" in plain
+
+
+def test_local_logprobs_match_the_answer_token_for_token(offline):
+    result = offline.run_line_magic("qwen", "-m local:0.5b --logprobs 4 -t 0 --max-tokens 12 Say hello.")
+    assert "".join(e.token for e in result.logprobs) == result.text
+    assert len(result.logprobs) == result.usage.output or result.finish_reason == "stop"
+    for entry in result.logprobs:
+        assert 0 < math.exp(entry.logprob) <= 1 and len(entry.top) == 4
+        assert entry.top[0][0] == entry.token  # temperature 0 picks the most likely token
+
+
+@pytest.mark.e2e
+def test_the_offline_sampling_notebook_teaches_with_real_numbers(monkeypatch, tmp_path):
+    monkeypatch.delenv("DASHSCOPE_API_KEY", raising=False)
+    nb = nbformat.read(ROOT / "notebooks" / "offline_sampling.ipynb", as_version=4)
+    nb.cells.insert(2, nbformat.v4.new_code_cell("%config QwenMagics.max_tokens = 24\n"
+                                                 "%config QwenMagics.model = 'local:0.5b'"))  # short, small
+    NotebookClient(nb, timeout=300, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}).execute()
+    outputs = [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])]
+    assert not [o for o in outputs if o.get("output_type") == "error"]
+    text = "\n".join(o.get("text", "") for o in outputs if o.get("output_type") == "stream")
+    assert "identical: True" in text and "seed 7 twice, identical: True" in text
+    assert "same as temperature 0: True" in text
+    assert any("application/vnd.jupyter.widget-view+json" in o.get("data", {}) for o in outputs)
+    assert any("Token probabilities" in o.get("data", {}).get("text/html", "") for o in outputs)

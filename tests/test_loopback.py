@@ -549,7 +549,7 @@ def test_recorded_requests_and_keep_alive(server: LoopbackServer) -> None:
 
 def test_many_concurrent_streams(server: LoopbackServer) -> None:
     n = 30
-    server.enqueue(Script(reasoning="", text="abcdefghijklmnop", chunk_delay=0.02, repeat=n))
+    server.enqueue(Script(reasoning="", text="abcdefghijklmnop", chunk_delay=0.15, repeat=n))
 
     async def go():
         async with aclient(server) as client:

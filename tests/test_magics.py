@@ -290,3 +290,25 @@ def test_the_key_never_appears_in_outputs_errors_or_reprs(ip, dashscope, monkeyp
     seen.append(repr(ip.user_ns["_qwen"]) + repr(ip.user_ns["_qwen"].parameters))
     blob = "\n".join(seen)
     assert FAKE_KEY not in blob and "sk-wrong-key-123456" not in blob and "0123456789abcdef" not in blob
+
+
+def test_logprobs_are_asked_for_kept_per_token_and_shown_tinted(ip, dashscope):
+    result = ip.run_line_magic("qwen", "--no-thinking --logprobs 3 -m qwen-plus hi")
+    body = last_body(dashscope)
+    assert (body["logprobs"], body["top_logprobs"]) == (True, 3)
+    assert "".join(e.token for e in result.logprobs) == result.text
+    assert all(len(e.top) == 3 and e.top[0][0] == e.token and e.logprob <= 0 for e in result.logprobs)
+    view = [o["data"]["text/html"] for o in ip.display_pub.outputs if "Token probabilities" in o["data"]["text/html"]]
+    assert len(view) == 1 and view[0].count("<span title=\"p = ") == len(result.logprobs)
+    ip.run_line_magic("qwen_probs", "")
+    assert "application/vnd.jupyter.widget-view+json" in ip.display_pub.outputs[-1]["data"]
+
+
+def test_probs_needs_a_result_with_logprobs(ip):
+    ip.run_line_magic("qwen", "--no-thinking hi")
+    with pytest.raises(UsageError, match=r"no token probabilities: run the cell again with --logprobs 5"):
+        ip.run_line_magic("qwen_probs", "")
+    with pytest.raises(UsageError, match=r"No result named 'nothing'"):
+        ip.run_line_magic("qwen_probs", "nothing")
+    with pytest.raises(UsageError, match=r"logprobs 50 is out of range"):
+        ip.run_line_magic("qwen", "--logprobs 50 hi")

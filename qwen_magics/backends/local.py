@@ -21,7 +21,7 @@ import threading
 from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any
 
-from ..events import Event, Finished, Started, TextDelta, Usage
+from ..events import Event, Finished, Started, TextDelta, TokenLogprob, Usage
 from ..local_model import LoadedModel, LocalModelError, import_llama_cpp, known_model, load, resolve
 from ..request import Request
 
@@ -42,7 +42,8 @@ async def stream(request: Request) -> AsyncIterator[Event]:
         raise LocalModelError("The local Qwen2.5-Coder models have no thinking mode",
                               "Turn thinking off for local models", code="unsupported")
     path = await asyncio.to_thread(resolve, request.model)  # re-hashes only a file whose stamp is stale
-    model = await asyncio.to_thread(load, path, n_ctx=request.endpoint.context)
+    # Logits for every position make generation several times slower: only when asked for.
+    model = await asyncio.to_thread(load, path, n_ctx=request.endpoint.context, logits_all=bool(request.logprobs))
     loop = asyncio.get_running_loop()
     queue: asyncio.Queue[Any] = asyncio.Queue()
     cancelled = threading.Event()
@@ -104,12 +105,15 @@ def _generate(model: LoadedModel, request: Request, cancelled: threading.Event, 
     reason: str | None = None
     chunks = llm.create_completion(prompt=prompt, stream=True, stop=template_stop,
                                    stopping_criteria=llama_cpp.StoppingCriteriaList([halt]),
-                                   grammar=_grammar(llama_cpp, request), **_sampling(request))
+                                   grammar=_grammar(llama_cpp, request), logprobs=request.logprobs or None,
+                                   **_sampling(request))
     try:
         for chunk in chunks:
             if cancelled.is_set():
                 return
             choice = chunk["choices"][0]
+            for entry in _logprobs(choice.get("logprobs")):
+                emit(entry)
             text, matched = scanner.feed(choice["text"])
             if text:
                 emit(TextDelta(text))
@@ -164,6 +168,15 @@ def _sampling(request: Request) -> dict[str, Any]:
     settings = {"temperature": sampling.temperature, "top_p": sampling.top_p, "top_k": sampling.top_k}
     return {**{key: _DEFAULTS[key] if value is None else value for key, value in settings.items()},
             "seed": sampling.seed, "max_tokens": sampling.max_tokens}
+
+
+def _logprobs(data: dict | None) -> list[TokenLogprob]:
+    """llama.cpp's completion-style logprobs as events (its numbers are numpy float32: made plain floats)."""
+    if not data:
+        return []
+    return [TokenLogprob(token, float(logprob),
+                         tuple(sorted(((t, float(lp)) for t, lp in (top or {}).items()), key=lambda p: -p[1])))
+            for token, logprob, top in zip(data["tokens"], data["token_logprobs"], data["top_logprobs"])]
 
 
 def _grammar(llama_cpp: Any, request: Request) -> Any:

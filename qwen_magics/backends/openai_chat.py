@@ -54,6 +54,8 @@ def build_body(request: Request) -> dict[str, Any]:
     body.update({k: v for k, v in optional.items() if v is not None})
     if request.response_format:
         body["response_format"] = {"type": request.response_format}
+    if request.logprobs:
+        body.update(logprobs=True, top_logprobs=request.logprobs)
     extra = {"enable_thinking": request.thinking, "thinking_budget": request.thinking_budget, "top_k": s.top_k}
     extra = {k: v for k, v in extra.items() if v is not None}
     if extra:
@@ -98,6 +100,7 @@ def _from_chunk(chunk) -> list[ev.Event]:
             out.append(ev.ReasoningDelta(reasoning))
         if delta.content:
             out.append(ev.TextDelta(delta.content))
+        out += _logprobs(choice.logprobs)
         for call in delta.tool_calls or ():
             fn = call.function
             out.append(ev.ToolCallDelta(call.index, call.id, fn.name if fn else None, (fn.arguments or "") if fn else ""))
@@ -117,12 +120,18 @@ def _from_completion(completion) -> list[ev.Event]:
         out.append(ev.ReasoningDelta(reasoning))
     if message.content:
         out.append(ev.TextDelta(message.content))
+    out += _logprobs(choice.logprobs)
     for i, call in enumerate(message.tool_calls or ()):
         out.append(ev.ToolCallDelta(i, call.id, call.function.name, call.function.arguments))
     if completion.usage:
         out.append(_usage(completion.usage))
     out.append(ev.Finished(choice.finish_reason or "stop"))
     return out
+
+
+def _logprobs(logprobs) -> list[ev.TokenLogprob]:
+    return [ev.TokenLogprob(item.token, item.logprob, tuple((alt.token, alt.logprob) for alt in item.top_logprobs or ()))
+            for item in (getattr(logprobs, "content", None) or ())]
 
 
 def _usage(usage) -> ev.Usage:

@@ -20,6 +20,7 @@ text (see :mod:`qwen_magics.markdown`).
 from __future__ import annotations
 
 import html
+import math
 import re
 import uuid
 from typing import Callable
@@ -117,6 +118,20 @@ def footer_html(result: Result) -> str:
     return f'<div style="{_FOOT_STYLE}">{html.escape(footer_text(result))}</div>'
 
 
+def token_view_html(logprobs) -> str:
+    """The answer token by token, tinted by probability (the less likely, the stronger); hover for alternatives."""
+    spans = []
+    for entry in logprobs:
+        p = math.exp(entry.logprob)
+        alternatives = ", ".join(f"{t!r} {math.exp(lp):.1%}" for t, lp in entry.top)
+        title = html.escape(f"p = {p:.1%}" + (f" | top: {alternatives}" if alternatives else ""), quote=True)
+        spans.append(f'<span title="{title}" style="background:rgba(255,120,0,{(1 - p) * 0.85:.2f})">'
+                     f"{html.escape(entry.token)}</span>")
+    return (f'<details open style="margin-top:4px"><summary>Token probabilities ({len(logprobs)} tokens; '
+            f"hover a token for its alternatives; %qwen_probs explores them)</summary>"
+            f'<div style="white-space:pre-wrap;font-family:monospace;line-height:1.6">{"".join(spans)}</div></details>')
+
+
 class NotebookRenderer(Renderer):
     """Rich, throttled output in the current cell."""
 
@@ -150,6 +165,9 @@ class NotebookRenderer(Renderer):
         if result.reasoning and not self._thinking_closed:
             self._close_thinking(result, open_=not result.text)
         self.answer.refresh(final=True)
+        if result.logprobs:
+            plain = " ".join(f"{e.token!r}:{math.exp(e.logprob):.2f}" for e in result.logprobs)
+            display({"text/plain": plain, "text/html": token_view_html(result.logprobs)}, raw=True)
         display({"text/plain": footer_text(result), "text/html": footer_html(result)}, raw=True)
 
     def _show_thinking(self, result: Result) -> None:
