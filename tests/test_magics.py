@@ -312,3 +312,13 @@ def test_probs_needs_a_result_with_logprobs(ip):
         ip.run_line_magic("qwen_probs", "nothing")
     with pytest.raises(UsageError, match=r"logprobs 50 is out of range"):
         ip.run_line_magic("qwen", "--logprobs 50 hi")
+
+
+def test_html_in_a_live_answer_is_shown_as_text_not_run(ip, dashscope):
+    dashscope.enqueue(Script(reasoning="<script>steal()</script>",
+                             text='<script>alert(1)</script> <img src=x onerror=alert(2)> [go](javascript:alert(3))'))
+    ip.run_line_magic("qwen", "-m qwen3.5-plus hi")
+    html = "".join(o["data"].get("text/html", "") for o in ip.display_pub.outputs)
+    assert "<script" not in html and "<img" not in html and 'href="javascript' not in html
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in html and "&lt;script&gt;steal()" in html
+    assert "<script" not in ip.user_ns["_qwen"]._repr_mimebundle_()["text/html"]
