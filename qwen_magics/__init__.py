@@ -10,10 +10,24 @@ __version__ = "0.1.0"
 
 
 def load_ipython_extension(ipython) -> None:
-    """Register ``%%qwen``, ``%qwen`` and ``%qwen_chat`` (IPython calls this on ``%load_ext``)."""
+    """Register the magics (IPython calls this on ``%load_ext``): %%qwen, %qwen_chat, %qwen_local,
+    %qwen_panel, %%qwen_compare, %qwen_probs."""
     from .magics import QwenMagics
+    from .widget_magics import QwenWidgetMagics
 
-    ipython.register_magics(QwenMagics(ipython))
+    settings = QwenMagics(ipython)
+    ipython.register_magics(settings)
+    ipython.register_magics(QwenWidgetMagics(ipython, settings))
+
+
+def panel():
+    """The sampling panel widget (as ``%qwen_panel``), sharing the loaded extension's settings."""
+    from IPython import get_ipython
+
+    shell = get_ipython()
+    if shell is None or "QwenWidgetMagics" not in shell.magics_manager.registry:
+        raise RuntimeError("Load the extension first: %load_ext qwen_magics")
+    return shell.magics_manager.registry["QwenWidgetMagics"].make_panel().widget
 
 
 def probs_widget(result, position: int | None = None):

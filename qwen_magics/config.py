@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
-from traitlets import Bool, CFloat, CInt, Enum, Float, Int, TraitError, Unicode, validate
+from traitlets import Bool, CFloat, CInt, Dict, Enum, Float, Int, List, TraitError, Unicode, validate
 from traitlets.config import Configurable
 
 from .errors import InvalidInput
@@ -101,6 +101,9 @@ class QwenSettings(Configurable):
     max_value_chars = CInt(20_000, help="Longest text a {expr} may expand to; longer values are cut with a warning.").tag(config=True)
     dataframe_rows = CInt(20, help="Rows of a DataFrame sent when it is expanded into a prompt.").tag(config=True)
     update_interval = CFloat(0.1, help="Seconds between display updates while streaming (throttling).").tag(config=True)
+    prices = Dict(value_trait=List(CFloat(), minlen=2, maxlen=2), default_value={},
+                  help="Price per million input and output tokens by model, e.g. {'qwen-plus': [0.4, 1.2]}: "
+                       "shown as cost in footers and comparisons.").tag(config=True)
     local_context = CInt(4096, help="Context window (tokens) of the in-process local model.").tag(config=True)
     display_mode = Enum(["auto", "notebook", "terminal"], "auto",
                         help="Where answers stream: rich notebook output, plain terminal text, or auto.").tag(config=True)

@@ -121,7 +121,7 @@ class QwenMagics(Magics, QwenSettings):
         for warning in expansion.warnings if expansion else ():
             renderer.notice(warning)
         backend = backend_for(request.protocol)  # imports the SDK now, so its import time is not counted as latency
-        result = Result(model=request.model, parameters=request.parameters(), messages=messages)
+        result = Result.for_request(request)
         self.shell.user_ns["_qwen"] = result
         if args.out:
             self.shell.user_ns[args.out] = result
@@ -132,15 +132,22 @@ class QwenMagics(Magics, QwenSettings):
         self._postprocess(args.format, result)
         if conversation is not None and result.complete:
             conversation.add(prompt, result.text, self.history_turns)
-        result.shown_live = True
-        self._live.append(result)
+        self.track_live(result)
         return result
 
+    def renders_in_notebook(self) -> bool:
+        """Rich output (a kernel with a front end), or plain text (a terminal): ``display_mode``."""
+        if self.display_mode == "auto":
+            return getattr(self.shell, "kernel", None) is not None
+        return self.display_mode == "notebook"
+
+    def track_live(self, shown) -> None:
+        """``shown`` was streamed into this cell: its ``Out`` should not repeat it (see ``_end_of_cell``)."""
+        shown.shown_live = True
+        self._live.append(shown)
+
     def _renderer(self, fmt: str):
-        mode = self.display_mode
-        if mode == "auto":
-            mode = "notebook" if getattr(self.shell, "kernel", None) is not None else "terminal"
-        if mode == "notebook":
+        if self.renders_in_notebook():
             return NotebookRenderer(fmt=fmt, interval=self.update_interval)
         return TerminalRenderer(interval=self.update_interval)
 
@@ -199,29 +206,6 @@ class QwenMagics(Magics, QwenSettings):
         else:
             for name, conv in self.conversations.items():
                 print(f"{name}: {len(conv.turns)} turn(s)")
-
-    @magic_arguments()
-    @argument("name", nargs="?", default="_qwen", help="a result from %%qwen --logprobs K (default: _qwen)")
-    @argument("--position", type=int, help="token to start at (default: the most uncertain one)")
-    @line_magic
-    def qwen_probs(self, line: str):
-        """Explore how sampling picks each token: the next-token distribution with temperature and top_p sliders.
-
-        Examples::
-
-            %qwen -m local --logprobs 5 -t 0 The capital of France is
-            %qwen_probs                      the last result
-            %qwen_probs answer --position 3
-        """
-        from .widgets.probs import probs_widget
-
-        args = parse_argstring(self.qwen_probs, line)
-        if args.name not in self.shell.user_ns:
-            raise UsageError(f"No result named {args.name!r}: run %%qwen --logprobs 5 first")
-        try:
-            display(probs_widget(self.shell.user_ns[args.name], args.position))
-        except ValueError as err:
-            raise UsageError(str(err)) from None
 
     @magic_arguments()
     @argument("action", nargs="?", default="status", choices=["status", "unload", "install"],

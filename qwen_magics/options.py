@@ -18,6 +18,7 @@ from IPython.core.error import UsageError
 from . import local_model
 from .config import QwenSettings, check_temperature, check_top_p, dashscope_root, find_region
 from .errors import InvalidInput, missing_key
+from .models import is_local
 from .request import Endpoint, Request, Sampling
 
 MAX_TOKENS_LIMIT = 131_072
@@ -114,10 +115,6 @@ def endpoint_for(settings: QwenSettings, region: str | None, base_url: str | Non
     return Endpoint(base_url=f"{root}/compatible-mode/v1", region=chosen.name, **common)
 
 
-def is_local(model: str) -> bool:
-    return model == "local" or model.startswith("local:")
-
-
 def make_request(args: argparse.Namespace, settings: QwenSettings, messages: list[dict[str, Any]],
                  model: str) -> Request:
     """Check every option that can be checked here, and build the request."""
@@ -141,6 +138,7 @@ def make_request(args: argparse.Namespace, settings: QwenSettings, messages: lis
     _check_range("logprobs", args.logprobs, 1, 20, "--logprobs 5")
     return Request(
         messages=tuple(messages), model=model, endpoint=endpoint, sampling=sampling, logprobs=args.logprobs,
+        price=(0.0, 0.0) if is_local(model) else _price(settings.prices.get(model)),
         thinking=thinking, thinking_budget=budget, response_format="json_object" if args.format == "json" else None,
         stream=settings.stream and not args.no_stream, protocol="local" if is_local(model) else "chat",
     )
@@ -150,6 +148,10 @@ def system_prompt(args: argparse.Namespace, settings: QwenSettings) -> str:
     """The system prompt: -s or the configured one, plus what -f code / -f json ask of the model."""
     parts = [args.system if args.system is not None else settings.system, FORMAT_INSTRUCTIONS.get(args.format, "")]
     return "\n\n".join(p for p in parts if p)
+
+
+def _price(price: list[float] | None) -> tuple[float, float] | None:
+    return (float(price[0]), float(price[1])) if price else None
 
 
 def _check_range(name: str, value: int | None, low: int, high: int | None, example: str) -> None:

@@ -65,6 +65,8 @@ class Request:
     protocol: Protocol = "chat"
     logprobs: int | None = None
     """Ask for the top-K alternatives of every generated token."""
+    price: tuple[float, float] | None = None
+    """Price per million input and output tokens, where known (``QwenMagics.prices``; 0 for local)."""
 
     def parameters(self) -> dict[str, Any]:
         """The settings this request sends, for the result object and the footer."""

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from . import events as ev
+from .request import Request
 from .markdown import render_markdown
 
 State = Literal["streaming", "complete", "incomplete", "stopped"]
@@ -35,6 +36,7 @@ class Result:
     started: float = field(default_factory=time.monotonic, repr=False)
     ttft: float | None = None
     elapsed: float | None = None
+    price: tuple[float, float] | None = field(default=None, repr=False)
     data: Any = field(default=None, repr=False)
     """The parsed object when the answer was asked for as JSON (``-f json``)."""
     logprobs: list[ev.TokenLogprob] = field(default_factory=list, repr=False)
@@ -42,6 +44,12 @@ class Result:
     _tool_calls: dict[int, dict[str, str]] = field(default_factory=dict, repr=False)
     shown_live: bool = field(default=False, repr=False)
     """Set while the cell that streamed this result runs, so the cell's Out does not repeat the answer."""
+
+    @classmethod
+    def for_request(cls, request: Request) -> "Result":
+        """An empty result for ``request``, its clock started now."""
+        return cls(model=request.model, parameters=request.parameters(), messages=list(request.messages),
+                   price=request.price)
 
     def apply(self, event: ev.Event, at: float | None = None) -> None:
         """Fold one event into the result; ``at`` is when it arrived (monotonic)."""
@@ -88,6 +96,13 @@ class Result:
         return self.usage.output / span if span > 0 else None
 
     @property
+    def cost(self) -> float | None:
+        """What the tokens cost, where the model's price is known."""
+        if self.price is None:
+            return None
+        return (self.usage.input * self.price[0] + (self.usage.output) * self.price[1]) / 1_000_000
+
+    @property
     def complete(self) -> bool:
         return self.state == "complete"
 
@@ -108,7 +123,7 @@ class Result:
         display(self._repr_mimebundle_(), raw=True)
 
     def _repr_mimebundle_(self, include=None, exclude=None) -> dict[str, str]:
-        from .render.notebook import footer_html, reasoning_html
+        from .render.parts import footer_html, reasoning_html
 
         html = "".join([reasoning_html(self.reasoning, open_=False) if self.reasoning else "",
                         render_markdown(self.text), footer_html(self)])

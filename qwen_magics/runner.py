@@ -84,12 +84,53 @@ def run(request: Request, backend: Backend, renderer: Renderer, result: Result) 
         _finish(renderer, result)
         raise
     if error is not None:
-        message = error.line() if isinstance(error, QwenMagicsError) else f"{type(error).__name__}: {error}"
-        result.apply(ev.Failed(message))
+        result.apply(failure(error))
     _finish(renderer, result)
     if error is not None:
         raise error
     return result
+
+
+async def stream_into(request: Request, backend: Backend, renderer: Renderer, result: Result) -> Result:
+    """Run on the package loop: stream into a renderer that may be updated from this thread (widgets).
+
+    Never raises for a failed or cancelled run: the result records it
+    (``incomplete`` with the error, or ``stopped``), so one failing column of a
+    comparison never stops the others.  A timer makes sure a pending refresh
+    happens even when the stream stalls.
+    """
+    loop = asyncio.get_running_loop()
+    timer: asyncio.TimerHandle | None = None
+
+    def refresh() -> None:
+        nonlocal timer
+        timer = None
+        renderer.refresh_if_due(result)
+
+    events = backend(request)
+    try:
+        async for event in events:
+            result.apply(event)
+            renderer.handle(event, result)
+            wait = renderer.seconds_until_due()
+            if wait is not None and timer is None:
+                timer = loop.call_later(wait, refresh)
+    except asyncio.CancelledError:
+        result.apply(ev.Failed("stopped by user", state="stopped"))
+    except Exception as err:  # noqa: BLE001 - recorded on the result, shown in the column
+        result.apply(failure(err))
+    finally:
+        if timer is not None:
+            timer.cancel()
+        await events.aclose()  # the backend closes its stream (already done when the error came from it)
+        _finish(renderer, result)
+    return result
+
+
+def failure(error: BaseException) -> ev.Failed:
+    """The event that records an error on a result: its one-line message."""
+    message = error.line() if isinstance(error, QwenMagicsError) else f"{type(error).__name__}: {error}"
+    return ev.Failed(message)
 
 
 def _consume(inbox: queue.SimpleQueue, renderer: Renderer, result: Result) -> BaseException | None:

@@ -144,3 +144,18 @@ def test_terminal_ipython_streams_plain_text(kernel_env, tmp_path):
     assert "Thinking: Let me think about this." in out.stdout
     assert "**Echo:** hello from the terminal" in out.stdout
     assert "[qwen3.5-plus · " in out.stdout and "<" not in out.stdout.replace("<Result", "")
+
+
+def test_compare_sampling_notebook_runs_in_a_kernel(kernel_env, tmp_path):
+    nb = nbformat.read(ROOT / "notebooks" / "compare_sampling.ipynb", as_version=4)
+    NotebookClient(nb, timeout=120, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}).execute()
+    outputs = [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])]
+    assert not [o for o in outputs if o.get("output_type") == "error"]
+    widgets = [o for o in outputs if "application/vnd.jupyter.widget-view+json" in o.get("data", {})]
+    assert len(widgets) == 5  # one comparison widget per %%qwen_compare cell
+    # Saved without a widget manager, each comparison still shows as HTML: settings, answers and the summary.
+    assert all("<h3>-t " in o["data"]["text/html"] or "<h3>--seed" in o["data"]["text/html"] for o in widgets)
+    assert any("distinct" in o["data"]["text/html"] for o in widgets)
+    plain = "\n".join(o.get("text", "") + o.get("data", {}).get("text/plain", "") for o in outputs)
+    assert "finish_reason" in plain and "temperature" in plain  # the DataFrame cell
+    assert len(kernel_env.requests) == 3 + 6 + 3 + 4 + 3

@@ -124,3 +124,19 @@ def test_the_offline_sampling_notebook_teaches_with_real_numbers(monkeypatch, tm
     assert "same as temperature 0: True" in text
     assert any("application/vnd.jupyter.widget-view+json" in o.get("data", {}) for o in outputs)
     assert any("Token probabilities" in o.get("data", {}).get("text/html", "") for o in outputs)
+
+
+def test_local_columns_take_turns_while_remote_columns_stream_at_once(ip, dashscope):
+    from loopback import Script
+
+    dashscope.enqueue(Script(reasoning="", text="r" * 120, chunk_delay=0.03, repeat=2))
+    comparison = ip.run_cell_magic("qwen_compare", "-m local:0.5b,qwen-plus,local:0.5b,qwen-flash -t 0 "
+                                                   "--max-tokens 16 --no-thinking", PROMPT)
+    local = [r for r in comparison.results if r.model.startswith("Qwen2.5")]
+    assert len(local) == 2 and all(r.complete for r in comparison.results)
+    spans = sorted((r.started, r.started + r.elapsed) for r in local)
+    assert spans[0][1] <= spans[1][0], "the two local columns overlapped"
+    remote = dashscope.requests
+    assert max(r.started for r in remote) < min(r.finished for r in remote)  # remote columns overlapped
+    notes = "".join(p.value for c in comparison.columns[::2] for p in c.output.children)
+    assert notes.count("local columns run one after another") == 2

@@ -18,16 +18,15 @@ import openai
 
 from .. import events as ev
 from ..errors import StreamCut, missing_key
-from ..request import Request
+from ..request import Endpoint, Request
 from .errors import translate
 
 _clients: dict[tuple, Any] = {}
 _NO_KEY = "no-key-needed"  # OpenAI-compatible servers without auth still need a non-empty key in the SDK
 
 
-def client_for(request: Request):
+def client_for(endpoint: Endpoint):
     """One AsyncOpenAI per endpoint, key and timeouts: connections are reused across cells."""
-    endpoint = request.endpoint
     key = endpoint.api_key()
     if key is None and endpoint.key_required:
         raise missing_key(endpoint.api_key_env, endpoint.region)
@@ -65,7 +64,7 @@ def build_body(request: Request) -> dict[str, Any]:
 
 async def stream(request: Request) -> AsyncIterator[ev.Event]:
     """Events for one request; raises :class:`~qwen_magics.errors.QwenMagicsError` on failure."""
-    client = client_for(request)
+    client = client_for(request.endpoint)
     started = False
     try:
         response = await client.chat.completions.create(**build_body(request))
@@ -144,3 +143,8 @@ def _usage(usage) -> ev.Usage:
         cached=(getattr(prompt, "cached_tokens", None) or 0) if prompt else 0,
     )
 
+
+
+async def list_models(endpoint: Endpoint) -> list[str]:
+    """The model ids the endpoint offers (its ``/models`` route), for pickers."""
+    return sorted([model.id async for model in client_for(endpoint).models.list()])

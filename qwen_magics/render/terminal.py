@@ -8,7 +8,7 @@ from typing import TextIO
 from .. import events as ev
 from ..result import Result
 from .base import Renderer
-from .notebook import footer_text
+from .parts import footer_text
 
 
 class TerminalRenderer(Renderer):

@@ -1,0 +1,196 @@
+"""The pieces every rich surface shares: a chain of parts, a thinking slot, a footer.
+
+Resending the whole answer at every refresh costs O(n²) bytes: a 16 kB answer
+streamed over 4 s cost 95× its size that way.  Here each part is sent about
+once: the answer is a chain of parts (displays in a cell, HTML widgets in a
+column), and a part is updated only while it holds the open tail.  When a
+markdown block is complete (a later block has started) it is frozen into the
+current part and a new part opens for the tail.  A block that grows past
+``tail_limit`` (a long code block, a long paragraph) is cut at a line, so no
+single part is resent without bound.
+
+The thinking section is one part that shows the latest ``thinking_window``
+characters while reasoning streams, and becomes a collapsed ``<details>``
+holding the whole reasoning (sent once) when the answer starts.
+
+All HTML is built from escaped text (see :mod:`qwen_magics.markdown`); every
+bundle carries ``text/plain`` too, for nbconvert, terminals and GitHub.
+"""
+
+from __future__ import annotations
+
+import html
+import math
+import re
+from typing import Callable
+
+from .. import events as ev
+from ..markdown import block_starts, render_markdown, render_plain
+from ..result import Result
+from .base import Renderer
+
+Bundle = dict[str, str]
+NewPart = Callable[[Bundle], Callable[[Bundle], None]]
+"""Shows a new part and returns the function that updates it."""
+
+_FENCE = re.compile(r"^ {0,3}(`{3,}|~{3,})[^\n]*\n")
+_THINK_STYLE = "color:#666;border-left:3px solid #ccc;padding-left:8px;font-size:0.92em"
+_FOOT_STYLE = "color:#888;font-size:0.85em;margin-top:4px"
+
+
+def split_blocks(source: str, limit: int, markdown: bool = True) -> tuple[str, str]:
+    """Split ``source`` into (frozen, tail): frozen text will not change how it renders.
+
+    For a fenced code block cut at ``limit``, the frozen part gets a closing
+    fence and the tail re-opens it, so both halves render as code.
+    """
+    frozen = ""
+    if markdown:
+        starts = block_starts(source)
+        if len(starts) >= 2:
+            lines = source.splitlines(keepends=True)
+            frozen, source = "".join(lines[: starts[-1]]), "".join(lines[starts[-1]:])
+    if len(source) <= limit:
+        return frozen, source
+    fence = _FENCE.match(source) if markdown else None
+    cut = source.rfind("\n") + 1
+    if fence and cut > fence.end():
+        marker = fence.group(1)
+        return frozen + source[:cut] + marker + "\n", fence.group(0) + source[cut:]
+    if cut <= 0 and not fence:
+        cut = source.rfind(" ") + 1
+    if cut <= 0:
+        return frozen, source
+    return frozen + source[:cut], source[cut:]
+
+
+class Slot:
+    """One part, shown on first use and updated afterwards."""
+
+    def __init__(self, new_part: NewPart) -> None:
+        self.new_part = new_part
+        self._update: Callable[[Bundle], None] | None = None
+
+    def put(self, bundle: Bundle) -> None:
+        if self._update is None:
+            self._update = self.new_part(bundle)
+        else:
+            self._update(bundle)
+
+
+class Chain:
+    """The answer as a chain of parts: frozen ones never change, the last one is the tail."""
+
+    def __init__(self, new_part: NewPart, render: Callable[[str], str], markdown: bool, limit: int) -> None:
+        self.new_part, self.render, self.markdown, self.limit = new_part, render, markdown, limit
+        self.source = ""
+        self.tail = Slot(new_part)
+        self.sent: str | None = None
+
+    def refresh(self, final: bool = False) -> None:
+        frozen, tail = ("", self.source) if final else split_blocks(self.source, self.limit, self.markdown)
+        if frozen:
+            self.tail.put(self._bundle(frozen))
+            self.tail, self.sent = Slot(self.new_part), None
+        self.source = tail
+        if tail and tail != self.sent:
+            self.tail.put(self._bundle(tail))
+            self.sent = tail
+
+    def _bundle(self, source: str) -> Bundle:
+        return {"text/plain": source, "text/html": self.render(source)}
+
+
+def reasoning_html(reasoning: str, open_: bool, title: str = "Thinking") -> str:
+    return (f'<details{" open" if open_ else ""} style="{_THINK_STYLE}"><summary>{html.escape(title)}</summary>'
+            f"{render_plain(reasoning)}</details>")
+
+
+def footer_text(result: Result) -> str:
+    u = result.usage
+    parts = [result.model, f"{u.input} in / {u.output} out" + (f" / {u.reasoning} reasoning" if u.reasoning else "") + " tokens"]
+    if result.ttft is not None:
+        parts.append(f"first token {result.ttft:.2f} s")
+    if result.tokens_per_second:
+        parts.append(f"{result.tokens_per_second:.1f} tok/s")
+    if result.elapsed is not None:
+        parts.append(f"{result.elapsed:.2f} s")
+    if result.cost is not None:
+        parts.append(f"cost {result.cost:.4f}" if result.cost else "cost 0")
+    if result.state == "stopped":
+        parts.append("stopped by user: partial answer")
+    elif result.state == "incomplete":
+        parts.append(f"incomplete: {result.error}")
+    elif result.finish_reason and result.finish_reason != "stop":
+        parts.append(f"finish: {result.finish_reason}")
+    return " · ".join(parts)
+
+
+def footer_html(result: Result) -> str:
+    return f'<div style="{_FOOT_STYLE}">{html.escape(footer_text(result))}</div>'
+
+
+def token_view_html(logprobs) -> str:
+    """The answer token by token, tinted by probability (the less likely, the stronger); hover for alternatives."""
+    spans = []
+    for entry in logprobs:
+        p = math.exp(entry.logprob)
+        alternatives = ", ".join(f"{t!r} {math.exp(lp):.1%}" for t, lp in entry.top)
+        title = html.escape(f"p = {p:.1%}" + (f" | top: {alternatives}" if alternatives else ""), quote=True)
+        spans.append(f'<span title="{title}" style="background:rgba(255,120,0,{(1 - p) * 0.85:.2f})">'
+                     f"{html.escape(entry.token)}</span>")
+    return (f'<details open style="margin-top:4px"><summary>Token probabilities ({len(logprobs)} tokens; '
+            f"hover a token for its alternatives; %qwen_probs explores them)</summary>"
+            f'<div style="white-space:pre-wrap;font-family:monospace;line-height:1.6">{"".join(spans)}</div></details>')
+
+
+class PartsRenderer(Renderer):
+    """Thinking slot, answer chain, token view and footer, on any surface that can show parts."""
+
+    def __init__(self, new_part: NewPart, *, fmt: str = "markdown", tail_limit: int = 1000,
+                 thinking_window: int = 1500, **kw) -> None:
+        super().__init__(**kw)
+        self.new_part = new_part
+        markdown = fmt != "text"
+        self.answer = Chain(new_part, render_markdown if markdown else render_plain, markdown, tail_limit)
+        if fmt == "json":
+            self.answer.source = "```json\n"
+        self.thinking_window = thinking_window
+        self._thinking = Slot(new_part)
+        self._thinking_sent = 0
+        self._thinking_closed = False
+
+    def notice(self, text: str) -> None:
+        self.new_part({"text/plain": f"⚠ {text}",
+                       "text/html": f'<div style="color:#a65e00">⚠ {html.escape(text)}</div>'})
+
+    def on_event(self, event: ev.Event, result: Result) -> None:
+        if isinstance(event, ev.TextDelta):
+            if result.reasoning and not self._thinking_closed:
+                self._close_thinking(result)
+            self.answer.source += event.text
+
+    def refresh(self, result: Result) -> None:
+        if result.reasoning and not self._thinking_closed and len(result.reasoning) != self._thinking_sent:
+            text = result.reasoning
+            window = text if len(text) <= self.thinking_window else "…" + text[-self.thinking_window:]
+            self._thinking.put({"text/plain": f"Thinking… {window}",
+                                "text/html": reasoning_html(window, open_=True, title="Thinking…")})
+            self._thinking_sent = len(text)
+        self.answer.refresh()
+
+    def finish(self, result: Result) -> None:
+        if result.reasoning and not self._thinking_closed:
+            self._close_thinking(result, open_=not result.text)
+        self.answer.refresh(final=True)
+        if result.logprobs:
+            plain = " ".join(f"{e.token!r}:{math.exp(e.logprob):.2f}" for e in result.logprobs)
+            self.new_part({"text/plain": plain, "text/html": token_view_html(result.logprobs)})
+        self.new_part({"text/plain": footer_text(result), "text/html": footer_html(result)})
+
+    def _close_thinking(self, result: Result, open_: bool = False) -> None:
+        """Replace the live window by the whole reasoning, collapsed: sent once."""
+        title = f"Thinking ({len(result.reasoning):,} characters)"
+        self._thinking.put({"text/plain": f"Thinking: {result.reasoning}",
+                            "text/html": reasoning_html(result.reasoning, open_=open_, title=title)})
+        self._thinking_closed = True

@@ -1,0 +1,254 @@
+"""Side-by-side comparison: one prompt, many columns of models and sampling settings.
+
+Every column is an ordinary ``%qwen`` option string (``-m qwen-plus -t 0.7``),
+so a column can be edited and re-run alone with the same parser, checks and
+errors as the magic.  All columns stream at once on the package's event loop,
+bounded by a semaphore; the SDK's retries handle each column's rate limits.
+Local-model columns share one model instance, so they take turns (a lock),
+while remote columns keep streaming.  A failing column records its error and
+never stops the others.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import html
+import itertools
+import shlex
+import threading
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import ipywidgets as w
+
+from .. import runner
+from ..backends import backend_for
+from ..errors import QwenMagicsError
+from ..models import is_local
+from ..render.parts import footer_text
+from ..render.widget import WidgetRenderer
+from ..request import Request
+from ..result import Result
+from .summary import diff_html, summarize, summary_html, summary_markdown
+
+RequestFactory = Callable[[str], Request]
+"""Builds the request of a column from its option string; raises QwenMagicsError on bad options."""
+
+_COLUMN_STYLE = dict(border="1px solid #ddd", padding="6px", margin="0 6px 6px 0", min_width="280px", flex="1 1 300px")
+
+
+@dataclass(frozen=True)
+class ColumnSpec:
+    """One column: its options, a label, and the group of repeats it belongs to."""
+
+    options: str
+    label: str
+    group: str
+
+
+def column_specs(axes: dict[str, list[str]], grid: bool, repeats: int, common: list[str]) -> list[ColumnSpec]:
+    """Columns from option lists: crossed with ``grid``, else zipped (one list, or lists of equal length).
+
+    ``axes`` maps an option (``-m``, ``-t``, ``--top-p``, ``--seed``, ``--thinking``) to its values.
+    """
+    axes = {k: v for k, v in axes.items() if v}
+    lengths = {len(v) for v in axes.values() if len(v) > 1}
+    if grid:
+        combos = list(itertools.product(*axes.values()))
+    elif len(lengths) > 1:
+        raise QwenMagicsError("The option lists have different lengths",
+                              "give each list the same number of values, or pass --grid to cross them")
+    else:
+        n = lengths.pop() if lengths else 1
+        combos = [tuple(v[i] if len(v) > 1 else v[0] for v in axes.values()) for i in range(n)]
+    specs = []
+    for combo in combos:
+        tokens = [tok for option, value in zip(axes, combo) for tok in _tokens(option, value)]
+        label = " ".join(tokens) or "defaults"
+        for k in range(repeats):
+            suffix = f" #{k + 1}" if repeats > 1 else ""
+            specs.append(ColumnSpec(shlex.join(tokens + common), label + suffix, label))
+    return specs
+
+
+def _tokens(option: str, value: str) -> list[str]:
+    if option == "--thinking":
+        return ["--thinking" if value.lower() in ("on", "true", "1", "yes") else "--no-thinking"]
+    return [option, value]
+
+
+@dataclass
+class Column:
+    """A column's widgets, its current options and its latest result."""
+
+    spec: ColumnSpec
+    options: w.Text
+    output: w.VBox
+    diff: w.HTML
+    box: w.VBox
+    result: Result | None = None
+    task: asyncio.Task | None = field(default=None, repr=False)
+
+
+class Comparison:
+    """Runs, widgets and results of one comparison; ``rows`` are the runs, in column order."""
+
+    def __init__(self, prompt: str, specs: list[ColumnSpec], make_request: RequestFactory, *,
+                 concurrency: int = 4, interval: float = 0.1) -> None:
+        self.prompt = prompt
+        self.make_request = make_request
+        self.interval = interval
+        self._concurrency = concurrency
+        self._limits: tuple[asyncio.Semaphore, asyncio.Lock] | None = None
+        self.columns = [self._column(spec) for spec in specs]
+        self.summary = w.HTML()
+        self.stop_button = w.Button(description="Stop", icon="stop", tooltip="cancel every running column")
+        self.diff_toggle = w.ToggleButton(description="Show differences", tooltip="word diff against the first column")
+        self.stop_button.on_click(lambda _: self.stop())
+        self.diff_toggle.observe(lambda _: self._show_summary(), "value")
+        self.widget = w.VBox([w.HBox([c.box for c in self.columns], layout=w.Layout(flex_flow="row wrap")),
+                              self.summary, w.HBox([self.stop_button, self.diff_toggle])])
+        self.shown_live = False
+        self.done = threading.Event()
+
+    def _column(self, spec: ColumnSpec) -> Column:
+        options = w.Text(value=spec.options, layout=w.Layout(width="100%"), tooltip="this column's %qwen options")
+        rerun = w.Button(description="Re-run", icon="play", tooltip="run this column again with the options above")
+        output, diff = w.VBox(), w.HTML()
+        header = w.HTML(f"<b>{html.escape(spec.label)}</b>")
+        box = w.VBox([header, w.HBox([options, rerun]), output, diff], layout=w.Layout(**_COLUMN_STYLE))
+        column = Column(spec, options, output, diff, box)
+        rerun.on_click(lambda _: self.start(column))
+        return column
+
+    # Running ---------------------------------------------------------------------------------
+
+    async def run_all(self) -> None:
+        """Stream every column at once (within the concurrency limit); never raises for a column."""
+        try:
+            await asyncio.gather(*(self._run(c) for c in self.columns))
+        finally:
+            self.done.set()
+
+    def start(self, column: Column) -> None:
+        """Re-run one column in the background (the cell that made the comparison has finished)."""
+        asyncio.run_coroutine_threadsafe(self._run(column), runner.background_loop())
+
+    def stop(self) -> None:
+        """Cancel every running column; each keeps its partial answer, marked stopped."""
+        loop = runner.background_loop()
+        for column in self.columns:
+            if column.task is not None:
+                loop.call_soon_threadsafe(column.task.cancel)
+
+    async def _run(self, column: Column) -> Result:
+        column.task = asyncio.current_task()
+        semaphore, local_lock = self._get_limits()
+        renderer = WidgetRenderer(column.output, interval=self.interval)
+        try:
+            request = self.make_request(column.options.value)
+        except QwenMagicsError as err:
+            result = Result(model="?", parameters={})
+            renderer.notice(err.line())
+            result.apply(runner.failure(err))
+            result.close()
+            renderer.finish(result)
+        else:
+            if is_local(request.model):
+                renderer.notice("local model: local columns run one after another, remote ones at the same time")
+            async with local_lock if is_local(request.model) else semaphore:
+                result = Result.for_request(request)  # its clock starts when its turn comes
+                await runner.stream_into(request, backend_for(request.protocol), renderer, result)
+        column.result, column.task = result, None
+        self._show_summary()
+        return result
+
+    def _get_limits(self) -> tuple[asyncio.Semaphore, asyncio.Lock]:
+        if self._limits is None:  # created on the loop that uses them
+            self._limits = asyncio.Semaphore(self._concurrency), asyncio.Lock()
+        return self._limits
+
+    def _show_summary(self) -> None:
+        results = self.results
+        if len(results) < len(self.columns):
+            return
+        labels = [c.spec.label for c in self.columns]
+        self.summary.value = summary_html(summarize([r.text for r in results], [c.spec.group for c in self.columns]),
+                                          labels)
+        first = results[0].text
+        for column, result in zip(self.columns, results):
+            shown = self.diff_toggle.value and column is not self.columns[0]
+            column.diff.value = (f'<div style="white-space:pre-wrap;font-size:0.9em"><b>vs. first column:</b> '
+                                 f"{diff_html(first, result.text)}</div>" if shown else "")
+
+    # Results as data -------------------------------------------------------------------------
+
+    @property
+    def results(self) -> list[Result]:
+        return [c.result for c in self.columns if c.result is not None]
+
+    @property
+    def rows(self) -> list[dict[str, Any]]:
+        """One row per run: its settings, text, reasoning, usage and timings."""
+        out = []
+        for column in self.columns:
+            r = column.result
+            if r is None:
+                continue
+            p = r.parameters
+            out.append({"column": column.spec.label, "options": column.options.value, "model": r.model,
+                        "temperature": p.get("temperature"), "top_p": p.get("top_p"), "top_k": p.get("top_k"),
+                        "seed": p.get("seed"), "thinking": p.get("enable_thinking"), "text": r.text,
+                        "reasoning": r.reasoning, "input_tokens": r.usage.input, "output_tokens": r.usage.output,
+                        "reasoning_tokens": r.usage.reasoning, "ttft": r.ttft, "elapsed": r.elapsed,
+                        "tokens_per_second": r.tokens_per_second, "finish_reason": r.finish_reason,
+                        "state": r.state, "error": r.error, "cost": r.cost})
+        return out
+
+    def to_dataframe(self):
+        """The rows as a pandas DataFrame (pandas is imported here, on first use)."""
+        import pandas as pd
+
+        return pd.DataFrame(self.rows)
+
+    def to_markdown(self) -> str:
+        """A static export that renders without widgets (nbconvert, GitHub)."""
+        results = self.results
+        labels = [c.spec.label for c in self.columns if c.result is not None]
+        parts = [f"**Comparison** of {len(results)} runs for the prompt:\n\n> {_quote(self.prompt)}\n"]
+        for label, result in zip(labels, results):
+            parts.append(f"### {_escape_md(label)}\n\n{result.text}\n\n*{footer_text(result)}*\n")
+        if results:
+            parts.append(summary_markdown(summarize([r.text for r in results],
+                                                    [c.spec.group for c in self.columns if c.result]), labels))
+        return "\n".join(parts)
+
+    def to_html(self) -> str:
+        from ..markdown import render_markdown
+
+        return render_markdown(self.to_markdown())
+
+    def _repr_mimebundle_(self, include=None, exclude=None) -> dict[str, Any]:
+        return {"text/plain": f"<Comparison of {len(self.columns)} columns>", "text/markdown": self.to_markdown(),
+                "text/html": self.to_html()}
+
+    def _ipython_display_(self) -> None:
+        if self.shown_live:
+            self.shown_live = False
+            return
+        from IPython.display import display
+
+        display(self.bundle(), raw=True)
+
+    def bundle(self) -> dict[str, Any]:
+        """The live widget, with the static export beside it for front ends without widgets."""
+        view = {"version_major": 2, "version_minor": 0, "model_id": self.widget.model_id}
+        return {**self._repr_mimebundle_(), "application/vnd.jupyter.widget-view+json": view}
+
+
+def _quote(text: str) -> str:
+    return _escape_md(text).replace("\n", "\n> ")
+
+
+def _escape_md(text: str) -> str:
+    return html.escape(text).replace("|", "\\|")

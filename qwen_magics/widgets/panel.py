@@ -1,0 +1,126 @@
+"""The sampling panel: pick a model, move the sliders, run, compare by eye.
+
+The panel builds a ``%qwen`` option string from its controls and sends it
+through the same parser and checks as the magic, so a bad setting reads the
+same in both.  "Make these the %%qwen defaults" writes the controls into the
+one shared ``QwenMagics`` configuration: there is no second copy to drift.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import shlex
+from typing import Any, Callable
+
+import ipywidgets as w
+
+from .. import runner
+from ..backends import backend_for
+from ..errors import QwenMagicsError
+from ..models import picker_options
+from ..render.widget import WidgetRenderer
+from ..request import Request
+from ..result import Result
+
+RequestFactory = Callable[[str, str], Request]
+"""Builds a request from an option string and a prompt; raises QwenMagicsError on bad input."""
+
+_THINKING = {"model default": None, "on": True, "off": False}
+
+
+class Panel:
+    """Controls, Run/Stop, and a streaming output with the magics' footer."""
+
+    def __init__(self, settings: Any, make_request: RequestFactory, list_models: Callable[[], list[str]] | None = None):
+        self.settings = settings
+        self.make_request = make_request
+        s = settings
+        self.model = w.Combobox(value=s.model, options=picker_options(), description="model", ensure_option=False)
+        self.temperature = w.FloatSlider(value=0.7 if s.temperature is None else s.temperature, min=0, max=1.99,
+                                         step=0.05, description="temperature", readout_format=".2f")
+        self.top_p = w.FloatSlider(value=0.8 if s.top_p is None else s.top_p, min=0.01, max=1.0, step=0.01,
+                                   description="top_p", readout_format=".2f")
+        self.top_k = w.BoundedIntText(value=s.top_k or 0, min=0, max=1000, description="top_k (0: off)")
+        self.max_tokens = w.BoundedIntText(value=s.max_tokens or 0, min=0, max=131072, description="max tokens")
+        self.seed = w.Text(value="" if s.seed is None else str(s.seed), description="seed", placeholder="random")
+        self.thinking = w.ToggleButtons(options=list(_THINKING), value=_label(s.thinking), description="thinking")
+        self.thinking_budget = w.BoundedIntText(value=s.thinking_budget or 0, min=0, max=131072,
+                                                description="budget (0: off)")
+        self.system = w.Textarea(value=s.system, placeholder="system prompt (optional)", layout=w.Layout(width="100%"))
+        self.prompt = w.Textarea(placeholder="prompt", layout=w.Layout(width="100%", height="80px"))
+        self.run_button = w.Button(description="Run", icon="play", button_style="primary")
+        self.stop_button = w.Button(description="Stop", icon="stop")
+        self.defaults_button = w.Button(description="Make these the %%qwen defaults", layout=w.Layout(width="auto"))
+        self.output = w.VBox()
+        self.result: Result | None = None
+        self._task: asyncio.Future | None = None
+        self.run_button.on_click(lambda _: self.run())
+        self.stop_button.on_click(lambda _: self.stop())
+        self.defaults_button.on_click(lambda _: self.make_defaults())
+        controls = [self.model, self.temperature, self.top_p, self.top_k, self.max_tokens, self.seed, self.thinking,
+                    self.thinking_budget]
+        self.widget = w.VBox([w.HBox([w.VBox(controls[:4]), w.VBox(controls[4:])]), self.system, self.prompt,
+                              w.HBox([self.run_button, self.stop_button, self.defaults_button]), self.output])
+        if list_models is not None:
+            asyncio.run_coroutine_threadsafe(self._add_listed(list_models), runner.background_loop())
+
+    def options(self) -> str:
+        """The controls as ``%qwen`` options."""
+        tokens = ["-m", self.model.value, "-t", f"{self.temperature.value:g}", "--top-p", f"{self.top_p.value:g}"]
+        for flag, value in (("--top-k", self.top_k.value), ("--max-tokens", self.max_tokens.value),
+                            ("--thinking-budget", self.thinking_budget.value)):
+            if value:
+                tokens += [flag, str(value)]
+        if self.seed.value.strip():
+            tokens += ["--seed", self.seed.value.strip()]
+        thinking = _THINKING[self.thinking.value]
+        if thinking is not None:
+            tokens.append("--thinking" if thinking else "--no-thinking")
+        if self.system.value.strip():
+            tokens += ["-s", self.system.value]
+        return shlex.join(tokens)
+
+    def run(self) -> asyncio.Future:
+        """Start a run in the background; the output streams into the panel."""
+        self.stop()
+        self._task = asyncio.run_coroutine_threadsafe(self._run(self.options(), self.prompt.value),
+                                                      runner.background_loop())
+        return self._task
+
+    def stop(self) -> None:
+        if self._task is not None and not self._task.done():
+            self._task.cancel()
+
+    def make_defaults(self) -> None:
+        """Write the controls into the shared configuration (``%config QwenMagics``)."""
+        s = self.settings
+        s.model, s.temperature, s.top_p = self.model.value, self.temperature.value, self.top_p.value
+        s.top_k, s.max_tokens = self.top_k.value or None, self.max_tokens.value or None
+        s.seed = int(self.seed.value) if self.seed.value.strip().isdigit() else None
+        s.thinking, s.thinking_budget = _THINKING[self.thinking.value], self.thinking_budget.value or None
+        s.system = self.system.value
+
+    async def _run(self, options: str, prompt: str) -> Result:
+        renderer = WidgetRenderer(self.output, interval=self.settings.update_interval)
+        try:
+            request = self.make_request(options, prompt)
+        except QwenMagicsError as err:
+            self.result = Result(model=self.model.value, parameters={})
+            renderer.notice(err.line())
+            self.result.apply(runner.failure(err))
+            self.result.close()
+            renderer.finish(self.result)
+            return self.result
+        self.result = Result.for_request(request)
+        return await runner.stream_into(request, backend_for(request.protocol), renderer, self.result)
+
+    async def _add_listed(self, list_models: Callable[[], Any]) -> None:
+        try:
+            listed = await list_models()
+        except Exception:  # noqa: BLE001 - the known models are still offered
+            return
+        self.model.options = picker_options(listed)
+
+
+def _label(thinking: bool | None) -> str:
+    return next(k for k, v in _THINKING.items() if v is thinking)

@@ -1,0 +1,186 @@
+"""The sampling panel and %%qwen_compare, driven through their Python API against the loopback server.
+
+Assertions are on widget state and on what the server really received:
+the settings of every column, and overlapping request times (concurrency).
+"""
+
+import time
+
+import pytest
+from IPython.core.error import UsageError
+from loopback import Script
+
+from conftest import outputs_text
+
+
+def bodies(server):
+    return [r.body for r in server.requests]
+
+
+def overlapping(requests):
+    """True when every request started before any of them finished: all were open at once."""
+    return max(r.started for r in requests) < min(r.finished for r in requests)
+
+
+def wait_for(predicate, timeout=20.0):
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.02)
+
+
+def test_columns_stream_at_the_same_time_and_the_wall_time_is_the_slowest(ip, dashscope):
+    dashscope.enqueue(Script(reasoning="", text="a" * 80, chunk_chars=4, chunk_delay=0.03, repeat=3))  # ~0.6 s each
+    comparison = ip.run_cell_magic("qwen_compare", "-m qwen3.5-plus,qwen-flash,qwen-plus --no-expand", "Same prompt")
+    reqs = dashscope.requests
+    assert sorted(b["model"] for b in bodies(dashscope)) == ["qwen-flash", "qwen-plus", "qwen3.5-plus"]
+    assert overlapping(reqs)
+    wall = max(r.finished for r in reqs) - min(r.started for r in reqs)
+    slowest = max(r.finished - r.started for r in reqs)
+    assert wall < 1.3 * slowest, f"three columns took {wall:.2f} s, the slowest {slowest:.2f} s: not concurrent"
+    assert [r.text for r in comparison.results] == ["a" * 80] * 3
+    assert ip.user_ns["_qwen_compare"] is comparison
+    first = comparison.columns[0].output.children
+    assert "aaaa" in "".join(part.value for part in first) and "qwen3.5-plus · " in first[-1].value
+
+
+def test_each_column_sends_its_own_settings(ip, dashscope):
+    comparison = ip.run_cell_magic("qwen_compare", "-t 0,0.7,1.3 -m qwen-plus --seed 5 --max-tokens 50", "hi")
+    sent = sorted((b["temperature"], b["seed"], b["max_tokens"], b["model"]) for b in bodies(dashscope))
+    assert sent == [(0.0, 5, 50, "qwen-plus"), (0.7, 5, 50, "qwen-plus"), (1.3, 5, 50, "qwen-plus")]
+    assert [c.spec.label for c in comparison.columns] == ["-m qwen-plus -t 0 --seed 5", "-m qwen-plus -t 0.7 --seed 5",
+                                                          "-m qwen-plus -t 1.3 --seed 5"]
+
+
+def test_grid_crosses_temperature_and_top_p(ip, dashscope):
+    comparison = ip.run_cell_magic("qwen_compare", "--grid -m qwen-plus -t 0.3,1.3 --top-p 0.2,1", "hi")
+    assert sorted((b["temperature"], b["top_p"]) for b in bodies(dashscope)) == [(0.3, 0.2), (0.3, 1.0), (1.3, 0.2),
+                                                                               (1.3, 1.0)]
+    assert len(comparison.columns) == 4
+
+
+def test_lists_of_different_lengths_need_grid(ip, dashscope):
+    with pytest.raises(UsageError, match="different lengths.*--grid"):
+        ip.run_cell_magic("qwen_compare", "-m qwen-plus,qwen-max -t 0,0.5,1", "hi")
+    assert dashscope.requests == []
+
+
+def test_bad_settings_are_refused_before_any_request(ip, dashscope):
+    with pytest.raises(UsageError, match=r"temperature 5.0 is out of range"):
+        ip.run_cell_magic("qwen_compare", "-m qwen-plus -t 0,5", "hi")
+    assert dashscope.requests == []
+
+
+def test_repeats_show_sampling_variance_in_the_summary(ip, dashscope):
+    comparison = ip.run_cell_magic("qwen_compare", "-m qwen-plus -t 0,1.2 -n 3", "hi")
+    assert len(comparison.columns) == 6 and len(dashscope.requests) == 6
+    assert [c.spec.group for c in comparison.columns] == ["-m qwen-plus -t 0"] * 3 + ["-m qwen-plus -t 1.2"] * 3
+    summary = comparison.summary.value
+    assert "distinct" in summary.lower() and "-m qwen-plus -t 1.2" in summary
+
+
+def test_a_failing_column_shows_its_error_and_the_others_finish(ip, dashscope):
+    comparison = ip.run_cell_magic("qwen_compare", "-m qwen-plus,qwen-nope,qwen-flash", "hi")
+    states = [r.state for r in comparison.results]
+    assert states == ["complete", "incomplete", "complete"]
+    assert "Model 'qwen-nope' is not available" in comparison.results[1].error
+    assert "Model &#x27;qwen-nope&#x27; is not available" in comparison.columns[1].output.children[-1].value
+
+
+def test_concurrency_is_bounded(ip, dashscope):
+    dashscope.enqueue(Script(reasoning="", text="b" * 40, chunk_delay=0.03, repeat=4))
+    ip.run_cell_magic("qwen_compare", "-m qwen-plus -t 0.1,0.2,0.3,0.4 --concurrency 2", "hi")
+    reqs = sorted(dashscope.requests, key=lambda r: r.started)
+    for r in reqs:
+        open_at_start = [o for o in reqs if o.started <= r.started < o.finished]
+        assert len(open_at_start) <= 2
+
+
+def test_a_column_can_be_edited_and_rerun_alone_and_stop_cancels(ip, dashscope):
+    comparison = ip.run_cell_magic("qwen_compare", "-m qwen-plus,qwen-flash --no-thinking", "hi")
+    column = comparison.columns[1]
+    column.options.value = "-m qwen-max -t 0.25 --no-thinking"
+    dashscope.enqueue(Script(reasoning="", text="slow " * 200, chunk_delay=0.02))
+    comparison.start(column)
+    wait_for(lambda: len(dashscope.requests) == 3 and column.output.children)
+    assert (bodies(dashscope)[-1]["model"], bodies(dashscope)[-1]["temperature"]) == ("qwen-max", 0.25)
+    time.sleep(0.2)
+    comparison.stop()
+    wait_for(lambda: column.result is not None and column.result.state == "stopped")
+    assert 0 < len(column.result.text) < len("slow " * 200)
+    assert comparison.results[0].state == "complete"  # the other column is untouched
+
+
+def test_results_as_data_and_a_static_export(ip, dashscope):
+    ip.run_cell_magic("qwen_compare", "-m qwen3.5-plus,qwen-flash -o runs", "Explain <b>entropy</b>")
+    runs = ip.user_ns["runs"]
+    frame = runs.to_dataframe()
+    assert list(frame["model"]) == ["qwen3.5-plus", "qwen-flash"]
+    assert {"temperature", "top_p", "seed", "text", "reasoning", "input_tokens", "output_tokens", "reasoning_tokens",
+            "ttft", "elapsed", "finish_reason", "cost"} <= set(frame.columns)
+    assert frame["reasoning"][0] and frame["output_tokens"].min() > 0
+    bundle = runs._repr_mimebundle_()
+    assert "### -m qwen3.5-plus" in bundle["text/markdown"] and "### -m qwen-flash" in bundle["text/markdown"]
+    assert "<b>entropy</b>" not in bundle["text/html"]  # the prompt and answers are escaped in the export
+    final = ip.display_pub.outputs[-1]
+    assert final["update"] and "application/vnd.jupyter.widget-view+json" in final["data"]
+    assert "<h3>-m qwen3.5-plus</h3>" in final["data"]["text/html"]
+
+
+def test_prices_give_a_cost_per_column(ip, dashscope):
+    ip.run_line_magic("config", "QwenMagics.prices = {'qwen-plus': [1.0, 2.0]}")
+    comparison = ip.run_cell_magic("qwen_compare", "-m qwen-plus,qwen-flash --no-thinking", "hi")
+    plus, flash = comparison.results
+    assert plus.cost == pytest.approx((plus.usage.input * 1.0 + plus.usage.output * 2.0) / 1e6) and flash.cost is None
+    assert "cost 0.0000" in comparison.columns[0].output.children[-1].value
+
+
+def test_terminal_comparison_prints_column_after_column(ip, dashscope, capsys):
+    ip.run_line_magic("config", "QwenMagics.display_mode = 'terminal'")
+    ip.run_cell_magic("qwen_compare", "-m qwen-plus,qwen-flash --no-thinking", "hi")
+    out = capsys.readouterr().out
+    assert out.index("── -m qwen-plus --no-thinking ──") < out.index("── -m qwen-flash --no-thinking ──")
+    assert out.count("**Echo:** hi") == 2 and out.count("tok/s") == 2
+
+
+def test_the_panel_runs_its_settings_and_makes_them_the_defaults(ip, dashscope):
+    panel = ip.magics_manager.registry["QwenWidgetMagics"].make_panel()
+    panel.model.value, panel.temperature.value, panel.top_p.value = "qwen-flash", 1.1, 0.5
+    panel.seed.value, panel.thinking.value, panel.system.value = "9", "off", "Be brief."
+    panel.prompt.value = "Name a colour."
+    panel.run_button.click()
+    wait_for(lambda: panel.result is not None and panel.result.state == "complete")
+    body = bodies(dashscope)[-1]
+    assert (body["model"], body["temperature"], body["top_p"], body["seed"], body["enable_thinking"]) == \
+        ("qwen-flash", 1.1, 0.5, 9, False)
+    assert body["messages"][0] == {"role": "system", "content": "Be brief."}
+    assert "Echo:</strong> Name a colour." in "".join(p.value for p in panel.output.children)
+    panel.defaults_button.click()
+    ip.run_line_magic("qwen", "hello")
+    body = bodies(dashscope)[-1]
+    assert (body["model"], body["temperature"], body["top_p"], body["seed"]) == ("qwen-flash", 1.1, 0.5, 9)
+
+
+def test_the_panel_offers_known_and_listed_models_and_reports_bad_input(ip, dashscope):
+    panel = ip.magics_manager.registry["QwenWidgetMagics"].make_panel()
+    wait_for(lambda: "qwen2.5-7b-instruct" in panel.model.options)  # listed by the endpoint's /models
+    assert {"qwen3.5-plus", "local", "local:0.5b"} <= set(panel.model.options)
+    panel.prompt.value = ""
+    panel.run_button.click()
+    wait_for(lambda: panel.result is not None and panel.result.state != "streaming")
+    assert "The prompt is empty" in panel.result.error
+    ip.run_line_magic("qwen_panel", "")
+    assert "application/vnd.jupyter.widget-view+json" in ip.display_pub.outputs[-1]["data"]
+
+
+def test_the_panel_stop_button_keeps_the_partial_answer(ip, dashscope):
+    panel = ip.magics_manager.registry["QwenWidgetMagics"].make_panel()
+    dashscope.enqueue(Script(reasoning="", text="word " * 300, chunk_delay=0.02))
+    panel.prompt.value = "long"
+    panel.model.value = "qwen-plus"
+    panel.run_button.click()
+    wait_for(lambda: panel.result is not None and panel.result.text)
+    panel.stop_button.click()
+    wait_for(lambda: panel.result.state == "stopped")
+    assert "stopped by user" in panel.output.children[-1].value
+    assert outputs_text(ip) == ""  # the panel streams into its own widgets, not the cell
