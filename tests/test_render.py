@@ -5,7 +5,8 @@ import json
 import pytest
 
 from qwen_magics import events as ev
-from qwen_magics.render.notebook import NotebookRenderer, split_blocks
+from qwen_magics.render.notebook import NotebookRenderer
+from qwen_magics.render.parts import split_blocks
 from qwen_magics.result import Result
 
 
