@@ -127,6 +127,15 @@ async def stream_into(request: Request, backend: Backend, renderer: Renderer, re
     return result
 
 
+def refused(renderer: Renderer, error: QwenMagicsError, model: str) -> Result:
+    """A run that could not start (bad options, no key): its one line shown, recorded as incomplete."""
+    result = Result(model=model, parameters={})
+    renderer.notice(error.line())
+    result.apply(failure(error))
+    _finish(renderer, result)
+    return result
+
+
 def failure(error: BaseException) -> ev.Failed:
     """The event that records an error on a result: its one-line message."""
     message = error.line() if isinstance(error, QwenMagicsError) else f"{type(error).__name__}: {error}"

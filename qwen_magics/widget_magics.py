@@ -17,6 +17,7 @@ from IPython.core.magic_arguments import argument, magic_arguments, parse_argstr
 from IPython.display import display, update_display
 
 from . import runner
+from .backends import backend_for
 from .errors import InvalidInput, QwenMagicsError
 from .expand import expand
 from .options import choose_model, endpoint_for, make_request, split_line, system_prompt
@@ -135,7 +136,7 @@ class QwenWidgetMagics(Magics):
         specs = column_specs(axes, args.grid, args.repeat, common)
         make = self.request_factory(prompt)
         for spec in specs:  # every column is checked before anything is sent
-            make(spec.options)
+            backend_for(make(spec.options).protocol)  # and its SDK imported now, not in the first column's latency
         comparison = Comparison(prompt, specs, make, concurrency=args.concurrency,
                                 interval=self.settings.update_interval)
         for warning in expansion.warnings if expansion else ():

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import os
+import signal
 import sys
+import threading
+import time
 
 import pytest
 
@@ -56,3 +59,19 @@ def ip(shell, dashscope):
 def outputs_text(shell) -> str:
     """Everything the shell displayed, all mime types, as one string."""
     return "\n".join(str(v) for out in shell.display_pub.outputs for v in out["data"].values())
+
+
+def interrupt_once_text_arrives(shell):
+    """Press Ctrl-C (SIGINT to this process) as soon as the running cell's answer has some text."""
+    before = shell.user_ns.get("_qwen")
+
+    def watch():
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            current = shell.user_ns.get("_qwen")
+            if current is not before and current is not None and current.text:
+                os.kill(os.getpid(), signal.SIGINT)
+                return
+            time.sleep(0.01)
+
+    threading.Thread(target=watch, daemon=True).start()

@@ -6,7 +6,6 @@ channel: the same messages JupyterLab would render.
 
 import json
 import os
-import queue
 import subprocess
 import sys
 import time

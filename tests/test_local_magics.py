@@ -5,8 +5,6 @@ to a few dozen tokens so the module stays fast.
 """
 
 import math
-import os
-import signal
 import threading
 from pathlib import Path
 
@@ -14,6 +12,8 @@ import nbformat
 import pytest
 from IPython.core.error import UsageError
 from nbclient import NotebookClient
+
+from conftest import interrupt_once_text_arrives
 
 pytestmark = pytest.mark.local
 ROOT = Path(__file__).resolve().parents[1]
@@ -55,7 +55,7 @@ def test_temperature_zero_and_a_fixed_seed_reproduce_the_text(offline):
 
 def test_ctrl_c_stops_local_generation_and_keeps_the_partial_answer(offline):
     offline.run_line_magic("qwen", "-m local:0.5b --max-tokens 4 warm up")  # load the model first
-    threading.Timer(1.0, os.kill, (os.getpid(), signal.SIGINT)).start()
+    interrupt_once_text_arrives(offline)
     with pytest.raises(UsageError, match="Stopped by user"):
         offline.run_line_magic("qwen", f"-m local:0.5b -t 0 --max-tokens 1000 {PROMPT} Explain every line at length.")
     result = offline.user_ns["_qwen"]

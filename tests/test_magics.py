@@ -10,7 +10,7 @@ import pytest
 from IPython.core.error import UsageError
 from loopback import Script
 
-from conftest import FAKE_KEY, outputs_text
+from conftest import FAKE_KEY, interrupt_once_text_arrives, outputs_text
 
 
 def last_body(server):
@@ -261,12 +261,8 @@ def test_a_stalled_stream_times_out_with_the_partial_answer(ip, dashscope):
 
 
 def test_ctrl_c_stops_the_stream_and_keeps_the_partial_answer(ip, dashscope):
-    import os
-    import signal
-    import threading
-
     dashscope.enqueue(Script(reasoning="", text="x" * 400, chunk_chars=4, chunk_delay=0.02))
-    threading.Timer(0.5, os.kill, (os.getpid(), signal.SIGINT)).start()
+    interrupt_once_text_arrives(ip)
     with pytest.raises(UsageError, match="Stopped by user: the partial answer is kept in _qwen"):
         ip.run_line_magic("qwen", "-m qwen-plus hi")
     result = ip.user_ns["_qwen"]

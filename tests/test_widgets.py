@@ -163,7 +163,7 @@ def test_the_panel_runs_its_settings_and_makes_them_the_defaults(ip, dashscope):
 
 def test_the_panel_offers_known_and_listed_models_and_reports_bad_input(ip, dashscope):
     panel = ip.magics_manager.registry["QwenWidgetMagics"].make_panel()
-    wait_for(lambda: "qwen2.5-7b-instruct" in panel.model.options)  # listed by the endpoint's /models
+    wait_for(lambda: "qwen2.5-7b-instruct" in panel.model.options, timeout=45)  # listed by the endpoint's /models
     assert {"qwen3.5-plus", "local", "local:0.5b"} <= set(panel.model.options)
     panel.prompt.value = ""
     panel.run_button.click()

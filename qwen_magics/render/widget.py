@@ -22,6 +22,6 @@ class WidgetRenderer(PartsRenderer):
         super().__init__(self._new_part, **kw)
 
     def _new_part(self, bundle: Bundle):
-        part = w.HTML(bundle["text/html"])
+        part = w.HTML(bundle["text/html"], layout=w.Layout(margin="0"))
         self.box.children = (*self.box.children, part)
         return lambda new: setattr(part, "value", new["text/html"])

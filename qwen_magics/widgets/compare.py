@@ -34,7 +34,7 @@ from .summary import diff_html, summarize, summary_html, summary_markdown
 RequestFactory = Callable[[str], Request]
 """Builds the request of a column from its option string; raises QwenMagicsError on bad options."""
 
-_COLUMN_STYLE = dict(border="1px solid #ddd", padding="6px", margin="0 6px 6px 0", min_width="280px", flex="1 1 300px")
+_COLUMN_STYLE = dict(border="1px solid #ddd", padding="6px", margin="0 6px 6px 0", min_width="240px", flex="1 1 0%")
 
 
 @dataclass(frozen=True)
@@ -148,11 +148,7 @@ class Comparison:
         try:
             request = self.make_request(column.options.value)
         except QwenMagicsError as err:
-            result = Result(model="?", parameters={})
-            renderer.notice(err.line())
-            result.apply(runner.failure(err))
-            result.close()
-            renderer.finish(result)
+            result = runner.refused(renderer, err, model="?")
         else:
             if is_local(request.model):
                 renderer.notice("local model: local columns run one after another, remote ones at the same time")

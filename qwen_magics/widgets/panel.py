@@ -25,7 +25,8 @@ from ..result import Result
 RequestFactory = Callable[[str, str], Request]
 """Builds a request from an option string and a prompt; raises QwenMagicsError on bad input."""
 
-_THINKING = {"model default": None, "on": True, "off": False}
+_THINKING = {"default": None, "on": True, "off": False}
+_LABEL = {"description_width": "110px"}
 
 
 class Panel:
@@ -35,17 +36,18 @@ class Panel:
         self.settings = settings
         self.make_request = make_request
         s = settings
-        self.model = w.Combobox(value=s.model, options=picker_options(), description="model", ensure_option=False)
+        self.model = w.Combobox(value=s.model, options=picker_options(), description="model", ensure_option=False, style=_LABEL)
         self.temperature = w.FloatSlider(value=0.7 if s.temperature is None else s.temperature, min=0, max=1.99,
-                                         step=0.05, description="temperature", readout_format=".2f")
+                                         step=0.05, description="temperature", readout_format=".2f", style=_LABEL)
         self.top_p = w.FloatSlider(value=0.8 if s.top_p is None else s.top_p, min=0.01, max=1.0, step=0.01,
-                                   description="top_p", readout_format=".2f")
-        self.top_k = w.BoundedIntText(value=s.top_k or 0, min=0, max=1000, description="top_k (0: off)")
-        self.max_tokens = w.BoundedIntText(value=s.max_tokens or 0, min=0, max=131072, description="max tokens")
-        self.seed = w.Text(value="" if s.seed is None else str(s.seed), description="seed", placeholder="random")
-        self.thinking = w.ToggleButtons(options=list(_THINKING), value=_label(s.thinking), description="thinking")
+                                   description="top_p", readout_format=".2f", style=_LABEL)
+        self.top_k = w.BoundedIntText(value=s.top_k or 0, min=0, max=1000, description="top_k (0: off)", style=_LABEL)
+        self.max_tokens = w.BoundedIntText(value=s.max_tokens or 0, min=0, max=131072, description="max tokens", style=_LABEL)
+        self.seed = w.Text(value="" if s.seed is None else str(s.seed), description="seed", placeholder="random", style=_LABEL)
+        self.thinking = w.ToggleButtons(options=list(_THINKING), value=_label(s.thinking), description="thinking",
+                                         style={**_LABEL, "button_width": "110px"})
         self.thinking_budget = w.BoundedIntText(value=s.thinking_budget or 0, min=0, max=131072,
-                                                description="budget (0: off)")
+                                                description="budget (0: off)", style=_LABEL)
         self.system = w.Textarea(value=s.system, placeholder="system prompt (optional)", layout=w.Layout(width="100%"))
         self.prompt = w.Textarea(placeholder="prompt", layout=w.Layout(width="100%", height="80px"))
         self.run_button = w.Button(description="Run", icon="play", button_style="primary")
@@ -105,11 +107,7 @@ class Panel:
         try:
             request = self.make_request(options, prompt)
         except QwenMagicsError as err:
-            self.result = Result(model=self.model.value, parameters={})
-            renderer.notice(err.line())
-            self.result.apply(runner.failure(err))
-            self.result.close()
-            renderer.finish(self.result)
+            self.result = runner.refused(renderer, err, model=self.model.value)
             return self.result
         self.result = Result.for_request(request)
         return await runner.stream_into(request, backend_for(request.protocol), renderer, self.result)
