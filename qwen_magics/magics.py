@@ -23,7 +23,7 @@ from .conversation import Conversations, check_name
 from .errors import OutputFormatError, QwenMagicsError
 from .expand import expand
 from .markdown import render_markdown
-from .options import choose_model, make_request, split_line, system_prompt
+from .options import choose_model, make_request, messages_for, split_line, system_prompt
 from .render.notebook import NotebookRenderer
 from .render.terminal import TerminalRenderer
 from .result import Result
@@ -109,9 +109,7 @@ class QwenMagics(Magics, QwenSettings):
         prompt = (expansion.text if expansion else template).strip()
         if not prompt:
             raise UsageError("The prompt is empty: write it after %qwen, or in the cell body under %%qwen")
-        system = system_prompt(args, self)
-        messages = ([{"role": "system", "content": system}] if system else []) + (
-            conversation.messages() if conversation else []) + [{"role": "user", "content": prompt}]
+        messages = messages_for(system_prompt(args, self), prompt, conversation.messages() if conversation else None)
         model, notice = choose_model(args, self)
         request = make_request(args, self, messages, model)
         renderer = self._renderer(args.format)

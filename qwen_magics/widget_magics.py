@@ -20,7 +20,7 @@ from . import runner
 from .backends import backend_for
 from .errors import InvalidInput, QwenMagicsError
 from .expand import expand
-from .options import choose_model, endpoint_for, make_request, split_line, system_prompt
+from .options import choose_model, endpoint_for, make_request, messages_for, split_line, system_prompt
 from .render.parts import footer_text
 from .request import Request
 
@@ -51,10 +51,8 @@ class QwenWidgetMagics(Magics):
                 raise InvalidInput(f"Unexpected text in the options: {rest!r}", "give options only, e.g. -m qwen-plus -t 0.7")
             if not text.strip():
                 raise InvalidInput("The prompt is empty", "type a prompt first")
-            system = system_prompt(args, self.settings)
-            messages = ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": text}]
             model, _ = choose_model(args, self.settings)
-            return make_request(args, self.settings, messages, model)
+            return make_request(args, self.settings, messages_for(system_prompt(args, self.settings), text), model)
 
         return make
 

@@ -184,3 +184,16 @@ def test_the_panel_stop_button_keeps_the_partial_answer(ip, dashscope):
     wait_for(lambda: panel.result.state == "stopped")
     assert "stopped by user" in panel.output.children[-1].value
     assert outputs_text(ip) == ""  # the panel streams into its own widgets, not the cell
+
+
+def test_differences_against_the_first_column_are_highlighted_on_demand(ip, dashscope):
+    dashscope.enqueue(Script(reasoning="", text="the cat sat on the mat"),
+                      Script(reasoning="", text="the dog sat on the <b>rug</b>"))
+    comparison = ip.run_cell_magic("qwen_compare", "-m qwen-plus -t 0,1 --concurrency 1", "hi")
+    second = comparison.columns[1]
+    assert second.diff.value == ""
+    comparison.diff_toggle.value = True
+    assert "<ins" in second.diff.value and "<del" in second.diff.value and "dog" in second.diff.value
+    assert "&lt;b&gt;rug&lt;/b&gt;" in second.diff.value and comparison.columns[0].diff.value == ""
+    comparison.diff_toggle.value = False
+    assert second.diff.value == ""
