@@ -93,6 +93,9 @@ class QwenSettings(Configurable):
     max_tokens = Int(None, allow_none=True, help="Cap on answer tokens; None: the model's default.").tag(config=True)
     thinking = Bool(None, allow_none=True, help="Ask for reasoning (True/False); None: the model's default.").tag(config=True)
     thinking_budget = Int(None, allow_none=True, help="Cap on reasoning tokens; None: the model's default.").tag(config=True)
+    api = Enum(["chat", "responses", "dashscope"], "chat",
+               help="Protocol: OpenAI-compatible Chat Completions, the Responses API, or the native DashScope SDK."
+               ).tag(config=True)
     stream = Bool(True, help="Stream the answer as it is generated.").tag(config=True)
     timeout = CFloat(60.0, help="Seconds to wait for the next byte of an answer.").tag(config=True)
     connect_timeout = CFloat(10.0, help="Seconds to wait for a connection.").tag(config=True)

@@ -65,6 +65,8 @@ class QwenMagics(Magics, QwenSettings):
     @argument("-o", "--out", metavar="NAME", help="also store the result in the variable NAME")
     @argument("-c", "--chat", nargs="?", const="default", metavar="NAME",
               help="continue conversation NAME (default 'default'); in line mode write --chat=NAME or end options with --")
+    @argument("--api", choices=["chat", "responses", "dashscope"],
+              help="protocol: OpenAI-compatible Chat Completions (default), the Responses API, or native DashScope")
     @argument("--region", help="singapore, us, beijing, hongkong or frankfurt (keys are region-specific)")
     @argument("--base-url", help="any OpenAI-compatible server, e.g. http://localhost:8000/v1 (vLLM, Ollama)")
     @argument("--timeout", type=float, metavar="SECONDS", help="seconds to wait for the next byte")

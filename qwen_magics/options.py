@@ -99,8 +99,13 @@ def choose_model(args: argparse.Namespace, settings: QwenSettings) -> tuple[str,
                      f"kernel (set {settings.api_key_env} to use Model Studio)")
 
 
+#: Where each protocol lives on a DashScope host.
+API_PATHS = {"chat": "/compatible-mode/v1", "responses": "/api/v2/apps/protocols/compatible-mode/v1",
+             "dashscope": "/api/v1"}
+
+
 def endpoint_for(settings: QwenSettings, region: str | None, base_url: str | None, timeout: float | None,
-                 model: str = "") -> Endpoint:
+                 model: str = "", api: str = "chat") -> Endpoint:
     """Where the request goes: the local runtime, an explicit base URL, or the region's DashScope host."""
     common = dict(api_key_env=settings.api_key_env, timeout=timeout or settings.timeout,
                   connect_timeout=settings.connect_timeout, max_retries=settings.max_retries,
@@ -109,10 +114,12 @@ def endpoint_for(settings: QwenSettings, region: str | None, base_url: str | Non
         return Endpoint(base_url="local", key_required=False, **common)
     url = base_url or (settings.base_url if region is None else "")
     if url:
+        if api == "dashscope":
+            raise InvalidInput("--api dashscope talks to DashScope hosts only", "drop --base-url, or use --api chat")
         return Endpoint(base_url=url.rstrip("/"), key_required=False, **common)
     chosen = find_region(region or settings.region)
     root = dashscope_root(chosen, settings.workspace)
-    return Endpoint(base_url=f"{root}/compatible-mode/v1", region=chosen.name, **common)
+    return Endpoint(base_url=root + API_PATHS[api], region=chosen.name, **common)
 
 
 def make_request(args: argparse.Namespace, settings: QwenSettings, messages: list[dict[str, Any]],
@@ -132,7 +139,10 @@ def make_request(args: argparse.Namespace, settings: QwenSettings, messages: lis
         if args.thinking:
             raise InvalidInput("JSON output cannot be combined with --thinking", "drop --thinking, or drop -f json")
         thinking = False
-    endpoint = endpoint_for(settings, args.region, args.base_url, args.timeout, model)
+    api = args.api or settings.api
+    if api == "responses" and args.logprobs:
+        raise InvalidInput("--logprobs is not available with --api responses", "use --api chat for token probabilities")
+    endpoint = endpoint_for(settings, args.region, args.base_url, args.timeout, model, api)
     if endpoint.key_required and endpoint.api_key() is None:
         raise missing_key(endpoint.api_key_env, endpoint.region)
     _check_range("logprobs", args.logprobs, 1, 20, "--logprobs 5")
@@ -140,7 +150,7 @@ def make_request(args: argparse.Namespace, settings: QwenSettings, messages: lis
         messages=tuple(messages), model=model, endpoint=endpoint, sampling=sampling, logprobs=args.logprobs,
         price=(0.0, 0.0) if is_local(model) else _price(settings.prices.get(model)),
         thinking=thinking, thinking_budget=budget, response_format="json_object" if args.format == "json" else None,
-        stream=settings.stream and not args.no_stream, protocol="local" if is_local(model) else "chat",
+        stream=settings.stream and not args.no_stream, protocol="local" if is_local(model) else api,
     )
 
 

@@ -12,7 +12,7 @@ import os
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
-Protocol = Literal["chat", "local"]
+Protocol = Literal["chat", "responses", "dashscope", "local"]
 ResponseFormat = Literal["json_object"]
 
 

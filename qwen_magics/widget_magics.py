@@ -26,7 +26,7 @@ from .request import Request
 
 _AXES = {"model": "-m", "temperature": "-t", "top_p": "--top-p", "seed": "--seed", "thinking": "--thinking"}
 _COMMON = {"system": "-s", "max_tokens": "--max-tokens", "top_k": "--top-k", "region": "--region",
-           "base_url": "--base-url", "logprobs": "--logprobs", "timeout": "--timeout"}
+           "base_url": "--base-url", "logprobs": "--logprobs", "timeout": "--timeout", "api": "--api"}
 
 
 @magics_class
@@ -91,6 +91,7 @@ class QwenWidgetMagics(Magics):
     @argument("--max-tokens", type=int, help="cap on answer tokens, every column")
     @argument("--top-k", type=int, help="top-k, every column")
     @argument("--logprobs", type=int, metavar="K", help="token probabilities, every column")
+    @argument("--api", choices=["chat", "responses", "dashscope"], help="protocol, every column")
     @argument("--region", help="Model Studio region, every column")
     @argument("--base-url", help="OpenAI-compatible server, every column")
     @argument("--timeout", type=float, help="seconds to wait for the next byte")

@@ -10,7 +10,7 @@ from importlib import import_module
 
 from ..runner import Backend
 
-_MODULES = {"chat": "openai_chat", "local": "local"}
+_MODULES = {"chat": "openai_chat", "responses": "openai_responses", "dashscope": "dashscope_native", "local": "local"}
 
 
 def backend_for(protocol: str) -> Backend:

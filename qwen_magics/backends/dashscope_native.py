@@ -1,0 +1,118 @@
+"""The native DashScope protocol through the official ``dashscope`` SDK (asynchronous).
+
+``AioGeneration`` serves the text endpoint; the Qwen-3.5 family and vision
+models only work on the multimodal endpoint (``AioMultiModalConversation``),
+even for text, so they are routed there.  ``result_format="message"`` and
+``incremental_output=True`` make every frame carry just the new piece.  The
+SDK does not raise on HTTP errors: every response, streamed frames included,
+carries ``status_code``, ``code`` and ``message``, checked here and mapped to
+the same errors as the compatible protocols.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any, AsyncIterator
+
+from .. import events as ev
+from ..errors import StreamCut
+from ..request import Request
+from .errors import from_status, translate
+
+_MULTIMODAL = re.compile(r"^(qwen3\.5|qwen3-vl|qwen-vl|qvq|qwen-omni|qwen3-omni|qwen2\.5-vl)")
+
+
+def multimodal(request: Request) -> bool:
+    """Whether the request must use the multimodal endpoint (model family, or image/video parts)."""
+    has_media = any(isinstance(m["content"], list) and any("image" in p or "video" in p for p in m["content"])
+                    for m in request.messages)
+    return has_media or bool(_MULTIMODAL.match(request.model))
+
+
+def build_call(request: Request) -> dict[str, Any]:
+    """Keyword arguments for ``AioGeneration.call`` / ``AioMultiModalConversation.call``."""
+    s = request.sampling
+    media = multimodal(request)
+    messages = [{"role": m["role"], "content": _parts(m["content"]) if media else m["content"]}
+                for m in request.messages]
+    call: dict[str, Any] = {"model": request.model, "messages": messages, "result_format": "message",
+                            "stream": request.stream, "api_key": request.endpoint.api_key(),
+                            "base_address": request.endpoint.base_url}
+    if request.stream:
+        call["incremental_output"] = True
+    optional = {"temperature": s.temperature, "top_p": s.top_p, "top_k": s.top_k, "seed": s.seed,
+                "max_tokens": s.max_tokens, "stop": list(s.stop) or None, "enable_thinking": request.thinking,
+                "thinking_budget": request.thinking_budget,
+                "response_format": {"type": request.response_format} if request.response_format else None,
+                "logprobs": True if request.logprobs else None, "top_logprobs": request.logprobs}
+    call.update({k: v for k, v in optional.items() if v is not None})
+    return call
+
+
+def _parts(content: Any) -> list[dict[str, Any]]:
+    """Native multimodal content: a list of {"text"} / {"image"} / {"video"} parts."""
+    return [{"text": content}] if isinstance(content, str) else content
+
+
+async def stream(request: Request) -> AsyncIterator[ev.Event]:
+    """Events for one request; raises :class:`~qwen_magics.errors.QwenMagicsError` on failure."""
+    from dashscope import AioGeneration, AioMultiModalConversation
+
+    api = AioMultiModalConversation if multimodal(request) else AioGeneration
+    started = finished = False
+    usage: ev.Usage | None = None
+    try:
+        reply = await api.call(**build_call(request))
+        frames = reply if request.stream else _once(reply)
+        async for frame in frames:
+            if frame.status_code != 200:
+                raise from_status(frame.status_code, frame.code, frame.message or "", request)
+            if not started:
+                started = True
+                yield ev.Started(request_id=frame.request_id, model=request.model)
+            for event in _from_frame(frame):
+                finished = finished or isinstance(event, ev.Finished)
+                yield event
+            usage = _usage(frame.usage) or usage
+        if usage is not None:
+            yield usage
+        if not finished:
+            raise StreamCut("The stream ended without a finish reason: the connection dropped",
+                            "the partial answer is kept; run the cell again")
+    except Exception as err:  # noqa: BLE001 - every SDK/transport error becomes one clear line
+        raise translate(err, request, midstream=started) from err
+
+
+async def _once(reply):
+    yield reply
+
+
+def _from_frame(frame) -> list[ev.Event]:
+    out: list[ev.Event] = []
+    for choice in (frame.output or {}).get("choices") or ():
+        message = choice.get("message") or {}
+        reasoning = message.get("reasoning_content")
+        if reasoning:
+            out.append(ev.ReasoningDelta(reasoning))
+        text = _text(message.get("content"))
+        if text:
+            out.append(ev.TextDelta(text))
+        reason = choice.get("finish_reason")
+        if reason and reason != "null":
+            out.append(ev.Finished(reason))
+    return out
+
+
+def _text(content: Any) -> str:
+    if isinstance(content, list):  # the multimodal endpoint answers with parts
+        return "".join(part.get("text", "") for part in content if isinstance(part, dict))
+    return content or ""
+
+
+def _usage(usage: Any) -> ev.Usage | None:
+    if not usage:
+        return None
+    details = usage.get("output_tokens_details") or {}
+    cached = usage.get("prompt_tokens_details") or usage.get("input_tokens_details") or {}
+    return ev.Usage(input=usage.get("input_tokens") or 0, output=usage.get("output_tokens") or 0,
+                    reasoning=details.get("reasoning_tokens") or 0, cached=cached.get("cached_tokens") or 0)

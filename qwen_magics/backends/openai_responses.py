@@ -1,0 +1,110 @@
+"""The OpenAI-compatible Responses API through the official ``openai`` SDK.
+
+Model Studio serves it under its own base path per region
+(``/api/v2/apps/protocols/compatible-mode/v1``).  Reasoning arrives as
+``response.reasoning_summary_text.delta`` (or ``reasoning_text``) events, the
+answer as ``response.output_text.delta``, and the usage only with
+``response.completed``: all become the same events the renderers already
+consume.  A stream that ends without ``response.completed`` was cut.
+"""
+
+from __future__ import annotations
+
+from typing import Any, AsyncIterator
+
+from .. import events as ev
+from ..errors import StreamCut
+from ..request import Request
+from .errors import from_status, translate
+from .openai_chat import client_for
+
+_REASONING = {"response.reasoning_summary_text.delta", "response.reasoning_text.delta"}
+
+
+def build_body(request: Request) -> dict[str, Any]:
+    """The keyword arguments for ``responses.create``: system text as ``instructions``, the rest as ``input``."""
+    s = request.sampling
+    system = [m["content"] for m in request.messages if m["role"] == "system"]
+    body: dict[str, Any] = {"model": request.model, "stream": request.stream,
+                            "input": [{"role": m["role"], "content": m["content"]} for m in request.messages
+                                      if m["role"] != "system"]}
+    if system:
+        body["instructions"] = "\n\n".join(system)
+    optional = {"temperature": s.temperature, "top_p": s.top_p, "max_output_tokens": s.max_tokens}
+    body.update({k: v for k, v in optional.items() if v is not None})
+    if request.response_format:
+        body["text"] = {"format": {"type": request.response_format}}
+    extra = {"enable_thinking": request.thinking, "thinking_budget": request.thinking_budget, "top_k": s.top_k,
+             "seed": s.seed, "stop": list(s.stop) or None}
+    extra = {k: v for k, v in extra.items() if v is not None}
+    if extra:
+        body["extra_body"] = extra
+    return body
+
+
+async def stream(request: Request) -> AsyncIterator[ev.Event]:
+    """Events for one request; raises :class:`~qwen_magics.errors.QwenMagicsError` on failure."""
+    body = build_body(request)
+    client = client_for(request.endpoint)
+    started = False
+    try:
+        response = await client.responses.create(**body)
+        if not request.stream:
+            for event in _from_response(response):
+                yield event
+            return
+        try:
+            completed = False
+            async for item in response:
+                kind = item.type
+                if kind == "response.created":
+                    started = True
+                    yield ev.Started(request_id=item.response.id, model=item.response.model)
+                elif kind in _REASONING:
+                    yield ev.ReasoningDelta(item.delta)
+                elif kind == "response.output_text.delta":
+                    yield ev.TextDelta(item.delta)
+                elif kind in ("response.completed", "response.incomplete"):
+                    completed = True
+                    for event in _closing(item.response):
+                        yield event
+                elif kind in ("response.failed", "error"):
+                    error = getattr(item, "response", None) and item.response.error or item
+                    raise from_status(None, getattr(error, "code", None), getattr(error, "message", ""), request)
+            if not completed:
+                raise StreamCut("The stream ended before response.completed: the connection dropped",
+                                "the partial answer is kept; run the cell again")
+        finally:
+            await response.close()
+    except Exception as err:  # noqa: BLE001 - every SDK/transport error becomes one clear line
+        raise translate(err, request, midstream=started) from err
+
+
+def _from_response(response) -> list[ev.Event]:
+    out: list[ev.Event] = [ev.Started(request_id=response.id, model=response.model)]
+    for item in response.output or ():
+        if item.type == "reasoning":
+            text = "".join(part.text for part in (item.summary or ()))
+            if text:
+                out.append(ev.ReasoningDelta(text))
+        elif item.type == "message":
+            text = "".join(getattr(part, "text", "") or "" for part in item.content or ())
+            if text:
+                out.append(ev.TextDelta(text))
+    return out + _closing(response)
+
+
+def _closing(response) -> list[ev.Event]:
+    """Usage and the finish reason, from the final response object."""
+    out: list[ev.Event] = []
+    usage = response.usage
+    if usage is not None:
+        details = getattr(usage, "output_tokens_details", None)
+        cached = getattr(usage, "input_tokens_details", None)
+        out.append(ev.Usage(input=usage.input_tokens or 0, output=usage.output_tokens or 0,
+                            reasoning=(getattr(details, "reasoning_tokens", 0) or 0) if details else 0,
+                            cached=(getattr(cached, "cached_tokens", 0) or 0) if cached else 0))
+    incomplete = getattr(response, "incomplete_details", None)
+    reason = getattr(incomplete, "reason", None)
+    out.append(ev.Finished("length" if reason == "max_output_tokens" else (reason or "stop")))
+    return out
