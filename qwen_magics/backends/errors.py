@@ -57,32 +57,32 @@ def from_status(status: int | None, code: str | None, message: str, request: Req
     tag = " ".join(str(x) for x in (status, code) if x)
     tag = f" ({tag})" if tag else ""
     model, region = request.model, request.endpoint.region
-    low = (code or "").lower()
+    low = (code or "").lower().replace("_", "").replace(".", "")  # data_inspection_failed ~ DataInspectionFailed
     kw = {"status": status, "code": code}
-    if "data_inspection" in low:
+    if "datainspection" in low:
         return e.ContentBlocked(f"Content moderation refused the {'input' if status else 'answer'}{tag}",
                                 "rephrase the prompt; sending the same text again will not help", **kw)
-    if status == 401 or "invalidapikey" in low or low == "invalid_api_key":
+    if status == 401 or "invalidapikey" in low:
         where = f"the {region} region" if region else request.endpoint.base_url
         return e.AuthenticationFailed(f"The API key was rejected by {where}{tag}",
                                       f"check {request.endpoint.api_key_env}; keys are region-specific, "
                                       "so pass --region for the key's region", **kw)
-    if status == 404 or "notfound" in low.replace("_", ""):
+    if status == 404 or "notfound" in low:
         return e.ModelNotFound(f"Model {model!r} is not available{f' in {region}' if region else ''}{tag}",
-                               "check the name (%qwen_models lists them) or pick another --region", **kw)
-    if status == 403 or "accessdenied" in low.replace("_", ""):
+                               "check the model name, or pick another --region", **kw)
+    if status == 403 or "accessdenied" in low:
         return e.PermissionDenied(f"Access to {model!r} was denied{tag}",
                                   "enable the model for your account or workspace in the Model Studio console", **kw)
     if "quota" in low or "arrearage" in low:
         return e.QuotaExceeded(f"The account has no quota left{tag}",
                                "check billing in the Model Studio console; retrying will not help", **kw)
-    if status == 429 or "throttling" in low or "limit_requests" in low:
+    if status == 429 or "throttling" in low or "limitrequests" in low:
         return e.RateLimited(f"Rate limited{tag} after {request.endpoint.max_retries} retries",
                              "wait a minute and run the cell again, or raise %config QwenMagics.max_retries", **kw)
     if status is not None and status >= 500:
         return e.ServerError(f"Model Studio had a server error{tag} after {request.endpoint.max_retries} retries",
                              "try again shortly", **kw)
-    if status == 400 or "invalidparameter" in low.replace("_", ""):
+    if status == 400 or "invalidparameter" in low:
         return e.BadRequest(f"The request was rejected{tag}: {message}", "fix the option it names and run again", **kw)
     return e.QwenMagicsError(f"The service reported an error{tag}: {message}", "run the cell again", **kw)
 
