@@ -23,7 +23,7 @@ from .conversation import Conversations, check_name
 from .errors import OutputFormatError, QwenMagicsError
 from .expand import expand
 from .markdown import render_markdown
-from .options import choose_model, make_request, messages_for, split_line, system_prompt
+from .options import choose_model, make_request, messages_for, partial_message, split_line, system_prompt
 from .render.notebook import NotebookRenderer
 from .render.terminal import TerminalRenderer
 from .result import Result
@@ -72,6 +72,8 @@ class QwenMagics(Magics, QwenSettings):
     @argument("--timeout", type=float, metavar="SECONDS", help="seconds to wait for the next byte")
     @argument("--no-stream", action="store_true", help="wait for the whole answer, then show it")
     @argument("--no-expand", action="store_true", help="send {braces} as written instead of expanding {expr}")
+    @argument("--prefix", metavar="TEXT",
+              help="partial mode: the answer continues TEXT (or the string variable TEXT names); chat and dashscope")
     @argument("--logprobs", type=int, metavar="K",
               help="ask for the top-K alternatives of every token: tinted view, result.logprobs, %%qwen_probs")
     @argument("prompt", nargs="*", help="line mode: the prompt (cell mode: the cell body is the prompt)")
@@ -112,6 +114,8 @@ class QwenMagics(Magics, QwenSettings):
         if not prompt:
             raise UsageError("The prompt is empty: write it after %qwen, or in the cell body under %%qwen")
         messages = messages_for(system_prompt(args, self), prompt, conversation.messages() if conversation else None)
+        if args.prefix is not None:
+            messages.append(partial_message(args.prefix, self.shell.user_ns))
         model, notice = choose_model(args, self)
         request = make_request(args, self, messages, model)
         renderer = self._renderer(args.format)

@@ -142,6 +142,8 @@ def make_request(args: argparse.Namespace, settings: QwenSettings, messages: lis
     api = args.api or settings.api
     if api == "responses" and args.logprobs:
         raise InvalidInput("--logprobs is not available with --api responses", "use --api chat for token probabilities")
+    if api == "responses" and messages and messages[-1].get("partial"):
+        raise InvalidInput("--prefix (partial mode) is not available with --api responses", "use --api chat or dashscope")
     endpoint = endpoint_for(settings, args.region, args.base_url, args.timeout, model, api)
     if endpoint.key_required and endpoint.api_key() is None:
         raise missing_key(endpoint.api_key_env, endpoint.region)
@@ -164,6 +166,14 @@ def messages_for(system: str, prompt: str, history: list[dict[str, Any]] | None 
     """The messages of a request: the system prompt if any, earlier turns, then the prompt."""
     return ([{"role": "system", "content": system}] if system else []) + (history or []) + [
         {"role": "user", "content": prompt}]
+
+
+def partial_message(prefix: str, namespace: dict[str, Any]) -> dict[str, Any]:
+    """Partial mode: an assistant message the model continues (``prefix`` may name a string variable)."""
+    value = namespace.get(prefix, prefix) if prefix.isidentifier() else prefix
+    if not isinstance(value, str) or not value:
+        raise InvalidInput(f"--prefix {prefix!r} is not text", "give the text itself, or the name of a str variable")
+    return {"role": "assistant", "content": value, "partial": True}
 
 
 def _price(price: list[float] | None) -> tuple[float, float] | None:

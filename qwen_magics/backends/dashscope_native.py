@@ -33,8 +33,7 @@ def build_call(request: Request) -> dict[str, Any]:
     """Keyword arguments for ``AioGeneration.call`` / ``AioMultiModalConversation.call``."""
     s = request.sampling
     media = multimodal(request)
-    messages = [{"role": m["role"], "content": _parts(m["content"]) if media else m["content"]}
-                for m in request.messages]
+    messages = [{**m, "content": _parts(m["content"]) if media else m["content"]} for m in request.messages]
     call: dict[str, Any] = {"model": request.model, "messages": messages, "result_format": "message",
                             "stream": request.stream, "api_key": request.endpoint.api_key(),
                             "base_address": request.endpoint.base_url}
