@@ -23,6 +23,7 @@ from .conversation import Conversations, check_name
 from .errors import OutputFormatError, QwenMagicsError
 from .expand import expand
 from .markdown import render_markdown
+from .media import media_url, user_content
 from .options import choose_model, make_request, messages_for, partial_message, split_line, system_prompt
 from .render.notebook import NotebookRenderer
 from .render.terminal import TerminalRenderer
@@ -72,6 +73,9 @@ class QwenMagics(Magics, QwenSettings):
     @argument("--timeout", type=float, metavar="SECONDS", help="seconds to wait for the next byte")
     @argument("--no-stream", action="store_true", help="wait for the whole answer, then show it")
     @argument("--no-expand", action="store_true", help="send {braces} as written instead of expanding {expr}")
+    @argument("--image", action="append", metavar="X", help="attach an image: URL, file path, or a variable "
+              "(bytes, PIL image, numpy array); repeatable")
+    @argument("--video", action="append", metavar="X", help="attach a video: URL or file path (repeatable)")
     @argument("--prefix", metavar="TEXT",
               help="partial mode: the answer continues TEXT (or the string variable TEXT names); chat and dashscope")
     @argument("--logprobs", type=int, metavar="K",
@@ -113,7 +117,10 @@ class QwenMagics(Magics, QwenSettings):
         prompt = (expansion.text if expansion else template).strip()
         if not prompt:
             raise UsageError("The prompt is empty: write it after %qwen, or in the cell body under %%qwen")
-        messages = messages_for(system_prompt(args, self), prompt, conversation.messages() if conversation else None)
+        ns = self.shell.user_ns
+        content = user_content(prompt, [media_url(x, ns, "image") for x in args.image or ()],
+                               [media_url(x, ns, "video") for x in args.video or ()])
+        messages = messages_for(system_prompt(args, self), content, conversation.messages() if conversation else None)
         if args.prefix is not None:
             messages.append(partial_message(args.prefix, self.shell.user_ns))
         model, notice = choose_model(args, self)

@@ -162,7 +162,7 @@ def system_prompt(args: argparse.Namespace, settings: QwenSettings) -> str:
     return "\n\n".join(p for p in parts if p)
 
 
-def messages_for(system: str, prompt: str, history: list[dict[str, Any]] | None = None) -> list[dict[str, Any]]:
+def messages_for(system: str, prompt: Any, history: list[dict[str, Any]] | None = None) -> list[dict[str, Any]]:
     """The messages of a request: the system prompt if any, earlier turns, then the prompt."""
     return ([{"role": "system", "content": system}] if system else []) + (history or []) + [
         {"role": "user", "content": prompt}]

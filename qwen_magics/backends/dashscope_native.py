@@ -24,7 +24,7 @@ _MULTIMODAL = re.compile(r"^(qwen3\.5|qwen3-vl|qwen-vl|qvq|qwen-omni|qwen3-omni|
 
 def multimodal(request: Request) -> bool:
     """Whether the request must use the multimodal endpoint (model family, or image/video parts)."""
-    has_media = any(isinstance(m["content"], list) and any("image" in p or "video" in p for p in m["content"])
+    has_media = any(isinstance(m["content"], list) and any(p.get("type") != "text" for p in m["content"])
                     for m in request.messages)
     return has_media or bool(_MULTIMODAL.match(request.model))
 
@@ -49,8 +49,12 @@ def build_call(request: Request) -> dict[str, Any]:
 
 
 def _parts(content: Any) -> list[dict[str, Any]]:
-    """Native multimodal content: a list of {"text"} / {"image"} / {"video"} parts."""
-    return [{"text": content}] if isinstance(content, str) else content
+    """Native multimodal content: chat parts become {"text"} / {"image"} / {"video"} parts."""
+    if isinstance(content, str):
+        return [{"text": content}]
+    native = {"text": lambda p: {"text": p["text"]}, "image_url": lambda p: {"image": p["image_url"]["url"]},
+              "video_url": lambda p: {"video": p["video_url"]["url"]}}
+    return [native[part["type"]](part) for part in content]
 
 
 async def stream(request: Request) -> AsyncIterator[ev.Event]:

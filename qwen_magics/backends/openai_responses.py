@@ -13,7 +13,7 @@ from __future__ import annotations
 from typing import Any, AsyncIterator
 
 from .. import events as ev
-from ..errors import StreamCut
+from ..errors import InvalidInput, StreamCut
 from ..request import Request
 from .errors import from_status, translate
 from .openai_chat import client_for
@@ -26,7 +26,7 @@ def build_body(request: Request) -> dict[str, Any]:
     s = request.sampling
     system = [m["content"] for m in request.messages if m["role"] == "system"]
     body: dict[str, Any] = {"model": request.model, "stream": request.stream,
-                            "input": [{"role": m["role"], "content": m["content"]} for m in request.messages
+                            "input": [{"role": m["role"], "content": _content(m["content"])} for m in request.messages
                                       if m["role"] != "system"]}
     if system:
         body["instructions"] = "\n\n".join(system)
@@ -40,6 +40,16 @@ def build_body(request: Request) -> dict[str, Any]:
     if extra:
         body["extra_body"] = extra
     return body
+
+
+def _content(content: Any) -> Any:
+    """Chat parts as Responses input parts (input_text, input_image); videos are not part of this API."""
+    if isinstance(content, str):
+        return content
+    if any(part["type"] == "video_url" for part in content):
+        raise InvalidInput("--video is not available with --api responses", "use --api chat or dashscope")
+    return [{"type": "input_text", "text": p["text"]} if p["type"] == "text" else
+            {"type": "input_image", "image_url": p["image_url"]["url"]} for p in content]
 
 
 async def stream(request: Request) -> AsyncIterator[ev.Event]:
