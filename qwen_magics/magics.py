@@ -24,7 +24,8 @@ from .errors import OutputFormatError, QwenMagicsError
 from .expand import expand
 from .markdown import render_markdown
 from .media import media_url, user_content
-from .options import choose_model, make_request, messages_for, partial_message, split_line, system_prompt
+from .options import (choose_model, json_schema_of, make_request, messages_for, partial_message, split_line,
+                      system_prompt)
 from .render.notebook import NotebookRenderer
 from .render.terminal import TerminalRenderer
 from .result import Result
@@ -73,6 +74,8 @@ class QwenMagics(Magics, QwenSettings):
     @argument("--timeout", type=float, metavar="SECONDS", help="seconds to wait for the next byte")
     @argument("--no-stream", action="store_true", help="wait for the whole answer, then show it")
     @argument("--no-expand", action="store_true", help="send {braces} as written instead of expanding {expr}")
+    @argument("--schema", metavar="NAME", help="structured output: a JSON Schema dict or pydantic model class "
+              "named NAME; the parsed (validated) answer is result.data")
     @argument("--image", action="append", metavar="X", help="attach an image: URL, file path, or a variable "
               "(bytes, PIL image, numpy array); repeatable")
     @argument("--video", action="append", metavar="X", help="attach a video: URL or file path (repeatable)")
@@ -123,8 +126,11 @@ class QwenMagics(Magics, QwenSettings):
         messages = messages_for(system_prompt(args, self), content, conversation.messages() if conversation else None)
         if args.prefix is not None:
             messages.append(partial_message(args.prefix, self.shell.user_ns))
+        schema, validator = json_schema_of(args.schema, ns) if args.schema else (None, None)
+        if schema is not None:
+            args.format = "json"
         model, notice = choose_model(args, self)
-        request = make_request(args, self, messages, model)
+        request = make_request(args, self, messages, model, schema)
         renderer = self._renderer(args.format)
         if notice and not self._local_notice_shown:
             renderer.notice(notice)
@@ -140,7 +146,7 @@ class QwenMagics(Magics, QwenSettings):
             runner.run(request, backend, renderer, result)
         except KeyboardInterrupt:
             raise UsageError("Stopped by user: the partial answer is kept in _qwen") from None
-        self._postprocess(args.format, result)
+        self._postprocess(args.format, result, validator)
         if conversation is not None and result.complete:
             conversation.add(prompt, result.text, self.history_turns)
         self.track_live(result)
@@ -162,7 +168,7 @@ class QwenMagics(Magics, QwenSettings):
             return NotebookRenderer(fmt=fmt, interval=self.update_interval)
         return TerminalRenderer(interval=self.update_interval)
 
-    def _postprocess(self, fmt: str, result: Result) -> None:
+    def _postprocess(self, fmt: str, result: Result, validator=None) -> None:
         if fmt == "code":
             blocks = [m.group(2) for m in _FENCED.finditer(result.text)]
             self.shell.set_next_input(("\n".join(blocks) if blocks else result.text).rstrip("\n"), replace=False)
@@ -174,6 +180,13 @@ class QwenMagics(Magics, QwenSettings):
             except json.JSONDecodeError as err:
                 raise OutputFormatError(f"The answer is not valid JSON ({err.msg} at line {err.lineno})",
                                         "the raw text is kept in _qwen.text; ask again or loosen the request") from err
+            if validator is not None:
+                try:
+                    result.data = validator.model_validate(result.data)
+                except ValueError as err:  # pydantic's ValidationError
+                    first = str(err).splitlines()[:3]
+                    raise OutputFormatError(f"The answer does not match {validator.__name__}: {' '.join(first)}",
+                                            "the raw text is kept in _qwen.text and the parsed JSON in _qwen.data") from err
 
     def _end_of_cell(self, *_):
         """After the cell that streamed a result, displaying it again shows it in full."""

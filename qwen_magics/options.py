@@ -123,8 +123,8 @@ def endpoint_for(settings: QwenSettings, region: str | None, base_url: str | Non
 
 
 def make_request(args: argparse.Namespace, settings: QwenSettings, messages: list[dict[str, Any]],
-                 model: str) -> Request:
-    """Check every option that can be checked here, and build the request."""
+                 model: str, schema: dict[str, Any] | None = None) -> Request:
+    """Check every option that can be checked here, and build the request (``schema``: from --schema)."""
     pick = lambda name: getattr(args, name) if getattr(args, name) is not None else getattr(settings, name)  # noqa: E731
     sampling = Sampling(temperature=pick("temperature"), top_p=pick("top_p"), top_k=pick("top_k"), seed=pick("seed"),
                         max_tokens=pick("max_tokens"), stop=tuple(args.stop or ()))
@@ -151,7 +151,7 @@ def make_request(args: argparse.Namespace, settings: QwenSettings, messages: lis
     return Request(
         messages=tuple(messages), model=model, endpoint=endpoint, sampling=sampling, logprobs=args.logprobs,
         price=(0.0, 0.0) if is_local(model) else _price(settings.prices.get(model)),
-        thinking=thinking, thinking_budget=budget, response_format="json_object" if args.format == "json" else None,
+        thinking=thinking, thinking_budget=budget, response_format=response_format(args.format, schema),
         stream=settings.stream and not args.no_stream, protocol="local" if is_local(model) else api,
     )
 
@@ -166,6 +166,28 @@ def messages_for(system: str, prompt: Any, history: list[dict[str, Any]] | None 
     """The messages of a request: the system prompt if any, earlier turns, then the prompt."""
     return ([{"role": "system", "content": system}] if system else []) + (history or []) + [
         {"role": "user", "content": prompt}]
+
+
+def json_schema_of(name: str, namespace: dict[str, Any]) -> tuple[dict[str, Any], Any]:
+    """--schema NAME: a JSON Schema dict, or a pydantic model class (returned too, to validate the answer)."""
+    if name not in namespace:
+        raise InvalidInput(f"--schema {name!r}: no such variable", "define a JSON Schema dict or a pydantic model first")
+    value = namespace[name]
+    if isinstance(value, type) and hasattr(value, "model_json_schema"):
+        return value.model_json_schema(), value
+    if isinstance(value, dict) and isinstance(value.get("type", "object"), str) and (
+            "properties" in value or "type" in value or "$ref" in value):
+        return value, None
+    raise InvalidInput(f"--schema {name}: a {type(value).__name__} is not a JSON Schema",
+                       "give a dict like {'type': 'object', 'properties': {...}} or a pydantic model class")
+
+
+def response_format(fmt: str, schema: dict[str, Any] | None) -> dict[str, Any] | None:
+    """What the service is asked for: schema-constrained JSON, plain JSON mode, or nothing."""
+    if schema is not None:
+        return {"type": "json_schema", "json_schema": {"name": str(schema.get("title", "answer"))[:64] or "answer",
+                                                       "schema": schema, "strict": True}}
+    return {"type": "json_object"} if fmt == "json" else None
 
 
 def partial_message(prefix: str, namespace: dict[str, Any]) -> dict[str, Any]:

@@ -13,7 +13,8 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
 Protocol = Literal["chat", "responses", "dashscope", "local"]
-ResponseFormat = Literal["json_object"]
+ResponseFormat = dict[str, Any]
+"""``{"type": "json_object"}``, or ``{"type": "json_schema", "json_schema": {"name", "schema", "strict"}}``."""
 
 
 @dataclass(frozen=True)
@@ -76,7 +77,7 @@ class Request:
         if self.thinking_budget is not None:
             params["thinking_budget"] = self.thinking_budget
         if self.response_format:
-            params["response_format"] = self.response_format
+            params["response_format"] = self.response_format["type"]
         if self.logprobs:
             params["logprobs"] = self.logprobs
         params["stream"] = self.stream

@@ -32,7 +32,7 @@ def request(prompt: str, n_ctx: int = 4096, **sampling: object) -> Request:
                    endpoint=Endpoint(base_url="local", key_required=False, context=n_ctx), sampling=Sampling(**sampling))
 
 
-def ask(prompt: str, *, n_ctx: int = 4096, response_format: str | None = None, **sampling: object) -> list[Event]:
+def ask(prompt: str, *, n_ctx: int = 4096, response_format: dict | None = None, **sampling: object) -> list[Event]:
     async def collect() -> list[Event]:
         question = replace(request(prompt, n_ctx, **sampling), response_format=response_format)
         return [event async for event in stream(question)]
@@ -103,7 +103,7 @@ def test_stop_string_cuts_the_answer_even_across_pieces() -> None:
 
 def test_json_mode_gives_json() -> None:
     events = ask("Give a JSON object with the keys name and age for a person.", temperature=0, max_tokens=40,
-                 response_format="json_object")
+                 response_format={"type": "json_object"})
 
     assert isinstance(json.loads(text(events)), dict)
 

@@ -140,3 +140,9 @@ def test_local_columns_take_turns_while_remote_columns_stream_at_once(ip, dashsc
     assert max(r.started for r in remote) < min(r.finished for r in remote)  # remote columns overlapped
     notes = "".join(p.value for c in comparison.columns[::2] for p in c.output.children)
     assert notes.count("local columns run one after another") == 2
+
+
+def test_local_structured_output_follows_the_schema(offline):
+    offline.user_ns["colour"] = {"type": "object", "properties": {"name": {"type": "string"}}, "required": ["name"]}
+    result = offline.run_line_magic("qwen", "-m local:0.5b -t 0 --max-tokens 40 --schema colour Name a colour as JSON.")
+    assert isinstance(result.data, dict) and isinstance(result.data["name"], str)

@@ -42,7 +42,7 @@ def build_call(request: Request) -> dict[str, Any]:
     optional = {"temperature": s.temperature, "top_p": s.top_p, "top_k": s.top_k, "seed": s.seed,
                 "max_tokens": s.max_tokens, "stop": list(s.stop) or None, "enable_thinking": request.thinking,
                 "thinking_budget": request.thinking_budget,
-                "response_format": {"type": request.response_format} if request.response_format else None,
+                "response_format": request.response_format,
                 "logprobs": True if request.logprobs else None, "top_logprobs": request.logprobs}
     call.update({k: v for k, v in optional.items() if v is not None})
     return call

@@ -16,6 +16,7 @@ an end-of-turn token (not output) from a stop string (output).
 from __future__ import annotations
 
 import asyncio
+import json
 import functools
 import threading
 from collections.abc import AsyncIterator, Callable, Sequence
@@ -180,8 +181,11 @@ def _logprobs(data: dict | None) -> list[TokenLogprob]:
 
 
 def _grammar(llama_cpp: Any, request: Request) -> Any:
-    if request.response_format != "json_object":
+    fmt = request.response_format
+    if fmt is None:
         return None
+    if fmt["type"] == "json_schema":
+        return llama_cpp.LlamaGrammar.from_json_schema(json.dumps(fmt["json_schema"]["schema"]), verbose=False)
     return llama_cpp.LlamaGrammar.from_string(llama_cpp.llama_grammar.JSON_GBNF, verbose=False)
 
 

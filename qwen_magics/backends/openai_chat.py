@@ -52,7 +52,7 @@ def build_body(request: Request) -> dict[str, Any]:
                 "stop": list(s.stop) or None}
     body.update({k: v for k, v in optional.items() if v is not None})
     if request.response_format:
-        body["response_format"] = {"type": request.response_format}
+        body["response_format"] = request.response_format
     if request.logprobs:
         body.update(logprobs=True, top_logprobs=request.logprobs)
     extra = {"enable_thinking": request.thinking, "thinking_budget": request.thinking_budget, "top_k": s.top_k}

@@ -33,7 +33,8 @@ def build_body(request: Request) -> dict[str, Any]:
     optional = {"temperature": s.temperature, "top_p": s.top_p, "max_output_tokens": s.max_tokens}
     body.update({k: v for k, v in optional.items() if v is not None})
     if request.response_format:
-        body["text"] = {"format": {"type": request.response_format}}
+        fmt = request.response_format
+        body["text"] = {"format": {"type": fmt["type"], **fmt.get("json_schema", {})}}  # Responses flattens the schema
     extra = {"enable_thinking": request.thinking, "thinking_budget": request.thinking_budget, "top_k": s.top_k,
              "seed": s.seed, "stop": list(s.stop) or None}
     extra = {k: v for k, v in extra.items() if v is not None}
