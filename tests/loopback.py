@@ -1,4 +1,4 @@
-"""A loopback Model Studio (DashScope) server speaking the OpenAI-compatible wire.
+"""A loopback Model Studio (DashScope) server speaking its three wires: chat, Responses, native.
 
 Stdlib only.  Tests point the real ``openai`` SDK at it::
 
@@ -8,12 +8,17 @@ Stdlib only.  Tests point the real ``openai`` SDK at it::
         server.enqueue(Script(text="hi", fault="cut", fault_after=1))
 
 Routes: ``POST /compatible-mode/v1/chat/completions`` and
-``GET /compatible-mode/v1/models``; anything else is a 404 with a
-DashScope-compatible error body.  Chat requests are checked in the service's
-order (key -> model -> parameter ranges -> input moderation); a request that
-fails a check is answered like the service would and does *not* consume a
-queued :class:`Script`.  Requests that pass take the next script (FIFO), or a
-deterministic default reply when the queue is empty.
+``GET /compatible-mode/v1/models`` here; the Responses API (``POST
+/api/v2/apps/protocols/compatible-mode/v1/responses``, also
+``/compatible-mode/v1/responses``) and native DashScope (``POST
+/api/v1/services/aigc/{text,multimodal}-generation/generation``) in
+:mod:`loopback_protocols`, sharing the checks, scripts and recorded requests
+described below; anything else is a 404 with a DashScope-compatible error
+body.  Requests are checked in the service's order (key -> model -> parameter
+ranges -> input moderation); a request that fails a check is answered like the
+service would and does *not* consume a queued :class:`Script`.  Requests that
+pass take the next script (FIFO), or a deterministic default reply when the
+queue is empty.
 
 Streams are ``text/event-stream`` bodies sent with ``Transfer-Encoding:
 chunked``; every SSE frame is one HTTP chunk written (and, with TCP_NODELAY,
@@ -59,7 +64,8 @@ from typing import Any, Iterable, Literal, Optional
 from urllib.parse import urlsplit
 
 __all__ = ["LoopbackServer", "Script", "Recorded", "DEFAULT_KEY", "DEFAULT_MODELS",
-           "CHAT_PATH", "MODELS_PATH", "default_reasoning", "default_answer"]
+           "CHAT_PATH", "MODELS_PATH", "RESPONSES_PATH", "RESPONSES_PATHS", "NATIVE_TEXT_PATH",
+           "NATIVE_MULTIMODAL_PATH", "default_reasoning", "default_answer"]
 
 log = logging.getLogger("qwen_magics.tests.loopback")
 
@@ -70,6 +76,11 @@ DEFAULT_MODELS = frozenset({
 })
 CHAT_PATH = "/compatible-mode/v1/chat/completions"
 MODELS_PATH = "/compatible-mode/v1/models"
+# The Responses API: the documented (legacy) path and the newer one; served by loopback_protocols.
+RESPONSES_PATH = "/api/v2/apps/protocols/compatible-mode/v1/responses"
+RESPONSES_PATHS = frozenset({RESPONSES_PATH, "/compatible-mode/v1/responses"})
+NATIVE_TEXT_PATH = "/api/v1/services/aigc/text-generation/generation"
+NATIVE_MULTIMODAL_PATH = "/api/v1/services/aigc/multimodal-generation/generation"
 BLOCK_MARKER = "[[blocked]]"
 _LONG = re.compile(r"\[\[long:(\d+)\]\]")
 _CREATED = 1_735_689_600  # fixed "created" for the models list
@@ -107,6 +118,12 @@ class Script:
     data_inspection_failed), "malformed" (body ``{not json``), "cut"/"reset"
     (half the body, then the socket closes), "stall" (before the body),
     "no_finish" (finish_reason null) and "empty" (``choices: []``).
+
+    The same scripts drive the Responses and native routes (see
+    :mod:`loopback_protocols`): ``usage`` is then sent as given, so give it in
+    that protocol's shape; native error bodies map ``error_code`` to the native
+    code (``limit_requests`` -> ``Throttling.RateQuota`` ...; unknown codes
+    verbatim); ``lead_chunk`` is chat-only and ``error_event`` Responses-only.
     """
 
     reasoning: Optional[str] = None
@@ -129,6 +146,8 @@ class Script:
     fault_after: int = 2
     stall_seconds: float = 1.0
     lead_chunk: bool = True  # the service's first frame: role, empty content/reasoning
+    # Responses API only: how "moderation_mid" shows in a stream ("error" event or "response.failed")
+    error_event: Literal["error", "response.failed"] = "error"
 
 
 @dataclass
@@ -321,6 +340,8 @@ class _Handler(BaseHTTPRequestHandler):
                 self._chat(body)
             elif route == MODELS_PATH and self.command == "GET":
                 self._models()
+            elif route in _PROTOCOL_ROUTES and self.command == "POST":
+                _protocols.serve(self, route, body)
             else:
                 rid = str(uuid.uuid4())
                 self._send_error(404, _error_body("not_found", f"Not found: {self.command} {route}", rid), rid)
@@ -384,7 +405,10 @@ class _Handler(BaseHTTPRequestHandler):
         self.wfile.write(b"%x\r\n%s\r\n" % (len(data), data))
 
     def _frame(self, payload: bytes, split_utf8: bool = False) -> None:
-        frame = b"data: " + payload + b"\n\n"
+        self._raw_frame(b"data: " + payload + b"\n\n", split_utf8)
+
+    def _raw_frame(self, frame: bytes, split_utf8: bool = False) -> None:
+        """One whole SSE frame as one HTTP chunk (two, split inside a multi-byte character, with split_utf8)."""
         if split_utf8:
             cut = next((i + 1 for i, b in enumerate(frame) if b >= 0xC0), len(frame) // 2)
             self._chunk(frame[:cut])
@@ -603,6 +627,7 @@ class LoopbackServer:
         self._lock = threading.Lock()
         self._queue: deque[list] = deque()  # [script, remaining]
         self._requests: list[Recorded] = []
+        self._stored: dict[str, list[dict]] = {}  # Responses API: response id -> its conversation
         self._threads: set[threading.Thread] = set()
         self._conns: set[socket.socket] = set()
         self._stopping = threading.Event()
@@ -687,8 +712,19 @@ class LoopbackServer:
         with self._lock:
             self._queue.clear()
             self._requests.clear()
+            self._stored.clear()
 
     def _authorized(self, header: Optional[str]) -> bool:
         if not header or not header.startswith("Bearer "):
             return False
         return header[len("Bearer "):].strip() in self.valid_keys
+
+
+# The Responses API and native DashScope routes live in loopback_protocols, which imports this module's
+# helpers: it is imported last, as a module object, so either module may be imported first.
+if __package__:
+    from . import loopback_protocols as _protocols
+else:
+    import loopback_protocols as _protocols
+
+_PROTOCOL_ROUTES = RESPONSES_PATHS | {NATIVE_TEXT_PATH, NATIVE_MULTIMODAL_PATH}
