@@ -205,3 +205,15 @@ def test_a_malformed_schema_is_refused_before_sending(ip, dashscope):
     with pytest.raises(UsageError, match="--schema 'missing': no such variable"):
         ip.run_line_magic("qwen", "--schema missing hi")
     assert dashscope.requests == []
+
+
+def test_no_unclosed_session_warning_when_the_kernel_exits(dashscope):
+    import subprocess
+    import sys
+
+    code = ("from IPython.core.interactiveshell import InteractiveShell\n"
+            "ip = InteractiveShell.instance(); ip.run_line_magic('load_ext', 'qwen_magics')\n"
+            "ip.run_line_magic('qwen', '--api dashscope -m qwen-plus hi')\n")
+    done = subprocess.run([sys.executable, "-X", "dev", "-c", code], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert "Echo:** hi" in done.stdout and "Unclosed" not in done.stderr

@@ -11,6 +11,8 @@ the same errors as the compatible protocols.
 
 from __future__ import annotations
 
+import asyncio
+import atexit
 import re
 from typing import Any, AsyncIterator
 
@@ -18,8 +20,22 @@ from .. import events as ev
 from ..errors import StreamCut
 from ..request import Request
 from .errors import from_status, translate
+from .. import runner
 
 _MULTIMODAL = re.compile(r"^(qwen3\.5|qwen3-vl|qwen-vl|qvq|qwen-omni|qwen3-omni|qwen2\.5-vl)")
+
+
+def _close_shared_session() -> None:
+    """The SDK keeps one aiohttp session per loop, reused across cells; close it when the kernel exits."""
+    from dashscope import close_shared_aio_session
+
+    try:
+        asyncio.run_coroutine_threadsafe(close_shared_aio_session(), runner.background_loop()).result(timeout=2)
+    except Exception:  # noqa: BLE001 - exiting anyway; nothing to report to
+        pass
+
+
+atexit.register(_close_shared_session)
 
 
 def multimodal(request: Request) -> bool:
