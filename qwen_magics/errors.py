@@ -103,5 +103,10 @@ class StreamCut(QwenMagicsError):
     """The stream ended without a finish reason: the connection dropped."""
 
 
+def stream_cut(how: str) -> StreamCut:
+    """The error for a stream that ended ``how`` (e.g. "without a finish reason"): the connection dropped."""
+    return StreamCut(f"The stream ended {how}: the connection dropped", "the partial answer is kept; run the cell again")
+
+
 class OutputFormatError(QwenMagicsError):
     """The answer was not in the format asked for (e.g. invalid JSON)."""

@@ -17,7 +17,7 @@ import re
 from typing import Any, AsyncIterator
 
 from .. import events as ev
-from ..errors import StreamCut
+from ..errors import stream_cut
 from ..request import Request
 from .errors import from_status, translate
 from .. import runner
@@ -96,8 +96,7 @@ async def stream(request: Request) -> AsyncIterator[ev.Event]:
         if usage is not None:
             yield usage
         if not finished:
-            raise StreamCut("The stream ended without a finish reason: the connection dropped",
-                            "the partial answer is kept; run the cell again")
+            raise stream_cut("without a finish reason")
     except Exception as err:  # noqa: BLE001 - every SDK/transport error becomes one clear line
         raise translate(err, request, midstream=started) from err
 

@@ -27,10 +27,10 @@ def translate(err: BaseException, request: Request, midstream: bool = False) -> 
     retries = request.endpoint.max_retries
     if isinstance(err, openai.APIStatusError):
         return from_status(err.status_code, _code(err.body), _message(err), request)
-    if isinstance(err, openai.APITimeoutError):
+    if isinstance(err, (openai.APITimeoutError, TimeoutError)):  # TimeoutError: asyncio/aiohttp (dashscope SDK)
         return e.TimedOut(f"No answer from {where} within {request.endpoint.timeout:g} s",
                           "the partial answer is kept; try again, or raise --timeout / %config QwenMagics.timeout")
-    if isinstance(err, openai.APIConnectionError):
+    if isinstance(err, openai.APIConnectionError) or type(err).__module__.startswith("aiohttp"):
         if midstream:
             return e.StreamCut("The connection dropped in the middle of the answer",
                                "the partial answer is kept; run the cell again")
@@ -38,15 +38,6 @@ def translate(err: BaseException, request: Request, midstream: bool = False) -> 
                                   "check the network, --region or --base-url, and run the cell again")
     if isinstance(err, openai.APIError):  # an error object inside the stream
         return from_status(None, _code(err.body), _message(err), request)
-    if isinstance(err, TimeoutError):  # asyncio and aiohttp timeouts (the dashscope SDK)
-        return e.TimedOut(f"No answer from {where} within {request.endpoint.timeout:g} s",
-                          "the partial answer is kept; try again, or raise --timeout / %config QwenMagics.timeout")
-    if type(err).__module__.startswith("aiohttp"):
-        if midstream:
-            return e.StreamCut("The connection dropped in the middle of the answer",
-                               "the partial answer is kept; run the cell again")
-        return e.ConnectionFailed(f"Could not reach {request.endpoint.base_url}",
-                                  "check the network, --region or --base-url, and run the cell again")
     if isinstance(err, json.JSONDecodeError):
         return e.ServerError("The service sent a malformed stream event", "the partial answer is kept; run the cell again")
     return e.QwenMagicsError(f"Unexpected error: {type(err).__name__}: {err}", "run the cell again; if it persists, report it")

@@ -17,7 +17,7 @@ from typing import Any, AsyncIterator
 import openai
 
 from .. import events as ev
-from ..errors import StreamCut, missing_key
+from ..errors import missing_key, stream_cut
 from ..request import Endpoint, Request
 from .errors import translate
 
@@ -82,8 +82,7 @@ async def stream(request: Request) -> AsyncIterator[ev.Event]:
                     finished = finished or isinstance(event, ev.Finished)
                     yield event
             if not finished:
-                raise StreamCut("The stream ended without a finish reason: the connection dropped",
-                                "the partial answer is kept; run the cell again")
+                raise stream_cut("without a finish reason")
         finally:
             await response.close()
     except Exception as err:  # noqa: BLE001 - every SDK/transport error becomes one clear line

@@ -13,7 +13,7 @@ from __future__ import annotations
 from typing import Any, AsyncIterator
 
 from .. import events as ev
-from ..errors import InvalidInput, StreamCut
+from ..errors import InvalidInput, stream_cut
 from ..request import Request
 from .errors import from_status, translate
 from .openai_chat import client_for
@@ -83,8 +83,7 @@ async def stream(request: Request) -> AsyncIterator[ev.Event]:
                     error = getattr(item, "response", None) and item.response.error or item
                     raise from_status(None, getattr(error, "code", None), getattr(error, "message", ""), request)
             if not completed:
-                raise StreamCut("The stream ended before response.completed: the connection dropped",
-                                "the partial answer is kept; run the cell again")
+                raise stream_cut("before response.completed")
         finally:
             await response.close()
     except Exception as err:  # noqa: BLE001 - every SDK/transport error becomes one clear line
