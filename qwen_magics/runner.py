@@ -16,7 +16,7 @@ answer is complete, as a cell should.
 from __future__ import annotations
 
 import asyncio
-import sys
+import queue
 import threading
 import time
 from typing import AsyncIterator, Callable
@@ -32,11 +32,6 @@ Backend = Callable[[Request], AsyncIterator[ev.Event]]
 _loop: asyncio.AbstractEventLoop | None = None
 _loop_lock = threading.Lock()
 _CANCEL_GRACE = 5.0
-# While a stream runs, three threads pass the GIL around: the loop thread parsing SDK chunks (CPU-bound), the
-# cell's thread rendering, and the kernel's IOPub thread sending each display.  Every display waits for a flush
-# by the IOPub thread, and with the default 5 ms switch interval each hand-over can cost up to 5 ms; measured,
-# that added about 20% to a fast stream.  A shorter interval while streaming makes hand-overs prompt.
-_SWITCH_INTERVAL = 0.0005
 
 
 def background_loop() -> asyncio.AbstractEventLoop:
@@ -48,34 +43,6 @@ def background_loop() -> asyncio.AbstractEventLoop:
             threading.Thread(target=loop.run_forever, name="qwen-magics-loop", daemon=True).start()
             _loop = loop
         return _loop
-
-
-class _Inbox:
-    """Events from the loop thread to the cell's thread, handed over in batches.
-
-    A put wakes the reader only when the batch was empty, so a fast stream
-    costs one wake-up per batch rather than one per chunk (each wake-up is a
-    hand-over of the GIL between threads).
-    """
-
-    def __init__(self) -> None:
-        self._items: list = []
-        self._lock = threading.Lock()
-        self._ready = threading.Event()
-
-    def put(self, item) -> None:
-        with self._lock:
-            self._items.append(item)
-            if len(self._items) == 1:
-                self._ready.set()
-
-    def take(self, timeout: float | None) -> list:
-        """Everything waiting (possibly nothing, after ``timeout`` seconds)."""
-        self._ready.wait(timeout)
-        with self._lock:
-            items, self._items = self._items, []
-            self._ready.clear()
-        return items
 
 
 class _End:
@@ -92,7 +59,7 @@ def run(request: Request, backend: Backend, renderer: Renderer, result: Result) 
     rendered and marked incomplete) and ``KeyboardInterrupt`` (after it is
     marked stopped); the renderer is always finished first.
     """
-    inbox = _Inbox()
+    inbox: queue.SimpleQueue = queue.SimpleQueue()
     done = threading.Event()
 
     async def pump() -> None:
@@ -108,8 +75,6 @@ def run(request: Request, backend: Backend, renderer: Renderer, result: Result) 
             done.set()
 
     future = asyncio.run_coroutine_threadsafe(pump(), background_loop())
-    switch = sys.getswitchinterval()
-    sys.setswitchinterval(_SWITCH_INTERVAL)
     try:
         error = _consume(inbox, renderer, result)
     except KeyboardInterrupt:
@@ -118,8 +83,6 @@ def run(request: Request, backend: Backend, renderer: Renderer, result: Result) 
         result.apply(ev.Failed("stopped by user", state="stopped"))
         _finish(renderer, result)
         raise
-    finally:
-        sys.setswitchinterval(switch)
     if error is not None:
         result.apply(failure(error))
     _finish(renderer, result)
@@ -179,17 +142,18 @@ def failure(error: BaseException) -> ev.Failed:
     return ev.Failed(message)
 
 
-def _consume(inbox: _Inbox, renderer: Renderer, result: Result) -> BaseException | None:
+def _consume(inbox: queue.SimpleQueue, renderer: Renderer, result: Result) -> BaseException | None:
     while True:
-        items = inbox.take(timeout=renderer.seconds_until_due())
-        for item in items:
-            if isinstance(item, _End):
-                return item.error
-            at, event = item
-            result.apply(event, at)
-            renderer.handle(event, result)
-        if not items:
+        try:
+            item = inbox.get(timeout=renderer.seconds_until_due())
+        except queue.Empty:
             renderer.refresh_if_due(result)
+            continue
+        if isinstance(item, _End):
+            return item.error
+        at, event = item
+        result.apply(event, at)
+        renderer.handle(event, result)
 
 
 def _finish(renderer: Renderer, result: Result) -> None:
