@@ -1,0 +1,137 @@
+"""Split the `%%qwen` overhead into its layers: a 4,000-chunk unthrottled stream, or the local model.
+
+    python benchmarks/decompose_stream.py            # 8 undisturbed rounds (at most 5 minutes)
+    python benchmarks/decompose_stream.py --local    # the same for -m local:0.5b (measurement 6)
+
+Variants run in rotating order in one kernel, each round after a quiet moment; rounds during which other
+processes took CPU are dropped.  For the stream (measurement 1):
+
+    A  the bare AsyncOpenAI loop on the kernel's own loop (the baseline)
+    B  the same loop run on the package's background loop thread, the cell waiting for it
+    C  `%%qwen` with a renderer that shows nothing (backend, event queue, result; no display traffic)
+    D  `%%qwen` as in a notebook
+
+B − A is the cost of the background thread itself, C − B the backend's events and the hand-over to the
+cell's thread, D − C the display path (markdown, display messages, ipykernel's stream flushes).
+For the local model (measurement 6): A raw llama-cpp-python streaming in the cell's thread, B the same
+in a new thread (as the local backend does), C and D as above with `-m local:0.5b -t 0 --seed 1 --max-tokens 64`.
+Prints wall and CPU seconds (all live kernel threads) per variant, and medians of the ratios to A.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+
+from cells import LOCAL_PROMPT, SDK, SDK_SETUP, SETUP
+from harness import DEFAULT_KEY, Kernel, LoopbackServer, Script, kernel_env, text_of
+from pairs import QUIET
+from profile_stream import TOOLS
+
+HELPERS = r'''
+from qwen_magics.magics import QwenMagics as _b_QM
+from qwen_magics.render.base import Renderer as _b_Null
+
+_b_real_renderer = _b_QM._renderer
+_b_loop_client = None
+
+async def _b_sdk_on_loop():
+    global _b_loop_client
+    if _b_loop_client is None:  # a client of its own: connections belong to the loop that opened them
+        _b_loop_client = _b_openai.AsyncOpenAI(base_url=_b_client.base_url, api_key=_b_client.api_key)
+    parts = []
+    async for chunk in await _b_loop_client.chat.completions.create(
+            model="qwen-plus", messages=[{"role": "user", "content": "bench"}], stream=True,
+            stream_options={"include_usage": True}, extra_body={"enable_thinking": False}):
+        if chunk.choices and chunk.choices[0].delta.content:
+            parts.append(chunk.choices[0].delta.content)
+    return len("".join(parts))
+'''
+
+TIMED = """\
+_b_c0 = _b_cpu()
+_b_t0 = _b_time.perf_counter()
+{body}
+_b_dt = _b_time.perf_counter() - _b_t0
+_b_c1 = _b_cpu()
+print("BENCH " + _b_json.dumps({{"elapsed": _b_dt, "cpu": sum(_b_c1[n] - _b_c0.get(n, 0) for n in _b_c1)}}))
+"""
+
+LOCAL_HELPERS = f"""
+from qwen_magics.local_model import load as _b_load, resolve as _b_resolve
+_b_llm = _b_load(_b_resolve("local:0.5b")).llm
+
+def _b_raw():
+    _b_llm.reset()
+    for _ in _b_llm.create_chat_completion(messages=[{{"role": "user", "content": {LOCAL_PROMPT!r}}}], stream=True,
+                                           temperature=0, seed=1, max_tokens=64):
+        pass
+"""
+
+
+def variants(local: bool) -> dict[str, str]:
+    """Variant name -> cell body."""
+    if local:
+        magic = f"get_ipython().run_cell_magic('qwen', '-m local:0.5b -t 0 --seed 1 --max-tokens 64', {LOCAL_PROMPT!r})"
+        first = {"A raw llama-cpp, cell's thread": "_b_raw()",
+                 "B raw llama-cpp, a new thread": "_b_th = _b_threading.Thread(target=_b_raw)\n_b_th.start()\n_b_th.join()"}
+    else:
+        magic = "get_ipython().run_cell_magic('qwen', '-m qwen-plus --no-thinking', 'bench')"
+        first = {"A bare SDK loop, kernel's loop": SDK.split("_b_t0 = _b_time.perf_counter()\n", 1)[1].split("_b_dt =")[0],
+                 "B bare SDK loop, package loop": "_b_asyncio.run_coroutine_threadsafe(_b_sdk_on_loop(), "
+                                                  "_b_runner.background_loop()).result()"}
+    return {**first,
+            "C %%qwen, renderer shows nothing": "_b_QM._renderer = lambda self, fmt: _b_Null()\ntry:\n    "
+                                                f"{magic}\nfinally:\n    _b_QM._renderer = _b_real_renderer",
+            "D %%qwen": magic}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=8, help="undisturbed rounds wanted (default 8)")
+    parser.add_argument("--budget", type=float, default=300, help="give up after this many seconds")
+    parser.add_argument("--local", action="store_true", help="decompose measurement 6 (the local model) instead")
+    args = parser.parse_args(argv)
+    script = Script(reasoning="", text=text_of(20_000), chunk_chars=5)
+    codes = {name: TIMED.format(body=body) for name, body in variants(args.local).items()}
+    got: dict[str, list[tuple[float, float, float]]] = {name: [] for name in codes}
+    order = list(codes)
+    with LoopbackServer() as server, Kernel(kernel_env(server)) as k:
+        k.execute(SETUP + TOOLS)
+        k.execute(SDK_SETUP.format(base=server.url + "/compatible-mode/v1", key=DEFAULT_KEY))
+        k.execute(HELPERS)
+        if args.local:
+            k.execute(LOCAL_HELPERS, timeout=300)
+        for code in codes.values():  # warm-up (and the model loaded once)
+            if not args.local:
+                server.enqueue(script)
+            k.execute(code, timeout=300)
+        deadline = time.monotonic() + args.budget
+        while min(map(len, got.values())) < args.rounds and time.monotonic() < deadline:
+            k.settle(QUIET, 20)
+            row = {}
+            for name in order:
+                if not args.local:
+                    server.enqueue(script)
+                ex = k.execute(codes[name], timeout=300)
+                row[name] = {**ex.value(), "others": ex.others}
+            order = order[1:] + order[:1]  # rotate, so no variant always runs first
+            quiet = max(v["others"] for v in row.values()) < QUIET
+            base = row[next(iter(codes))]["elapsed"]
+            print("  ".join(f"{name[0]} {v['elapsed']:.2f} s" for name, v in row.items())
+                  + ("" if quiet else "  (disturbed, dropped)"), flush=True)
+            if quiet:
+                for name, v in row.items():
+                    got[name].append((v["elapsed"], v["cpu"], v["elapsed"] / base))
+    print(f"\n{'variant':34s} {'wall':>7s} {'CPU':>7s} {'ratio to A':>10s}   ({min(map(len, got.values()))} rounds)")
+    for name, values in got.items():
+        if values:
+            print(f"{name:34s} {statistics.median(v[0] for v in values):6.3f}s {statistics.median(v[1] for v in values):6.3f}s "
+                  f"{statistics.median(v[2] for v in values):10.3f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

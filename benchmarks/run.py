@@ -1,0 +1,73 @@
+"""Run the qwen-magics benchmarks in real kernels and rewrite the results table in benchmarks/README.md.
+
+    python benchmarks/run.py            # the full run (about 4-6 minutes on 2 cores)
+    python benchmarks/run.py --quick    # fewer rounds and a smaller curve (about 2-3 minutes)
+    python benchmarks/run.py --only 1,3 # some measurements only (the README is rewritten with those rows)
+
+A loopback DashScope server runs in this process; every kernel is started with
+jupyter_client and shut down, and the server stopped, whatever happens.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import signal
+import sys
+import time
+import traceback
+from pathlib import Path
+
+from harness import LoopbackServer, Row, kernel_env, machine_line, results_markdown, write_results
+from measurements import ALL
+
+HERE = Path(__file__).resolve().parent
+
+
+def log(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def _terminate(signum, frame):  # SIGTERM unwinds like Ctrl-C, so kernels and the server are cleaned up
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="fewer rounds and a smaller curve (under ~3 minutes)")
+    parser.add_argument("--only", help="comma-separated measurement numbers, e.g. 1,3 (default: all six)")
+    parser.add_argument("--readme", type=Path, default=HERE / "README.md", help="the README whose results to rewrite")
+    parser.add_argument("--json", type=Path, help="also write the rows as JSON here")
+    args = parser.parse_args(argv)
+    chosen = [int(n) for n in args.only.split(",")] if args.only else list(range(1, len(ALL) + 1))
+    signal.signal(signal.SIGTERM, _terminate)
+
+    started = time.monotonic()
+    machine = machine_line((" --quick" if args.quick else "") + (f" --only {args.only}" if args.only else ""))
+    log(machine)
+    rows: list[Row] = []
+    with LoopbackServer() as server:
+        env = kernel_env(server)
+        for number in chosen:
+            measure = ALL[number - 1]
+            log(f"{number}. {measure.__doc__.splitlines()[0].split('. ', 1)[1]}")
+            server.reset()
+            t0 = time.monotonic()
+            try:
+                rows += measure(server, env, args.quick, log)
+            except Exception as err:  # noqa: BLE001 - one broken measurement must not hide the others
+                traceback.print_exc()
+                rows.append(Row(f"{number}. {measure.__name__}", f"error: {type(err).__name__}: {err}"[:200],
+                                "—", False))
+            log(f"   ({time.monotonic() - t0:.0f} s)")
+    seconds = time.monotonic() - started
+    body = results_markdown(rows, machine, seconds)
+    write_results(args.readme, body)
+    if args.json:
+        args.json.write_text(json.dumps([row.__dict__ for row in rows], indent=2, ensure_ascii=False))
+    print(body)
+    return 0 if all(row.passed is not False for row in rows) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
