@@ -14,6 +14,7 @@ from IPython.core.error import UsageError
 from nbclient import NotebookClient
 
 from conftest import interrupt_once_text_arrives
+from qwen_magics.local_model import default_model
 
 pytestmark = pytest.mark.local
 ROOT = Path(__file__).resolve().parents[1]
@@ -31,12 +32,17 @@ def notices(shell):
     return [o["data"]["text/plain"] for o in shell.display_pub.outputs if o["data"]["text/plain"].startswith("⚠")]
 
 
+def default_title():
+    """The default local model: the 1.5B when it is installed (the README's first command installs it), else the 0.5B."""
+    return default_model().title
+
+
 def test_with_no_key_the_local_model_answers_and_says_so_once(offline, dashscope):
     first = offline.run_line_magic("qwen", f"-t 0 --max-tokens 24 {PROMPT}")
     offline.run_line_magic("qwen", f"-t 0 --max-tokens 8 {PROMPT}")
-    assert notices(offline) == ["⚠ No DASHSCOPE_API_KEY set: answering with Qwen2.5-Coder-0.5B-Instruct, running "
+    assert notices(offline) == [f"⚠ No DASHSCOPE_API_KEY set: answering with {default_title()}, running "
                                 "locally in this kernel (set DASHSCOPE_API_KEY to use Model Studio)"]
-    assert first.model == "Qwen2.5-Coder-0.5B-Instruct" and first.parameters["protocol"] == "local"
+    assert first.model == default_title() and first.parameters["protocol"] == "local"
     assert first.complete and first.text.strip() and first.usage.input > 0 and 0 < first.usage.output <= 24
     assert first.finish_reason in ("stop", "length") and first.ttft > 0
     assert dashscope.requests == []  # nothing left the kernel
@@ -65,6 +71,7 @@ def test_ctrl_c_stops_local_generation_and_keeps_the_partial_answer(offline):
 
 
 def test_qwen_local_shows_and_unloads_the_model(offline, capsys):
+    offline.run_line_magic("qwen_local", "unload")  # start from nothing loaded
     offline.run_line_magic("qwen", "-m local:0.5b --max-tokens 4 hi")
     offline.run_line_magic("qwen_local", "")
     status = capsys.readouterr().out
@@ -96,9 +103,9 @@ def test_the_quickstart_runs_on_the_local_model_with_no_key(monkeypatch, tmp_pat
     outputs = [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])]
     assert not [o for o in outputs if o.get("output_type") == "error"]
     plain = "\n".join(o.get("text", "") + o.get("data", {}).get("text/plain", "") for o in outputs)
-    assert "answering with Qwen2.5-Coder-0.5B-Instruct, running locally" in plain
-    assert plain.count("Qwen2.5-Coder-0.5B-Instruct · ") >= 6  # footers of real local answers
-    assert "Qwen2.5-Coder-0.5B-Instruct complete" in plain
+    assert f"answering with {default_title()}, running locally" in plain
+    assert plain.count(f"{default_title()} · ") >= 6  # footers of real local answers
+    assert f"{default_title()} complete" in plain
 
 
 def test_local_logprobs_match_the_answer_token_for_token(offline):
