@@ -14,7 +14,7 @@ from IPython.core.error import UsageError
 from nbclient import NotebookClient
 
 from conftest import interrupt_once_text_arrives
-from qwen_magics.local_model import default_model
+from qwen_magics.local_model import default_model, unload
 
 pytestmark = pytest.mark.local
 ROOT = Path(__file__).resolve().parents[1]
@@ -30,6 +30,13 @@ def offline(ip, monkeypatch):
 
 def notices(shell):
     return [o["data"]["text/plain"] for o in shell.display_pub.outputs if o["data"]["text/plain"].startswith("⚠")]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def free_models_afterwards():
+    """Free the loaded models before interpreter teardown (llama.cpp's finaliser fails once modules are gone)."""
+    yield
+    unload()
 
 
 def default_title():
@@ -94,6 +101,7 @@ def test_a_file_that_is_not_gguf_is_one_line(offline, tmp_path):
 
 
 @pytest.mark.e2e
+@pytest.mark.timeout(900)  # ten real answers from the default model: the 1.5B once it is installed (~13 tok/s)
 def test_the_quickstart_runs_on_the_local_model_with_no_key(monkeypatch, tmp_path):
     monkeypatch.delenv("DASHSCOPE_API_KEY", raising=False)
     monkeypatch.delenv("QWEN_MAGICS_DASHSCOPE_URL", raising=False)
