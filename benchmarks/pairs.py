@@ -37,16 +37,17 @@ class Pair:
         return self.a[key] / self.b[key]
 
 
-def alternate(run_a: Run, run_b: Run, *, want: int, most: int, budget: float, log: Callable[[str], None],
-              names: tuple[str, str], settle: Callable[[float], object] | None = None) -> list[Pair]:
-    """Pairs until ``want`` are undisturbed, or ``most`` were taken, or ``budget`` seconds passed (after ``want``).
+def alternate(run_a: Run, run_b: Run, *, want: int, least: int, most: int, budget: float,
+              log: Callable[[str], None], names: tuple[str, str],
+              settle: Callable[[float], object] | None = None) -> list[Pair]:
+    """Pairs until ``want`` are undisturbed or ``most`` were taken; after ``least`` pairs, also when ``budget`` s passed.
 
     ``settle(QUIET)``, called before each pair, may wait for the machine to calm down.
     """
     pairs: list[Pair] = []
     started = time.monotonic()
     while len(pairs) < most and sum(p.quiet for p in pairs) < want:
-        if len(pairs) >= want and time.monotonic() - started > budget:
+        if len(pairs) >= least and time.monotonic() - started > budget:
             break
         if settle is not None:
             settle(QUIET)
@@ -60,6 +61,11 @@ def alternate(run_a: Run, run_b: Run, *, want: int, most: int, budget: float, lo
         log(f"  pair {len(pairs)}: {names[0]} {pair.a['elapsed']:.3f} s, {names[1]} {pair.b['elapsed']:.3f} s, "
             f"other processes {pair.others:.2f} cores")
     return pairs
+
+
+def fastest_ratio(pairs: list[Pair]) -> float:
+    """Fastest A over fastest B: how they compare when the CPU runs at its best on both sides."""
+    return min(p.a["elapsed"] for p in pairs) / min(p.b["elapsed"] for p in pairs)
 
 
 def usable(pairs: list[Pair]) -> tuple[list[Pair], bool, str]:
