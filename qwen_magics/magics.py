@@ -17,7 +17,7 @@ from IPython.core.magic_arguments import argument, magic_arguments, parse_argstr
 from IPython.display import display
 
 from . import runner
-from .backends import backend_for
+from .backends import backend_for, blocking_backend_for
 from .config import QwenSettings
 from .conversation import Conversations, check_name
 from .errors import OutputFormatError, QwenMagicsError
@@ -143,7 +143,10 @@ class QwenMagics(Magics, QwenSettings):
         if args.out:
             self.shell.user_ns[args.out] = result
         try:
-            runner.run(request, backend, renderer, result)
+            if here := blocking_backend_for(request.protocol):
+                runner.run_here(request, here, renderer, result)
+            else:
+                runner.run(request, backend, renderer, result)
         except KeyboardInterrupt:
             raise UsageError("Stopped by user: the partial answer is kept in _qwen") from None
         self._postprocess(args.format, result, validator)

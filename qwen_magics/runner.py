@@ -16,7 +16,7 @@ answer is complete, as a cell should.
 from __future__ import annotations
 
 import asyncio
-import queue
+import collections
 import threading
 import time
 from typing import AsyncIterator, Callable
@@ -28,10 +28,12 @@ from .request import Request
 from .result import Result
 
 Backend = Callable[[Request], AsyncIterator[ev.Event]]
+BlockingBackend = Callable[[Request, Callable[[ev.Event], None]], None]
 
 _loop: asyncio.AbstractEventLoop | None = None
 _loop_lock = threading.Lock()
 _CANCEL_GRACE = 5.0
+_HOLD = 0.25
 
 
 def background_loop() -> asyncio.AbstractEventLoop:
@@ -52,6 +54,68 @@ class _End:
         self.error = error
 
 
+class _Inbox:
+    """Events from the loop thread to the cell's thread, which renders them.
+
+    Two costs dominate a fast stream, and both are the GIL changing hands (at
+    most every 5 ms while another thread is busy):
+
+    * A stream brings thousands of chunks a second; the display refreshes ten
+      times a second.  So the cell's thread is woken only when it asked to be
+      (nothing was pending); while a refresh is owed it sleeps until it is due
+      and takes every event that arrived meanwhile in one go.  The end of the
+      stream always wakes it.
+    * While the cell's thread is awake it *holds* the stream: the loop thread
+      stops reading after its next event until the cell's thread sleeps again
+      (at most ``_HOLD`` seconds), so the display call and ipykernel's I/O
+      thread do not queue for the GIL behind a busy parser.  The first answer
+      text therefore reaches the front end as soon as it arrives.
+    """
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        self._items: collections.deque = collections.deque()
+        self._ready = threading.Event()
+        self._resume = asyncio.Event()
+        self._wake_on_put = True
+        self._holding = False
+
+    def put(self, item: object) -> None:
+        """Loop thread: hand over one item."""
+        self._items.append(item)
+        if self._wake_on_put or isinstance(item, _End):
+            self._holding = True
+            self._ready.set()
+
+    async def yield_if_held(self) -> None:
+        """Loop thread: step aside while the cell's thread is rendering."""
+        if self._holding:
+            self._resume.clear()
+            try:
+                await asyncio.wait_for(self._resume.wait(), _HOLD)
+            except asyncio.TimeoutError:
+                pass
+
+    def take(self, timeout: float | None) -> list:
+        """Cell's thread: every item available, waiting for one only when ``timeout`` is None.
+
+        With a timeout (a refresh is owed), wait until then or the end of the
+        stream, whichever comes first, and return what arrived (maybe nothing).
+        """
+        self._ready.clear()
+        self._wake_on_put = timeout is None
+        if self._holding:
+            self._holding = False
+            self._loop.call_soon_threadsafe(self._resume.set)
+        if not self._items or timeout is not None:
+            self._ready.wait(timeout)
+        self._holding = True
+        items = []
+        while self._items:
+            items.append(self._items.popleft())
+        return items
+
+
 def run(request: Request, backend: Backend, renderer: Renderer, result: Result) -> Result:
     """Stream ``request`` through ``backend`` into ``renderer``; fold events into ``result``.
 
@@ -59,13 +123,15 @@ def run(request: Request, backend: Backend, renderer: Renderer, result: Result) 
     rendered and marked incomplete) and ``KeyboardInterrupt`` (after it is
     marked stopped); the renderer is always finished first.
     """
-    inbox: queue.SimpleQueue = queue.SimpleQueue()
+    loop = background_loop()
+    inbox = _Inbox(loop)
     done = threading.Event()
 
     async def pump() -> None:
         try:
             async for event in backend(request):
                 inbox.put((time.monotonic(), event))
+                await inbox.yield_if_held()
             inbox.put(_End())
         except asyncio.CancelledError:
             raise
@@ -74,7 +140,7 @@ def run(request: Request, backend: Backend, renderer: Renderer, result: Result) 
         finally:
             done.set()
 
-    future = asyncio.run_coroutine_threadsafe(pump(), background_loop())
+    future = asyncio.run_coroutine_threadsafe(pump(), loop)
     try:
         error = _consume(inbox, renderer, result)
     except KeyboardInterrupt:
@@ -88,6 +154,32 @@ def run(request: Request, backend: Backend, renderer: Renderer, result: Result) 
     _finish(renderer, result)
     if error is not None:
         raise error
+    return result
+
+
+def run_here(request: Request, generate: BlockingBackend, renderer: Renderer, result: Result) -> Result:
+    """Like :func:`run`, for a backend that computes in the calling thread (the local model).
+
+    Waiting on a network is best done on the loop thread; computing is best
+    done right here, with no thread to wake per token.  Events are rendered as
+    they come; Ctrl-C raises ``KeyboardInterrupt`` inside the backend, which
+    stops at the next token.
+    """
+    def emit(event: ev.Event) -> None:
+        result.apply(event, time.monotonic())
+        renderer.handle(event, result)
+
+    try:
+        generate(request, emit)
+    except KeyboardInterrupt:
+        result.apply(ev.Failed("stopped by user", state="stopped"))
+        _finish(renderer, result)
+        raise
+    except QwenMagicsError as err:
+        result.apply(failure(err))
+        _finish(renderer, result)
+        raise
+    _finish(renderer, result)
     return result
 
 
@@ -142,18 +234,15 @@ def failure(error: BaseException) -> ev.Failed:
     return ev.Failed(message)
 
 
-def _consume(inbox: queue.SimpleQueue, renderer: Renderer, result: Result) -> BaseException | None:
+def _consume(inbox: _Inbox, renderer: Renderer, result: Result) -> BaseException | None:
     while True:
-        try:
-            item = inbox.get(timeout=renderer.seconds_until_due())
-        except queue.Empty:
-            renderer.refresh_if_due(result)
-            continue
-        if isinstance(item, _End):
-            return item.error
-        at, event = item
-        result.apply(event, at)
-        renderer.handle(event, result)
+        for item in inbox.take(renderer.seconds_until_due()):
+            if isinstance(item, _End):
+                return item.error
+            at, event = item
+            result.apply(event, at)
+            renderer.take(event, result)
+        renderer.refresh_if_due(result)
 
 
 def _finish(renderer: Renderer, result: Result) -> None:

@@ -139,3 +139,23 @@ def test_an_incomplete_answer_is_marked_in_the_footer(shell):
     texts = [b["text/plain"] for b in visible(shell)]
     assert texts[0] == "partial"
     assert texts[-1].endswith("incomplete: The stream ended without a finish reason")
+
+
+def test_a_slow_display_is_refreshed_less_often_so_it_costs_at_most_its_budget(shell):
+    """When a refresh itself takes long (busy machine, slow channel), the interval stretches to keep its share small."""
+    from qwen_magics.render import base
+
+    clock = Clock()
+    refreshes = []
+
+    class SlowRenderer(NotebookRenderer):
+        def refresh(self, result):
+            refreshes.append(clock.now)
+            clock.now += 0.01  # every refresh takes 10 ms: at 10 per second that would be 10% of the time
+            super().refresh(result)
+
+    stream(SlowRenderer(interval=0.1, clock=clock), clock, chunks(markdown_answer(16_000)))  # 4 s of streaming
+    gaps = [b - a for a, b in zip(refreshes, refreshes[1:])]
+    assert min(gaps) >= 0.01 / base.BUDGET - 0.002
+    assert len(refreshes) * 0.01 <= 4.4 * base.BUDGET * 1.1, len(refreshes)
+    assert "".join(b["text/plain"] for b in visible(shell)[:-1]) == markdown_answer(16_000)

@@ -149,12 +149,14 @@ def test_the_panel_runs_its_settings_and_makes_them_the_defaults(ip, dashscope):
     panel.seed.value, panel.thinking.value, panel.system.value = "9", "off", "Be brief."
     panel.prompt.value = "Name a colour."
     panel.run_button.click()
-    wait_for(lambda: panel.result is not None and panel.result.state == "complete")
+    shown = lambda: "".join(p.value for p in panel.output.children)  # noqa: E731
+    # The result completes just before the column's final refresh: wait for both.
+    wait_for(lambda: panel.result is not None and panel.result.state == "complete" and "Echo:</strong>" in shown())
     body = bodies(dashscope)[-1]
     assert (body["model"], body["temperature"], body["top_p"], body["seed"], body["enable_thinking"]) == \
         ("qwen-flash", 1.1, 0.5, 9, False)
     assert body["messages"][0] == {"role": "system", "content": "Be brief."}
-    assert "Echo:</strong> Name a colour." in "".join(p.value for p in panel.output.children)
+    assert "Echo:</strong> Name a colour." in shown()
     panel.defaults_button.click()
     ip.run_line_magic("qwen", "hello")
     body = bodies(dashscope)[-1]

@@ -1,7 +1,13 @@
 """Local backend: a Qwen GGUF model run in-process by llama.cpp, streamed as events.
 
-llama.cpp generates synchronously, so a worker thread runs it and hands events
-to the event loop through an asyncio queue, and the kernel stays responsive.
+llama.cpp generates synchronously.  A cell runs it in its own thread
+(:func:`generate_here`), as a bare llama-cpp-python loop would; comparison
+columns and the panel, which live on the package's event loop, run it in a
+worker thread that hands events over through an asyncio queue (:func:`stream`),
+so the kernel stays responsive.  That worker hands tokens over in batches (the
+first at once, then at most every ``_HANDOVER`` seconds): llama.cpp's compute
+threads spin-synchronise, and every other thread woken per token slows them
+down measurably on a small machine.
 
 The prompt is formatted here with the chat template stored in the GGUF file
 (the same formatter ``create_chat_completion`` uses) and tokenized once, which
@@ -16,10 +22,12 @@ an end-of-turn token (not output) from a stop string (output).
 from __future__ import annotations
 
 import asyncio
-import json
+import contextlib
 import functools
+import json
 import threading
-from collections.abc import AsyncIterator, Callable, Sequence
+import time
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from typing import Any
 
 from ..events import Event, Finished, Started, TextDelta, TokenLogprob, Usage
@@ -27,6 +35,7 @@ from ..local_model import LoadedModel, LocalModelError, import_llama_cpp, known_
 from ..request import Request
 
 _JOIN_TIMEOUT = 10.0
+_HANDOVER = 0.05
 _DONE = object()
 # create_chat_completion's defaults, used where the request leaves a setting unset.
 _DEFAULTS = {"temperature": 0.2, "top_p": 0.95, "top_k": 40}
@@ -35,52 +44,111 @@ Emit = Callable[[Any], None]
 
 
 async def stream(request: Request) -> AsyncIterator[Event]:
-    """Answer ``request`` with a local model; closing or cancelling the consumer stops generation.
+    """Answer ``request`` with a local model in a worker thread; closing or cancelling the consumer stops it.
+
+    Comparisons and the panel use this (their columns run on the package's
+    event loop); a cell uses :func:`generate_here`.
 
     The context window is ``request.endpoint.context`` (``QwenMagics.local_context``).
     """
-    if request.thinking:
-        raise LocalModelError("The local Qwen2.5-Coder models have no thinking mode",
-                              "Turn thinking off for local models", code="unsupported")
+    _check(request)
     path = await asyncio.to_thread(resolve, request.model)  # re-hashes only a file whose stamp is stale
     # Logits for every position make generation several times slower: only when asked for.
     model = await asyncio.to_thread(load, path, n_ctx=request.endpoint.context, logits_all=bool(request.logprobs))
-    loop = asyncio.get_running_loop()
-    queue: asyncio.Queue[Any] = asyncio.Queue()
+    queue: asyncio.Queue[list[Any]] = asyncio.Queue()
     cancelled = threading.Event()
-
-    def emit(item: Any) -> None:
-        try:
-            loop.call_soon_threadsafe(queue.put_nowait, item)
-        except RuntimeError:  # the loop is closed: nobody is listening any more
-            cancelled.set()
-
-    worker = threading.Thread(target=_run, args=(model, request, cancelled, emit), name="qwen-local", daemon=True)
+    handover = _Handover(asyncio.get_running_loop(), queue, cancelled)
+    worker = threading.Thread(target=_run, args=(model, request, cancelled, handover.emit), name="qwen-local",
+                              daemon=True)
     worker.start()
     try:
-        while (item := await queue.get()) is not _DONE:
-            if isinstance(item, BaseException):
-                raise item
-            yield item
+        while True:
+            for item in await queue.get():
+                if item is _DONE:
+                    return
+                if isinstance(item, BaseException):
+                    raise item
+                yield item
     finally:
         cancelled.set()
         await asyncio.to_thread(worker.join, _JOIN_TIMEOUT)
 
 
+class _Handover:
+    """Worker thread → event loop, in batches: the first text at once, then every ``interval`` seconds.
+
+    Anything but a token (start, usage, finish, an error, the end) is handed
+    over at once, with whatever tokens wait before it.
+    """
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, queue: asyncio.Queue, cancelled: threading.Event,
+                 interval: float = _HANDOVER) -> None:
+        self.loop, self.queue, self.cancelled, self.interval = loop, queue, cancelled, interval
+        self.batch: list[Any] = []
+        self.last = float("-inf")
+        self.texts = 0
+
+    def emit(self, item: Any) -> None:
+        self.batch.append(item)
+        if isinstance(item, TextDelta):
+            self.texts += 1
+        elif isinstance(item, TokenLogprob):
+            pass
+        else:
+            self.flush()
+            return
+        if self.texts == 1 or time.monotonic() - self.last >= self.interval:
+            self.flush()
+
+    def flush(self) -> None:
+        batch, self.batch, self.last = self.batch, [], time.monotonic()
+        try:
+            self.loop.call_soon_threadsafe(self.queue.put_nowait, batch)
+        except RuntimeError:  # the loop is closed: nobody is listening any more
+            self.cancelled.set()
+
+
+def generate_here(request: Request, emit: Emit) -> None:
+    """Answer ``request`` in the calling thread, passing each event to ``emit`` as it comes.
+
+    This is how a cell runs the local model: llama.cpp computes in the cell's
+    own thread (as a bare llama-cpp-python loop would), so no other thread is
+    woken per token; Ctrl-C raises ``KeyboardInterrupt`` at the next token.
+    Raises :class:`LocalModelError` for every failure.
+    """
+    _check(request)
+    model = load(resolve(request.model), n_ctx=request.endpoint.context, logits_all=bool(request.logprobs))
+    with model.lock, _runtime_errors():
+        _generate(model, request, threading.Event(), emit)
+
+
+def _check(request: Request) -> None:
+    if request.thinking:
+        raise LocalModelError("The local Qwen2.5-Coder models have no thinking mode",
+                              "Turn thinking off for local models", code="unsupported")
+
+
+@contextlib.contextmanager
+def _runtime_errors() -> Iterator[None]:
+    """A runtime failure becomes one clear line (the cause chained), whichever thread it happens in."""
+    try:
+        yield
+    except LocalModelError:
+        raise
+    except Exception as exc:
+        first_line = (str(exc).splitlines() or [type(exc).__name__])[0]
+        raise LocalModelError(f"Local generation failed: {first_line}",
+                              "Run it again; if it repeats, restart the kernel", code="runtime_error") from exc
+
+
 def _run(model: LoadedModel, request: Request, cancelled: threading.Event, emit: Emit) -> None:
     """Worker thread: one generation at a time per model; every outcome goes through ``emit``."""
     try:
-        with model.lock:
+        with model.lock, _runtime_errors():
             if not cancelled.is_set():
                 _generate(model, request, cancelled, emit)
-    except LocalModelError as exc:
+    except LocalModelError as exc:  # must reach the consumer, not die with the thread
         emit(exc)
-    except Exception as exc:  # a runtime failure must reach the consumer, not die with the thread
-        first_line = (str(exc).splitlines() or [type(exc).__name__])[0]
-        error = LocalModelError(f"Local generation failed: {first_line}",
-                                "Run it again; if it repeats, restart the kernel", code="runtime_error")
-        error.__cause__ = exc
-        emit(error)
     finally:
         emit(_DONE)
 

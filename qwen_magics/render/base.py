@@ -4,6 +4,10 @@ A renderer sees only events and the result they fold into; it never learns
 where they came from.  Text arrives in many small deltas, but a display is
 refreshed at most once per ``interval`` seconds, with a guaranteed final
 refresh in :meth:`finish`, so a fast stream cannot flood the front end.
+
+The interval also stretches when refreshing is slow (a busy machine, a slow
+front-end channel): a refresh may take at most ``BUDGET`` of the streaming time,
+so the display never slows the stream down by more than that.
 """
 
 from __future__ import annotations
@@ -15,6 +19,9 @@ from .. import events as ev
 from ..result import Result
 
 
+BUDGET = 0.03
+
+
 class Renderer:
     """Base class: feed events, refresh when due, finish once."""
 
@@ -23,25 +30,31 @@ class Renderer:
         self.clock = clock
         self._dirty = False
         self._last_refresh = float("-inf")
+        self._gap = interval
 
     def handle(self, event: ev.Event, result: Result) -> None:
         """Take one event; refresh the display if the interval has passed."""
+        self.take(event, result)
+        self.refresh_if_due(result)
+
+    def take(self, event: ev.Event, result: Result) -> None:
+        """Take one event of a batch without refreshing (the driver refreshes after the batch)."""
         self.on_event(event, result)
         if isinstance(event, (ev.TextDelta, ev.ReasoningDelta, ev.ToolCallDelta)):
             self._dirty = True
-        self.refresh_if_due(result)
 
     def seconds_until_due(self) -> float | None:
         """How long the driver may wait for events before a refresh is owed (None: nothing pending)."""
         if not self._dirty:
             return None
-        return max(0.0, self._last_refresh + self.interval - self.clock())
+        return max(0.0, self._last_refresh + self._gap - self.clock())
 
     def refresh_if_due(self, result: Result) -> None:
-        if self._dirty and self.clock() - self._last_refresh >= self.interval:
+        if self._dirty and self.clock() - self._last_refresh >= self._gap:
             self._dirty = False
-            self._last_refresh = self.clock()
+            self._last_refresh = start = self.clock()
             self.refresh(result)
+            self._gap = max(self.interval, (self.clock() - start) / BUDGET)
 
     # Surfaces override these.
     def notice(self, text: str) -> None:

@@ -1,0 +1,77 @@
+"""The hand-over between threads: few wake-ups for a fast stream, none lost, the first text at once."""
+
+import asyncio
+import threading
+import time
+
+from qwen_magics import events as ev
+from qwen_magics import runner
+from qwen_magics.backends.local import _DONE, _Handover
+
+
+def test_the_cell_thread_waiting_for_nothing_wakes_at_the_first_event():
+    inbox = runner._Inbox(runner.background_loop())
+    threading.Timer(0.05, inbox.put, args=("first",)).start()
+    started = time.monotonic()
+    assert inbox.take(None) == ["first"]
+    assert time.monotonic() - started < 1.0
+
+
+def test_while_a_refresh_is_owed_events_pile_up_without_waking_the_cell_thread():
+    inbox = runner._Inbox(runner.background_loop())
+    inbox.take(0)  # the cell thread has something to show: it will sleep until its refresh is due
+
+    def produce():
+        for i in range(500):
+            inbox.put(i)
+
+    threading.Thread(target=produce).start()
+    started = time.monotonic()
+    items = inbox.take(0.3)
+    assert time.monotonic() - started >= 0.29  # 500 events did not cut the sleep short
+    assert items == list(range(500))  # and every one of them is handed over, in order
+
+
+def test_the_end_of_the_stream_always_wakes_the_cell_thread():
+    inbox = runner._Inbox(runner.background_loop())
+    inbox.take(0)
+    end = runner._End()
+    threading.Timer(0.05, inbox.put, args=(end,)).start()
+    started = time.monotonic()
+    assert inbox.take(30) == [end]
+    assert time.monotonic() - started < 5
+
+
+def test_the_stream_steps_aside_while_the_cell_thread_renders_and_resumes_when_it_sleeps():
+    loop = runner.background_loop()
+    inbox = runner._Inbox(loop)
+    resumed = threading.Event()
+
+    async def pump():
+        inbox.put("first")  # wakes the cell thread, which now renders
+        await inbox.yield_if_held()
+        resumed.set()
+
+    asyncio.run_coroutine_threadsafe(pump(), loop)
+    assert inbox.take(None) == ["first"]
+    assert not resumed.wait(0.1)  # held while the cell thread is awake
+    threading.Thread(target=inbox.take, args=(0.5,), daemon=True).start()  # back to sleep: released
+    assert resumed.wait(2)
+
+
+def test_local_tokens_reach_the_loop_in_batches_the_first_at_once():
+    loop = asyncio.new_event_loop()
+    queue = asyncio.Queue()
+    handover = _Handover(loop, queue, threading.Event(), interval=10.0)
+    handover.emit(ev.Started(model="m"))
+    for i in range(200):
+        handover.emit(ev.TextDelta(str(i)))
+    handover.emit(ev.Finished("stop"))
+    handover.emit(_DONE)
+    loop.run_until_complete(asyncio.sleep(0))
+    batches = []
+    while not queue.empty():
+        batches.append(queue.get_nowait())
+    loop.close()
+    assert [len(b) for b in batches] == [1, 1, 200, 1]  # start, first text, the rest with the finish, the end
+    assert [e.text for b in batches for e in b if isinstance(e, ev.TextDelta)] == [str(i) for i in range(200)]
