@@ -107,6 +107,11 @@ class QwenSettings(Configurable):
     prices = Dict(value_trait=List(CFloat(), minlen=2, maxlen=2), default_value={},
                   help="Price per million input and output tokens by model, e.g. {'qwen-plus': [0.4, 1.2]}: "
                        "shown as cost in footers and comparisons.").tag(config=True)
+    run_tools = Enum(["ask", "auto"], "ask",
+                     help="--tools: ask before running each call the model makes (ask), or run them (auto)."
+                     ).tag(config=True)
+    max_tool_rounds = CInt(5, help="--tools: rounds of tool calls before the answer is given up as incomplete."
+                           ).tag(config=True)
     local_context = CInt(4096, help="Context window (tokens) of the in-process local model.").tag(config=True)
     display_mode = Enum(["auto", "notebook", "terminal"], "auto",
                         help="Where answers stream: rich notebook output, plain terminal text, or auto.").tag(config=True)

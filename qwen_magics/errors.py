@@ -110,3 +110,11 @@ def stream_cut(how: str) -> StreamCut:
 
 class OutputFormatError(QwenMagicsError):
     """The answer was not in the format asked for (e.g. invalid JSON)."""
+
+
+class ToolApprovalUnavailable(QwenMagicsError):
+    """``--tools`` in a front end that cannot ask the user (no stdin): nothing is run."""
+
+    def __init__(self, call: str) -> None:
+        super().__init__(f"The model wants to run {call}, but this front end cannot ask you first",
+                         "allow tool calls with -y, or %config QwenMagics.run_tools = 'auto'")

@@ -18,17 +18,21 @@ from IPython.display import display
 
 from . import runner
 from .backends import backend_for, blocking_backend_for
+from .backends.errors import translate
 from .config import QwenSettings
 from .conversation import Conversations, check_name
-from .errors import OutputFormatError, QwenMagicsError
+from .errors import OutputFormatError, QwenMagicsError, ToolApprovalUnavailable
 from .expand import expand
 from .markdown import render_markdown
 from .media import media_url, user_content
-from .options import (choose_model, json_schema_of, make_request, messages_for, partial_message, split_line,
-                      system_prompt)
+from .models import ModelTable, is_local, known, likely_typo
+from .options import (choose_model, endpoint_for, json_schema_of, make_request, messages_for, partial_message,
+                      split_line, system_prompt)
 from .render.notebook import NotebookRenderer
 from .render.terminal import TerminalRenderer
+from .request import Request
 from .result import Result
+from .tools import converse, tools_from
 
 _FENCED = re.compile(r"^ {0,3}(`{3,}|~{3,})[^\n]*\n(.*?)^ {0,3}\1[ \t]*$", re.S | re.M)
 
@@ -44,6 +48,7 @@ class QwenMagics(Magics, QwenSettings):
         self.conversations = Conversations()
         self._live: list[Result] = []
         self._local_notice_shown = False
+        self._listed: list[str] | None = None  # what %qwen_models last heard from the endpoint
         if shell is not None:
             shell.events.register("post_run_cell", self._end_of_cell)
             if self not in shell.configurables:  # older IPython does not add magics itself; %config needs it
@@ -83,6 +88,9 @@ class QwenMagics(Magics, QwenSettings):
               help="partial mode: the answer continues TEXT (or the string variable TEXT names); chat and dashscope")
     @argument("--logprobs", type=int, metavar="K",
               help="ask for the top-K alternatives of every token: tinted view, result.logprobs, %%qwen_probs")
+    @argument("--tools", metavar="F,G", help="let the model call these Python functions (schema from signature "
+              "and docstring); each call is shown and run after you allow it")
+    @argument("-y", "--yes", action="store_true", help="with --tools: run the calls without asking")
     @argument("prompt", nargs="*", help="line mode: the prompt (cell mode: the cell body is the prompt)")
     @no_var_expand
     @line_cell_magic
@@ -96,6 +104,9 @@ class QwenMagics(Magics, QwenSettings):
 
             %qwen -f code a function that reverses a linked list
             %%qwen -c tutor        (continue the conversation "tutor")
+
+            %%qwen --tools get_weather
+            Should I take an umbrella in Paris today?
 
         ``{expr}`` is replaced by the value of a Python expression (``{{`` and
         ``}}`` are literal braces).  The result is returned, kept in ``_qwen``,
@@ -129,19 +140,50 @@ class QwenMagics(Magics, QwenSettings):
         schema, validator = json_schema_of(args.schema, ns) if args.schema else (None, None)
         if schema is not None:
             args.format = "json"
+        tools = tools_from(args.tools, ns) if args.tools else []
         model, notice = choose_model(args, self)
-        request = make_request(args, self, messages, model, schema)
+        request = make_request(args, self, messages, model, schema, tuple(t.spec for t in tools))
         renderer = self._renderer(args.format)
+        if guess := likely_typo(model, self._listed):
+            renderer.notice(f"{model!r} is not a model this package knows: did you mean {guess!r}? "
+                            "(sent as written; %qwen_models lists what the endpoint offers)")
         if notice and not self._local_notice_shown:
             renderer.notice(notice)
             self._local_notice_shown = True
         for warning in expansion.warnings if expansion else ():
             renderer.notice(warning)
         backend = backend_for(request.protocol)  # imports the SDK now, so its import time is not counted as latency
+        if tools:
+            result = self._ask_with_tools(request, tools, backend, renderer, args)
+        else:
+            result = self._stream(request, backend, renderer, args.out)
+        self._postprocess(args.format, result, validator)
+        if conversation is not None and result.complete:
+            conversation.add(prompt, result.text, self.history_turns)
+        self.track_live(result)
+        return result
+
+    def _ask_with_tools(self, request, tools, backend, first_renderer, args) -> Result:
+        """Rounds of answer → tool calls → outputs, each round streamed into a renderer of its own."""
+        renderers = [first_renderer]
+
+        def one_round(req):
+            if req is not request:  # a follow-up round: below the previous round's tool outputs
+                renderers.append(self._renderer(args.format))
+            return self._stream(req, backend, renderers[-1], args.out)
+
+        approve = (lambda run: True) if args.yes or self.run_tools == "auto" else self._approve
+        result = converse(request, tools, one_round, approve, lambda run: renderers[-1].tool_run(run),
+                          max_rounds=self.max_tool_rounds, max_chars=self.max_value_chars)
+        self._store(result, args.out)
+        if result.state == "incomplete" and result.rounds:
+            renderers[-1].notice(result.error)
+        return result
+
+    def _stream(self, request, backend, renderer, out: str | None) -> Result:
+        """One request streamed into one renderer; the result is in ``_qwen`` (and ``out``) from its start."""
         result = Result.for_request(request)
-        self.shell.user_ns["_qwen"] = result
-        if args.out:
-            self.shell.user_ns[args.out] = result
+        self._store(result, out)
         try:
             if here := blocking_backend_for(request.protocol):
                 runner.run_here(request, here, renderer, result)
@@ -149,11 +191,22 @@ class QwenMagics(Magics, QwenSettings):
                 runner.run(request, backend, renderer, result)
         except KeyboardInterrupt:
             raise UsageError("Stopped by user: the partial answer is kept in _qwen") from None
-        self._postprocess(args.format, result, validator)
-        if conversation is not None and result.complete:
-            conversation.add(prompt, result.text, self.history_turns)
-        self.track_live(result)
         return result
+
+    def _store(self, result: Result, out: str | None) -> None:
+        self.shell.user_ns["_qwen"] = result
+        if out:
+            self.shell.user_ns[out] = result
+
+    def _approve(self, run) -> bool:
+        """Ask in the front end before running a call the model made (y to run it)."""
+        try:
+            answer = input(f"Run {run.call_text()}? [y/N] ")
+        except KeyboardInterrupt:
+            raise UsageError("Stopped by user before running a tool: the answer so far is in _qwen") from None
+        except (EOFError, OSError, RuntimeError) as exc:  # StdinNotImplementedError is a RuntimeError
+            raise ToolApprovalUnavailable(run.call_text()) from exc
+        return answer.strip().lower() in ("y", "yes")
 
     def renders_in_notebook(self) -> bool:
         """Rich output (a kernel with a front end), or plain text (a terminal): ``display_mode``."""
@@ -233,6 +286,52 @@ class QwenMagics(Magics, QwenSettings):
         else:
             for name, conv in self.conversations.items():
                 print(f"{name}: {len(conv.turns)} turn(s)")
+
+    @magic_arguments()
+    @argument("name", nargs="?", help="check this model name: known, listed, or a likely typo")
+    @argument("--region", help="ask this region's endpoint (default: %%config QwenMagics.region)")
+    @argument("--base-url", help="ask this OpenAI-compatible server instead")
+    @line_magic
+    def qwen_models(self, line: str):
+        """The models the endpoint offers (its /models route), next to the known table.
+
+        The table gives each known model's context window, whether it can think
+        and whether it thinks by default; the endpoint's answer says which ones
+        your key can use here.  With NAME, says whether the name is known or
+        listed, and what it was probably meant to be.
+
+        Examples::
+
+            %qwen_models                        the table, and what this region offers
+            %qwen_models qwen-plsu              "did you mean 'qwen-plus'?"
+            %qwen_models --base-url http://localhost:8000/v1
+        """
+        from .backends.openai_chat import list_models
+
+        args = parse_argstring(self.qwen_models, line)
+        try:
+            endpoint = endpoint_for(self, args.region, args.base_url, None)
+        except QwenMagicsError as err:
+            raise UsageError(err.line()) from None
+        where = endpoint.region or endpoint.base_url
+        listed, note = None, None
+        asked = not (endpoint.key_required and endpoint.api_key() is None)
+        if not asked:
+            note = f"set {self.api_key_env} to ask it"
+        else:
+            try:
+                listed = runner.call(list_models(endpoint), timeout=endpoint.timeout + endpoint.connect_timeout)
+                self._listed = listed
+            except Exception as err:  # noqa: BLE001 - the table is still worth showing, with the reason
+                note = translate(err, Request(messages=(), model="", endpoint=endpoint)).line()
+        if args.name:
+            if args.name in (listed or ()) or known(args.name) or is_local(args.name):
+                print(f"{args.name!r} is " + ("offered by " + where if args.name in (listed or ()) else "a known model"))
+            elif guess := likely_typo(args.name, listed):
+                print(f"{args.name!r} is neither known nor listed: did you mean {guess!r}?")
+            else:
+                print(f"{args.name!r} is neither known nor listed by {where}")
+        return ModelTable(listed, where, self.local_context, note, asked)
 
     @magic_arguments()
     @argument("action", nargs="?", default="status", choices=["status", "unload", "install"],

@@ -1,10 +1,46 @@
-"""Models a picker offers before the endpoint has been asked (and when it cannot be)."""
+"""What is known about models before (or without) asking an endpoint: pickers, the table, typo checks.
+
+The table holds Model Studio's text models as its documentation describes
+them: the text-generation page (the Qwen3.5 series thinks by default), the
+deep-thinking page (qwen-plus and qwen-flash are hybrid: thinking only when
+``enable_thinking`` is true; qwen-max does not think) and each model's catalogue
+entry for the context window.  Endpoints change faster than a package: what
+``/models`` lists is shown next to the table, never replaced by it.
+"""
 
 from __future__ import annotations
 
+import difflib
+import html
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class KnownModel:
+    """One row of the table."""
+
+    name: str
+    context: int
+    """Context window in tokens."""
+    thinking: str
+    """``hybrid`` (enable_thinking switches it), ``none``, or ``local`` (the in-process models: none)."""
+    thinks_by_default: bool
+
+
+KNOWN = (
+    KnownModel("qwen3.5-plus", 1_000_000, "hybrid", True),
+    KnownModel("qwen3.5-flash", 1_000_000, "hybrid", True),
+    KnownModel("qwen3-max", 262_144, "hybrid", False),
+    KnownModel("qwen-plus", 1_000_000, "hybrid", False),
+    KnownModel("qwen-flash", 1_000_000, "hybrid", False),
+    KnownModel("qwen-max", 32_768, "none", False),
+    KnownModel("qwen3.5-397b-a17b", 262_144, "hybrid", True),
+    KnownModel("qwen3.5-122b-a10b", 262_144, "hybrid", True),
+    KnownModel("qwen3.5-27b", 262_144, "hybrid", True),
+    KnownModel("qwen3.5-35b-a3b", 262_144, "hybrid", True),
+)
 #: Model Studio models from the text-generation page, most recommended first.
-MODEL_STUDIO = ("qwen3.5-plus", "qwen3.5-flash", "qwen3-max", "qwen-plus", "qwen-flash", "qwen-max",
-                "qwen3.5-397b-a17b", "qwen3.5-122b-a10b", "qwen3.5-27b", "qwen3.5-35b-a3b")
+MODEL_STUDIO = tuple(m.name for m in KNOWN)
 #: The in-process models (``-m local`` picks the best one installed).
 LOCAL = ("local", "local:1.5b", "local:0.5b")
 
@@ -17,3 +53,63 @@ def is_local(model: str) -> bool:
 def picker_options(listed: list[str] | None = None) -> list[str]:
     """Known models, then whatever the endpoint listed, then the local ones; no duplicates."""
     return list(dict.fromkeys([*MODEL_STUDIO, *(listed or ()), *LOCAL]))
+
+
+def known(name: str) -> KnownModel | None:
+    return next((m for m in KNOWN if m.name == name), None)
+
+
+def likely_typo(name: str, listed: list[str] | None = None) -> str | None:
+    """The model ``name`` was probably meant to be, when it is neither known nor listed but close to one."""
+    candidates = [*MODEL_STUDIO, *(listed or ())]
+    if is_local(name) or name in candidates:
+        return None
+    close = difflib.get_close_matches(name, candidates, n=1, cutoff=0.8)
+    return close[0] if close else None
+
+
+class ModelTable:
+    """What ``%qwen_models`` shows (and returns): the known table next to what the endpoint offers."""
+
+    def __init__(self, listed: list[str] | None, where: str, local_context: int, note: str | None = None,
+                 asked: bool = True) -> None:
+        self.listed, self.where, self.note, self.asked = listed, where, note, asked
+        offered = set(listed or ())
+        self.rows: list[dict[str, object]] = []
+        for m in KNOWN:
+            self.rows.append({"model": m.name, "offered": m.name in offered if listed is not None else None,
+                              "context": m.context, "thinking": m.thinking, "thinks by default": m.thinks_by_default})
+        for name in sorted(offered - set(MODEL_STUDIO)):
+            self.rows.append({"model": name, "offered": True, "context": None, "thinking": None,
+                              "thinks by default": None})
+        for name in LOCAL:
+            self.rows.append({"model": name, "offered": None, "context": local_context, "thinking": "none",
+                              "thinks by default": False})
+
+    def _cells(self, row: dict[str, object]) -> list[str]:
+        offered = {True: "yes", False: "no", None: "—"}[row["offered"]]  # type: ignore[index]
+        context = f"{row['context']:,}" if row["context"] else "?"
+        default = {True: "on", False: "off", None: "?"}[row["thinks by default"]]  # type: ignore[index]
+        return [str(row["model"]), offered, context, str(row["thinking"] or "?"), default]
+
+    def header(self) -> str:
+        if self.listed is not None:
+            head = f"{len(self.listed)} models listed by {self.where}"
+        else:
+            head = f"{self.where} did not list its models" if self.asked else f"{self.where} was not asked"
+        return head + (f" ({self.note})" if self.note else "")
+
+    def __repr__(self) -> str:
+        heads = ["model", "offered", "context", "thinking", "default thinking"]
+        rows = [heads] + [self._cells(r) for r in self.rows]
+        widths = [max(len(r[i]) for r in rows) for i in range(len(heads))]
+        lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows]
+        return "\n".join([self.header(), *lines])
+
+    def _repr_html_(self) -> str:
+        heads = "".join(f"<th>{h}</th>" for h in ["model", "offered here", "context (tokens)", "thinking",
+                                                  "default thinking"])
+        body = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in self._cells(r)) + "</tr>"
+                       for r in self.rows)
+        return (f"<div><p>{html.escape(self.header())}</p><table><thead><tr>{heads}</tr></thead>"
+                f"<tbody>{body}</tbody></table></div>")

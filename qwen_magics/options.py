@@ -123,8 +123,12 @@ def endpoint_for(settings: QwenSettings, region: str | None, base_url: str | Non
 
 
 def make_request(args: argparse.Namespace, settings: QwenSettings, messages: list[dict[str, Any]],
-                 model: str, schema: dict[str, Any] | None = None) -> Request:
-    """Check every option that can be checked here, and build the request (``schema``: from --schema)."""
+                 model: str, schema: dict[str, Any] | None = None,
+                 tools: tuple[dict[str, Any], ...] = ()) -> Request:
+    """Check every option that can be checked here, and build the request.
+
+    ``schema`` is the JSON Schema from --schema, ``tools`` the tool specs from --tools.
+    """
     pick = lambda name: getattr(args, name) if getattr(args, name) is not None else getattr(settings, name)  # noqa: E731
     sampling = Sampling(temperature=pick("temperature"), top_p=pick("top_p"), top_k=pick("top_k"), seed=pick("seed"),
                         max_tokens=pick("max_tokens"), stop=tuple(args.stop or ()))
@@ -144,6 +148,9 @@ def make_request(args: argparse.Namespace, settings: QwenSettings, messages: lis
         raise InvalidInput("--logprobs is not available with --api responses", "use --api chat for token probabilities")
     if api == "responses" and messages and messages[-1].get("partial"):
         raise InvalidInput("--prefix (partial mode) is not available with --api responses", "use --api chat or dashscope")
+    if tools and is_local(model):
+        raise InvalidInput("--tools is not available with the local models",
+                           "use a Model Studio model (set DASHSCOPE_API_KEY) or --base-url")
     endpoint = endpoint_for(settings, args.region, args.base_url, args.timeout, model, api)
     if endpoint.key_required and endpoint.api_key() is None:
         raise missing_key(endpoint.api_key_env, endpoint.region)
@@ -152,7 +159,7 @@ def make_request(args: argparse.Namespace, settings: QwenSettings, messages: lis
         messages=tuple(messages), model=model, endpoint=endpoint, sampling=sampling, logprobs=args.logprobs,
         price=(0.0, 0.0) if is_local(model) else _price(settings.prices.get(model)),
         thinking=thinking, thinking_budget=budget, response_format=response_format(args.format, schema),
-        stream=settings.stream and not args.no_stream, protocol="local" if is_local(model) else api,
+        stream=settings.stream and not args.no_stream, protocol="local" if is_local(model) else api, tools=tools,
     )
 
 

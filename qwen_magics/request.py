@@ -68,6 +68,8 @@ class Request:
     """Ask for the top-K alternatives of every generated token."""
     price: tuple[float, float] | None = None
     """Price per million input and output tokens, where known (``QwenMagics.prices``; 0 for local)."""
+    tools: tuple[dict[str, Any], ...] = ()
+    """Functions the model may call: ``{"name", "description", "parameters"}`` (see :mod:`qwen_magics.tools`)."""
 
     def parameters(self) -> dict[str, Any]:
         """The settings this request sends, for the result object and the footer."""
@@ -80,6 +82,8 @@ class Request:
             params["response_format"] = self.response_format["type"]
         if self.logprobs:
             params["logprobs"] = self.logprobs
+        if self.tools:
+            params["tools"] = [t["name"] for t in self.tools]
         params["stream"] = self.stream
         params["protocol"] = self.protocol
         return params

@@ -42,6 +42,10 @@ class Result:
     logprobs: list[ev.TokenLogprob] = field(default_factory=list, repr=False)
     """One entry per generated token when asked for with ``--logprobs K``."""
     _tool_calls: dict[int, dict[str, str]] = field(default_factory=dict, repr=False)
+    rounds: list["Result"] = field(default_factory=list, repr=False)
+    """With ``--tools``: every round's result, this one last (the others ended in tool calls)."""
+    tool_runs: list[Any] = field(default_factory=list, repr=False)
+    """With ``--tools``: every call the model made (:class:`~qwen_magics.tools.ToolRun`), in order."""
     shown_live: bool = field(default=False, repr=False)
     """Set while the cell that streamed this result runs, so the cell's Out does not repeat the answer."""
 
@@ -85,7 +89,21 @@ class Result:
 
     @property
     def tool_calls(self) -> list[dict[str, str]]:
+        """The calls this answer asked for: ``{"id", "name", "arguments"}`` (arguments as JSON text)."""
         return [self._tool_calls[i] for i in sorted(self._tool_calls)]
+
+    def with_rounds(self, rounds: list["Result"], runs: list[Any]) -> "Result":
+        """This (last) round, carrying all rounds and the tool runs between them."""
+        if len(rounds) > 1:
+            self.rounds, self.tool_runs = rounds, runs
+        return self
+
+    @property
+    def total_usage(self) -> ev.Usage:
+        """Tokens of every round together (``usage`` is this round's)."""
+        rounds = self.rounds or [self]
+        return ev.Usage(**{name: sum(getattr(r.usage, name) for r in rounds)
+                           for name in ("input", "output", "reasoning", "cached")})
 
     @property
     def tokens_per_second(self) -> float | None:

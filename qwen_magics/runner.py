@@ -219,6 +219,16 @@ async def stream_into(request: Request, backend: Backend, renderer: Renderer, re
     return result
 
 
+def call(coroutine, timeout: float):
+    """Run one coroutine on the package's loop and wait for its value (Ctrl-C cancels it)."""
+    future = asyncio.run_coroutine_threadsafe(coroutine, background_loop())
+    try:
+        return future.result(timeout)
+    except BaseException:
+        future.cancel()
+        raise
+
+
 def refused(renderer: Renderer, error: QwenMagicsError, model: str) -> Result:
     """A run that could not start (bad options, no key): its one line shown, recorded as incomplete."""
     result = Result(model=model, parameters={})

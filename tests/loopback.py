@@ -63,7 +63,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Iterable, Literal, Optional
 from urllib.parse import urlsplit
 
-__all__ = ["LoopbackServer", "Script", "Recorded", "DEFAULT_KEY", "DEFAULT_MODELS",
+__all__ = ["LoopbackServer", "Script", "Recorded", "DEFAULT_KEY", "DEFAULT_MODELS", "tool_call_wire",
            "CHAT_PATH", "MODELS_PATH", "RESPONSES_PATH", "RESPONSES_PATHS", "NATIVE_TEXT_PATH",
            "NATIVE_MULTIMODAL_PATH", "default_reasoning", "default_answer"]
 
@@ -148,6 +148,16 @@ class Script:
     lead_chunk: bool = True  # the service's first frame: role, empty content/reasoning
     # Responses API only: how "moderation_mid" shows in a stream ("error" event or "response.failed")
     error_event: Literal["error", "response.failed"] = "error"
+    # The answer calls these tools: [{"name": ..., "arguments": {...} or "raw text", "id": optional}]; the text
+    # defaults to "" and finish_reason to "tool_calls".  Arguments stream in pieces of chunk_chars.
+    tool_calls: Optional[list[dict]] = None
+
+    def __post_init__(self) -> None:
+        if self.tool_calls is not None:
+            if self.text is None:
+                self.text = ""
+            if self.finish_reason == "stop":
+                self.finish_reason = "tool_calls"
 
 
 @dataclass
@@ -187,6 +197,60 @@ def _last_user(body: dict) -> str:
     return ""
 
 
+def _trailing_tool_outputs(body: dict) -> list[str]:
+    """The outputs of the tool messages that end the conversation (chat and native shapes; Responses items)."""
+    out: list[str] = []
+    for msg in reversed(body.get("messages") or body.get("input") or []):
+        if not isinstance(msg, dict):
+            break
+        if msg.get("role") == "tool":
+            out.append(_text_of(msg.get("content")))
+        elif msg.get("type") == "function_call_output":
+            out.append(str(msg.get("output")))
+        else:
+            break
+    return out[::-1]
+
+
+def tool_call_wire(calls: list[dict], prefix: str = "call_") -> list[dict]:
+    """Scripted calls with ids and JSON-text arguments, as every protocol sends them."""
+    out = []
+    for i, call in enumerate(calls):
+        args = call.get("arguments", {})
+        out.append({"id": call.get("id") or f"{prefix}{i}_{uuid.uuid4().hex[:8]}", "name": call["name"],
+                    "arguments": args if isinstance(args, str) else json.dumps(args, ensure_ascii=False)})
+    return out
+
+
+def check_tool_messages(messages: list) -> Optional[str]:
+    """The service's check: a tool message must answer a call of an earlier assistant message."""
+    ids: set[str] = set()
+    for msg in messages:
+        if not isinstance(msg, dict):
+            continue
+        for call in msg.get("tool_calls") or ():
+            if isinstance(call, dict):
+                ids.add(call.get("id"))
+        if msg.get("role") == "tool" and msg.get("tool_call_id") not in ids:
+            return ("messages with role 'tool' must be a response to a preceding message with 'tool_calls' "
+                    f"(tool_call_id {msg.get('tool_call_id')!r} is unknown)")
+    return None
+
+
+def check_tools(tools: Any) -> Optional[str]:
+    """The shape of ``tools``: [{"type": "function", "function": {"name", "parameters"}}] (chat and native)."""
+    if tools is None:
+        return None
+    if not isinstance(tools, list):
+        return "tools must be a list"
+    for tool in tools:
+        fn = tool.get("function") if isinstance(tool, dict) else None
+        if not (isinstance(tool, dict) and tool.get("type") == "function" and isinstance(fn, dict)
+                and isinstance(fn.get("name"), str) and isinstance(fn.get("parameters", {}), dict)):
+            return f"invalid tool definition: {json.dumps(tool)[:80]}"
+    return None
+
+
 def _thinks(body: dict) -> bool:
     flag = body.get("enable_thinking")
     if flag is not None:
@@ -203,7 +267,10 @@ def default_reasoning(body: dict) -> Optional[str]:
 
 
 def default_answer(body: dict) -> str:
-    """The default reply's answer text."""
+    """The default reply's answer text (after tool outputs: what the tools returned)."""
+    tool_outputs = _trailing_tool_outputs(body)
+    if tool_outputs:
+        return "The tools returned: " + "; ".join(tool_outputs)
     user = _last_user(body)
     long = _LONG.search(user)
     if long:
@@ -454,6 +521,9 @@ class _Handler(BaseHTTPRequestHandler):
             if bad:
                 err = bad[1]
                 return bad[0], _error_body(err["code"], err["message"], rid, param=err["param"])
+        for problem in (check_tools(body.get("tools")), check_tool_messages(msgs)):
+            if problem:
+                return 400, _error_body("invalid_parameter_error", problem, rid)
         for msg in msgs:
             if isinstance(msg, dict) and msg.get("role") == "user" and BLOCK_MARKER in _text_of(msg.get("content")):
                 return 400, _error_body("data_inspection_failed", None, rid)
@@ -507,6 +577,10 @@ class _Handler(BaseHTTPRequestHandler):
         message: dict[str, Any] = {"role": "assistant", "content": "".join(p for k, p in pieces if k == "text")}
         if any(k == "reasoning" for k, _ in pieces):
             message["reasoning_content"] = reasoning
+        if script.tool_calls:
+            message["tool_calls"] = [{"id": c["id"], "type": "function", "index": i,
+                                      "function": {"name": c["name"], "arguments": c["arguments"]}}
+                                     for i, c in enumerate(tool_call_wire(script.tool_calls))]
         obj = {"id": cid, "object": "chat.completion", "created": int(time.time()), "model": body["model"],
                "system_fingerprint": None,
                "choices": [{"index": 0, "message": message, "finish_reason": finish, "logprobs": None}],
@@ -598,6 +672,13 @@ class _Handler(BaseHTTPRequestHandler):
                 self._hard_close()
             self._rec.finished = time.monotonic()
             raise _Abort()
+        for i, call in enumerate(tool_call_wire(script.tool_calls or [])):
+            # As the service streams them: id and name first, then the arguments in pieces (id "" after the first).
+            self._frame(chunk({"content": None, "role": "assistant", "tool_calls": [
+                {"index": i, "id": call["id"], "type": "function", "function": {"name": call["name"], "arguments": ""}}]}))
+            for piece in _split(call["arguments"], script.chunk_chars):
+                self._frame(chunk({"content": None, "role": "assistant", "tool_calls": [
+                    {"index": i, "id": "", "type": "function", "function": {"arguments": piece}}]}))
         if fault != "no_finish":
             self._frame(chunk({"content": "", "reasoning_content": None, "role": "assistant"}, finish), split)
         if (body.get("stream_options") or {}).get("include_usage") is True:

@@ -93,10 +93,12 @@ from typing import Any, Callable, Optional
 
 if __package__:
     from .loopback import (BLOCK_MARKER, NATIVE_MULTIMODAL_PATH, RESPONSES_PATHS, Script, _Abort, _dumps,
-                           _error_body, _STATUS_CODES, _text_of, token_logprobs)
+                           _error_body, _STATUS_CODES, _text_of, check_tool_messages, check_tools,
+                           token_logprobs, tool_call_wire)
 else:
     from loopback import (BLOCK_MARKER, NATIVE_MULTIMODAL_PATH, RESPONSES_PATHS, Script, _Abort, _dumps,
-                          _error_body, _STATUS_CODES, _text_of, token_logprobs)
+                          _error_body, _STATUS_CODES, _text_of, check_tool_messages, check_tools,
+                          token_logprobs, tool_call_wire)
 
 #: Models that the native API serves only on the multimodal-generation endpoint.
 MULTIMODAL_ONLY = re.compile(r"^(qwen3\.[5-9]|qwen3-vl|qwen-vl|qwen2\.5-vl|qvq|qwen-omni|qwen3-omni)")
@@ -300,18 +302,38 @@ class _Responses(_Route):
             if not known:
                 return _Refusal(400, "invalid_parameter_error", f"Previous response with id '{prev}' not found.",
                                 "previous_response_id")
+        tools = body.get("tools")
+        if tools is not None and not (isinstance(tools, list) and all(
+                isinstance(t, dict) and t.get("type") == "function" and isinstance(t.get("name"), str)
+                for t in tools)):
+            return _Refusal(400, "invalid_parameter_error", "invalid tools: each needs type 'function' and a name",
+                            "tools")
+        problem = check_tool_messages(self.input_messages())
+        if problem:
+            return _Refusal(400, "invalid_parameter_error", problem, "input")
         if _blocked(self.input_messages()):
             return _Refusal(400, "data_inspection_failed")
         return None
 
     def input_messages(self) -> list[dict]:
+        """The input as chat messages (function_call items join an assistant message, outputs are tool messages)."""
         inp = self.body.get("input")
         if isinstance(inp, str):
             return [{"role": "user", "content": inp}]
-        out = []
+        out: list[dict] = []
         for item in inp if isinstance(inp, list) else []:
-            if isinstance(item, dict) and item.get("type", "message") == "message" and "role" in item:
+            if not isinstance(item, dict):
+                continue
+            kind = item.get("type", "message")
+            if kind == "message" and "role" in item:
                 out.append({"role": item["role"], "content": item.get("content")})
+            elif kind == "function_call":
+                if not (out and out[-1]["role"] == "assistant" and "tool_calls" in out[-1]):
+                    out.append({"role": "assistant", "content": "", "tool_calls": []})
+                out[-1]["tool_calls"].append({"id": item.get("call_id"), "type": "function", "function": {
+                    "name": item.get("name"), "arguments": item.get("arguments")}})
+            elif kind == "function_call_output":
+                out.append({"role": "tool", "tool_call_id": item.get("call_id"), "content": item.get("output")})
         return out
 
     def conversation(self) -> list[dict]:
@@ -350,6 +372,11 @@ class _Responses(_Route):
                 "summary": [] if text is None else [{"type": "summary_text", "text": text}]}
 
     @staticmethod
+    def call_item(call: dict, arguments: str, status: str) -> dict:
+        return {"id": f"fc_{call['id']}", "type": "function_call", "call_id": call["id"], "name": call["name"],
+                "arguments": arguments, "status": status}
+
+    @staticmethod
     def message_item(item_id: str, text: Optional[str], status: str) -> dict:
         content = [] if text is None else [{"type": "output_text", "text": text, "annotations": []}]
         return {"id": item_id, "type": "message", "role": "assistant", "status": status, "content": content}
@@ -365,7 +392,10 @@ class _Responses(_Route):
         if any(k == "reasoning" for k, _ in pieces):
             output.append(self.reasoning_item(f"msg_{uuid.uuid4()}", reasoning))
         status = "incomplete" if self.incomplete else "completed"
-        output.append(self.message_item(f"msg_{uuid.uuid4()}", text, status))
+        calls = tool_call_wire(script.tool_calls or [])
+        if text or not calls:
+            output.append(self.message_item(f"msg_{uuid.uuid4()}", text, status))
+        output += [self.call_item(call, call["arguments"], "completed") for call in calls]
         fault = script.fault
         if fault == "no_finish":
             status = "in_progress"
@@ -466,10 +496,23 @@ class _Responses(_Route):
                 fail()
                 return
             self.cut(fault)
-        if current.get("kind") != "text" and not any(item["type"] == "message" for item in output):
+        calls = tool_call_wire(script.tool_calls or [])
+        if current.get("kind") != "text" and not any(item["type"] == "message" for item in output) and not calls:
             close_item()
             open_item("text")  # an empty answer still has its message item
         close_item()
+        for call in calls:
+            index = len(output)
+            emit("response.output_item.added", output_index=index, item=self.call_item(call, "", "in_progress"))
+            for piece in [call["arguments"][i:i + script.chunk_chars]
+                          for i in range(0, len(call["arguments"]), max(1, script.chunk_chars))]:
+                emit("response.function_call_arguments.delta", item_id=f"fc_{call['id']}", output_index=index,
+                     delta=piece)
+            emit("response.function_call_arguments.done", item_id=f"fc_{call['id']}", output_index=index,
+                 arguments=call["arguments"])
+            item = self.call_item(call, call["arguments"], "completed")
+            emit("response.output_item.done", output_index=index, item=item)
+            output.append(item)
         text = "".join(item["content"][0]["text"] for item in output if item["type"] == "message")
         if fault != "no_finish":
             final = "incomplete" if self.incomplete else "completed"
@@ -533,6 +576,9 @@ class _Native(_Route):
         if bad:
             bad.message = f"<400> InternalError.Algo.InvalidParameter: {bad.message}"
             return bad
+        problem = check_tools(self.params.get("tools")) or check_tool_messages(messages)
+        if problem:
+            return _Refusal(400, "invalid_parameter_error", f"<400> InternalError.Algo.InvalidParameter: {problem}")
         if _blocked(messages):
             return _Refusal(400, "data_inspection_failed")
         return None
@@ -575,13 +621,16 @@ class _Native(_Route):
             usage["output_tokens_details"] = {"text_tokens": n_text, "reasoning_tokens": n_reason}
         return usage
 
-    def output(self, text: str, reasoning: str, finish: str, logprobs: Optional[dict] = None) -> dict:
+    def output(self, text: str, reasoning: str, finish: str, logprobs: Optional[dict] = None,
+               tool_calls: Optional[list] = None) -> dict:
         if not self.message_format:
             return {"text": text, "finish_reason": finish}
         message: dict[str, Any] = {"role": "assistant",
                                    "content": ([{"text": text}] if text else []) if self.multimodal else text}
         if self.thinking:
             message["reasoning_content"] = reasoning
+        if tool_calls:
+            message["tool_calls"] = tool_calls
         choice: dict[str, Any] = {"finish_reason": finish, "message": message}
         if logprobs is not None:
             choice["logprobs"] = logprobs
@@ -598,7 +647,11 @@ class _Native(_Route):
         if self.wants_logprobs():
             k = self.params.get("top_logprobs") or 0
             logprobs = {"content": [token_logprobs(p, i, k)["content"][0] for i, p in enumerate(text_pieces)]}
-        output = self.output("".join(text_pieces), reasoning, "null" if fault == "no_finish" else finish, logprobs)
+        calls = [{"index": i, "id": c["id"], "type": "function",
+                  "function": {"name": c["name"], "arguments": c["arguments"]}}
+                 for i, c in enumerate(tool_call_wire(script.tool_calls or []))]
+        output = self.output("".join(text_pieces), reasoning, "null" if fault == "no_finish" else finish, logprobs,
+                             calls)
         if fault == "empty":
             output = {"choices": []} if self.message_format else {"text": None, "finish_reason": None}
         usage = script.usage or self.usage(len(text_pieces), len(pieces) - len(text_pieces))
@@ -619,10 +672,11 @@ class _Native(_Route):
             n += 1
             h._raw_frame(self.frame_bytes(n, event, status, data), split)
 
-        def result(new_text: str, new_reason: str, finish_reason: str, logprobs: Optional[dict] = None) -> None:
+        def result(new_text: str, new_reason: str, finish_reason: str, logprobs: Optional[dict] = None,
+                   tool_calls: Optional[list] = None) -> None:
             shown = (new_text, new_reason) if incremental else (text, reasoning)
             usage = script.usage or self.usage(n_text, n_reason)
-            frame(_dumps({"output": self.output(*shown, finish_reason, logprobs), "usage": usage,
+            frame(_dumps({"output": self.output(*shown, finish_reason, logprobs, tool_calls), "usage": usage,
                           "request_id": self.rid}))
 
         def blocked() -> None:
@@ -662,6 +716,13 @@ class _Native(_Route):
                 blocked()
                 return
             self.cut(fault)
+        for i, call in enumerate(tool_call_wire(script.tool_calls or [])):
+            # incremental: id and name first, then the arguments in pieces
+            result("", "", "null", tool_calls=[{"index": i, "id": call["id"], "type": "function",
+                                                "function": {"name": call["name"], "arguments": ""}}])
+            for j in range(0, len(call["arguments"]), max(1, script.chunk_chars)):
+                result("", "", "null", tool_calls=[{"index": i, "id": "", "type": "function", "function": {
+                    "arguments": call["arguments"][j:j + script.chunk_chars]}}])
         if fault != "no_finish":
             result("", "", finish)
         self.end_stream()

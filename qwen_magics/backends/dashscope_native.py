@@ -59,7 +59,8 @@ def build_call(request: Request) -> dict[str, Any]:
                 "max_tokens": s.max_tokens, "stop": list(s.stop) or None, "enable_thinking": request.thinking,
                 "thinking_budget": request.thinking_budget,
                 "response_format": request.response_format,
-                "logprobs": True if request.logprobs else None, "top_logprobs": request.logprobs}
+                "logprobs": True if request.logprobs else None, "top_logprobs": request.logprobs,
+                "tools": [{"type": "function", "function": spec} for spec in request.tools] or None}
     call.update({k: v for k, v in optional.items() if v is not None})
     return call
 
@@ -115,6 +116,10 @@ def _from_frame(frame) -> list[ev.Event]:
         text = _text(message.get("content"))
         if text:
             out.append(ev.TextDelta(text))
+        for i, call in enumerate(message.get("tool_calls") or ()):
+            fn = call.get("function") or {}
+            out.append(ev.ToolCallDelta(call.get("index", i), call.get("id") or None, fn.get("name") or None,
+                                        fn.get("arguments") or ""))
         reason = choice.get("finish_reason")
         if reason and reason != "null":
             out.append(ev.Finished(reason))

@@ -55,6 +55,8 @@ def build_body(request: Request) -> dict[str, Any]:
         body["response_format"] = request.response_format
     if request.logprobs:
         body.update(logprobs=True, top_logprobs=request.logprobs)
+    if request.tools:
+        body["tools"] = [{"type": "function", "function": spec} for spec in request.tools]
     extra = {"enable_thinking": request.thinking, "thinking_budget": request.thinking_budget, "top_k": s.top_k}
     extra = {k: v for k, v in extra.items() if v is not None}
     if extra:

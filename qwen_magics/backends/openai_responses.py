@@ -26,12 +26,13 @@ def build_body(request: Request) -> dict[str, Any]:
     s = request.sampling
     system = [m["content"] for m in request.messages if m["role"] == "system"]
     body: dict[str, Any] = {"model": request.model, "stream": request.stream,
-                            "input": [{"role": m["role"], "content": _content(m["content"])} for m in request.messages
-                                      if m["role"] != "system"]}
+                            "input": [item for m in request.messages if m["role"] != "system" for item in _items(m)]}
     if system:
         body["instructions"] = "\n\n".join(system)
     optional = {"temperature": s.temperature, "top_p": s.top_p, "max_output_tokens": s.max_tokens}
     body.update({k: v for k, v in optional.items() if v is not None})
+    if request.tools:
+        body["tools"] = [{"type": "function", **spec} for spec in request.tools]
     if request.response_format:
         fmt = request.response_format
         body["text"] = {"format": {"type": fmt["type"], **fmt.get("json_schema", {})}}  # Responses flattens the schema
@@ -41,6 +42,15 @@ def build_body(request: Request) -> dict[str, Any]:
     if extra:
         body["extra_body"] = extra
     return body
+
+
+def _items(message: dict[str, Any]) -> list[dict[str, Any]]:
+    """One chat message as Responses input items: tool calls and their outputs are items of their own."""
+    if message["role"] == "tool":
+        return [{"type": "function_call_output", "call_id": message["tool_call_id"], "output": message["content"]}]
+    items = [{"role": message["role"], "content": _content(message["content"])}] if message["content"] else []
+    return items + [{"type": "function_call", "call_id": call["id"], "name": call["function"]["name"],
+                     "arguments": call["function"]["arguments"]} for call in message.get("tool_calls") or ()]
 
 
 def _content(content: Any) -> Any:
@@ -75,6 +85,11 @@ async def stream(request: Request) -> AsyncIterator[ev.Event]:
                     yield ev.ReasoningDelta(item.delta)
                 elif kind == "response.output_text.delta":
                     yield ev.TextDelta(item.delta)
+                elif kind == "response.output_item.added" and item.item.type == "function_call":
+                    yield ev.ToolCallDelta(item.output_index, item.item.call_id, item.item.name,
+                                           item.item.arguments or "")
+                elif kind == "response.function_call_arguments.delta":
+                    yield ev.ToolCallDelta(item.output_index, None, None, item.delta)
                 elif kind in ("response.completed", "response.incomplete"):
                     completed = True
                     for event in _closing(item.response):
@@ -101,6 +116,8 @@ def _from_response(response) -> list[ev.Event]:
             text = "".join(getattr(part, "text", "") or "" for part in item.content or ())
             if text:
                 out.append(ev.TextDelta(text))
+        elif item.type == "function_call":
+            out.append(ev.ToolCallDelta(len(out), item.call_id, item.name, item.arguments or ""))
     return out + _closing(response)
 
 
@@ -116,5 +133,7 @@ def _closing(response) -> list[ev.Event]:
                             cached=(getattr(cached, "cached_tokens", 0) or 0) if cached else 0))
     incomplete = getattr(response, "incomplete_details", None)
     reason = getattr(incomplete, "reason", None)
+    if reason is None and any(item.type == "function_call" for item in response.output or ()):
+        reason = "tool_calls"  # as Chat Completions says it: the answer is a request to call tools
     out.append(ev.Finished("length" if reason == "max_output_tokens" else (reason or "stop")))
     return out

@@ -66,5 +66,8 @@ class Renderer:
     def refresh(self, result: Result) -> None:
         """Bring the display up to date with what has arrived."""
 
+    def tool_run(self, run) -> None:
+        """Show a tool call the model made and what came of it (a :class:`~qwen_magics.tools.ToolRun`)."""
+
     def finish(self, result: Result) -> None:
         """Final refresh and the footer; called exactly once, whatever happened."""

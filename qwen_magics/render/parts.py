@@ -27,6 +27,7 @@ from typing import Callable
 from .. import events as ev
 from ..markdown import block_starts, render_markdown, render_plain
 from ..result import Result
+from ..tools import call_text
 from .base import Renderer
 
 Bundle = dict[str, str]
@@ -36,6 +37,8 @@ NewPart = Callable[[Bundle], Callable[[Bundle], None]]
 _FENCE = re.compile(r"^ {0,3}(`{3,}|~{3,})[^\n]*\n")
 _THINK_STYLE = "color:#666;border-left:3px solid #ccc;padding-left:8px;font-size:0.92em"
 _FOOT_STYLE = "color:#888;font-size:0.85em;margin-top:4px"
+_TOOL_STYLE = "font-family:monospace;font-size:0.9em;background:#f4f6fa;padding:2px 6px;margin:2px 0"
+_TOOL_SHOWN = 500
 
 
 def split_blocks(source: str, limit: int, markdown: bool = True) -> tuple[str, str]:
@@ -130,6 +133,15 @@ def footer_html(result: Result) -> str:
     return f'<div style="{_FOOT_STYLE}">{html.escape(footer_text(result))}</div>'
 
 
+def tool_run_text(run) -> str:
+    """``🔧 f(a=1) → output`` (cut to a few hundred characters; the whole output is on the result)."""
+    if not run.ran and not run.error:
+        outcome = "not run: declined"
+    else:
+        outcome = run.output if len(run.output) <= _TOOL_SHOWN else run.output[:_TOOL_SHOWN] + "…"
+    return f"🔧 {run.call_text()} → {outcome}"
+
+
 def token_view_html(logprobs) -> str:
     """The answer token by token, tinted by probability (the less likely, the stronger); hover for alternatives."""
     spans = []
@@ -179,10 +191,17 @@ class PartsRenderer(Renderer):
             self._thinking_sent = len(text)
         self.answer.refresh()
 
+    def tool_run(self, run) -> None:
+        text = tool_run_text(run)
+        self.new_part({"text/plain": text, "text/html": f'<div style="{_TOOL_STYLE}">{html.escape(text)}</div>'})
+
     def finish(self, result: Result) -> None:
         if result.reasoning and not self._thinking_closed:
             self._close_thinking(result, open_=not result.text)
         self.answer.refresh(final=True)
+        for call in result.tool_calls:
+            text = f"🔧 asks to call {call_text(call['name'], call['arguments'])}"
+            self.new_part({"text/plain": text, "text/html": f'<div style="{_TOOL_STYLE}">{html.escape(text)}</div>'})
         if result.logprobs:
             plain = " ".join(f"{e.token!r}:{math.exp(e.logprob):.2f}" for e in result.logprobs)
             self.new_part({"text/plain": plain, "text/html": token_view_html(result.logprobs)})

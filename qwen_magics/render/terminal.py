@@ -8,7 +8,8 @@ from typing import TextIO
 from .. import events as ev
 from ..result import Result
 from .base import Renderer
-from .parts import footer_text
+from ..tools import call_text
+from .parts import footer_text, tool_run_text
 
 
 class TerminalRenderer(Renderer):
@@ -39,7 +40,11 @@ class TerminalRenderer(Renderer):
     def refresh(self, result: Result) -> None:
         self.out.flush()
 
+    def tool_run(self, run) -> None:
+        print(tool_run_text(run), file=self.out, flush=True)
+
     def finish(self, result: Result) -> None:
         end = self._reset if self._mode == "reasoning" else ""
-        self.out.write(f"{end}\n{self._dim}[{footer_text(result)}]{self._reset}\n")
+        calls = "".join(f"\n🔧 asks to call {call_text(c['name'], c['arguments'])}" for c in result.tool_calls)
+        self.out.write(f"{end}{calls}\n{self._dim}[{footer_text(result)}]{self._reset}\n")
         self.out.flush()
