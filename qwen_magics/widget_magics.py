@@ -51,6 +51,11 @@ class QwenWidgetMagics(Magics):
                 raise InvalidInput(f"Unexpected text in the options: {rest!r}", "give options only, e.g. -m qwen-plus -t 0.7")
             if not text.strip():
                 raise InvalidInput("The prompt is empty", "type a prompt first")
+            for flag, value in (("--tools", args.tools), ("--image", args.image), ("--video", args.video),
+                                ("--prefix", args.prefix), ("--schema", args.schema), ("-c/--chat", args.chat)):
+                if value:
+                    raise InvalidInput(f"{flag} works in %%qwen cells, not in comparisons or the panel",
+                                       "drop it from these options")
             model, _ = choose_model(args, self.settings)
             return make_request(args, self.settings, messages_for(system_prompt(args, self.settings), text), model)
 

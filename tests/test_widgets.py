@@ -10,6 +10,8 @@ import pytest
 from IPython.core.error import UsageError
 from loopback import Script
 
+from qwen_magics.errors import QwenMagicsError
+
 from conftest import outputs_text
 
 
@@ -68,6 +70,15 @@ def test_lists_of_different_lengths_need_grid(ip, dashscope):
 def test_bad_settings_are_refused_before_any_request(ip, dashscope):
     with pytest.raises(UsageError, match=r"temperature 5.0 is out of range"):
         ip.run_cell_magic("qwen_compare", "-m qwen-plus -t 0,5", "hi")
+    assert dashscope.requests == []
+
+
+def test_cell_only_options_typed_into_a_column_are_refused_rather_than_silently_dropped(ip, dashscope):
+    """A column's options box takes %qwen options; those that need a cell (--tools asks before running) say so."""
+    ip.user_ns["f"] = lambda: 1
+    make = ip.magics_manager.registry["QwenWidgetMagics"].request_factory("hi")
+    with pytest.raises(QwenMagicsError, match=r"--tools works in %%qwen cells, not in comparisons or the panel"):
+        make("-m qwen-plus --tools f")
     assert dashscope.requests == []
 
 
