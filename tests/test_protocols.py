@@ -217,3 +217,20 @@ def test_no_unclosed_session_warning_when_the_kernel_exits(dashscope):
     done = subprocess.run([sys.executable, "-X", "dev", "-c", code], capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
     assert "Echo:** hi" in done.stdout and "Unclosed" not in done.stderr
+
+
+@pytest.mark.parametrize("api, claim", [("chat", " after 1 retry"), ("dashscope", "")])
+def test_an_unreachable_host_is_one_line_that_only_claims_the_retries_that_were_made(ip, dashscope, monkeypatch,
+                                                                                     api, claim):
+    """The openai SDK retries a refused connection; the dashscope SDK does not, and the message says only what happened."""
+    import socket
+
+    with socket.socket() as probe:  # a port nobody listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    monkeypatch.setenv("QWEN_MAGICS_DASHSCOPE_URL", f"http://127.0.0.1:{port}")
+    ip.run_line_magic("config", "QwenMagics.max_retries = 1")
+    with pytest.raises(UsageError) as caught:
+        ip.run_line_magic("qwen", f"--api {api} -m qwen-plus hi")
+    first = str(caught.value).split(". ")[0]
+    assert first.startswith(f"Could not reach http://127.0.0.1:{port}/") and first.endswith(f"v1{claim}")

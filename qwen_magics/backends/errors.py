@@ -24,7 +24,7 @@ def translate(err: BaseException, request: Request, midstream: bool = False) -> 
     import openai
 
     where = request.endpoint.region or request.endpoint.base_url
-    retries = request.endpoint.max_retries
+    retries = _retries(request)
     if isinstance(err, openai.APIStatusError):
         return from_status(err.status_code, _code(err.body), _message(err), request)
     if isinstance(err, (openai.APITimeoutError, TimeoutError)):  # TimeoutError: asyncio/aiohttp (dashscope SDK)
@@ -34,7 +34,7 @@ def translate(err: BaseException, request: Request, midstream: bool = False) -> 
         if midstream:
             return e.StreamCut("The connection dropped in the middle of the answer",
                                "the partial answer is kept; run the cell again")
-        return e.ConnectionFailed(f"Could not reach {request.endpoint.base_url} after {retries} retries",
+        return e.ConnectionFailed(f"Could not reach {request.endpoint.base_url}{_after(retries)}",
                                   "check the network, --region or --base-url, and run the cell again")
     if isinstance(err, openai.APIError):  # an error object inside the stream
         return from_status(None, _code(err.body), _message(err), request)
@@ -68,10 +68,10 @@ def from_status(status: int | None, code: str | None, message: str, request: Req
         return e.QuotaExceeded(f"The account has no quota left{tag}",
                                "check billing in the Model Studio console; retrying will not help", **kw)
     if status == 429 or "throttling" in low or "limitrequests" in low:
-        return e.RateLimited(f"Rate limited{tag} after {request.endpoint.max_retries} retries",
+        return e.RateLimited(f"Rate limited{tag}{_after(_retries(request))}",
                              "wait a minute and run the cell again, or raise %config QwenMagics.max_retries", **kw)
     if status is not None and status >= 500:
-        return e.ServerError(f"Model Studio had a server error{tag} after {request.endpoint.max_retries} retries",
+        return e.ServerError(f"Model Studio had a server error{tag}{_after(_retries(request))}",
                              "try again shortly", **kw)
     if status == 400 or "invalidparameter" in low:
         return e.BadRequest(f"The request was rejected{tag}: {message}", "fix the option it names and run again", **kw)
@@ -93,3 +93,12 @@ def _message(err: BaseException) -> str:
         if isinstance(inner, dict) and inner.get("message"):
             return str(inner["message"])
     return str(getattr(err, "message", err))
+
+
+def _retries(request: Request) -> int:
+    """Retries made before giving up: the openai SDK retries (max_retries); the dashscope SDK does not."""
+    return 0 if request.protocol == "dashscope" else request.endpoint.max_retries
+
+
+def _after(retries: int) -> str:
+    return f" after {retries} {'retry' if retries == 1 else 'retries'}" if retries else ""
