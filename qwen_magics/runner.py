@@ -2,11 +2,13 @@
 
 Backends are async generators.  They run on one event loop in a background
 thread, kept for the life of the kernel (so HTTP connections are reused), and
-hand their events to the calling thread through a queue.  The caller (the
-kernel's main thread, where IPython expects display calls) renders them and
-stays interruptible: Ctrl-C or a kernel interrupt raises ``KeyboardInterrupt``
-while it waits, which cancels the backend task; the backend closes its stream
-in ``finally`` and the partial answer is kept, marked ``stopped``.
+hand their events to the calling thread through an inbox (:class:`_Inbox`: in
+batches, see there).  The caller (the kernel's main thread, where IPython
+expects display calls) renders them and stays interruptible: Ctrl-C or a
+kernel interrupt raises ``KeyboardInterrupt`` while it waits, which cancels the
+backend task; the backend closes its stream in ``finally`` and the partial
+answer is kept, marked ``stopped``.  A backend that computes rather than waits
+(the local model) runs in the caller's thread instead (:func:`run_here`).
 
 This avoids re-entering Jupyter's own running loop (nest-asyncio), which breaks
 with some kernels and event-loop policies, and keeps a cell blocking until its
