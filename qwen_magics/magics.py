@@ -134,12 +134,12 @@ class QwenMagics(Magics, QwenSettings):
         ns = self.shell.user_ns
         content = user_content(prompt, [media_url(x, ns, "image") for x in args.image or ()],
                                [media_url(x, ns, "video") for x in args.video or ()])
+        schema, validator = json_schema_of(args.schema, ns) if args.schema else (None, None)
+        if schema is not None:
+            args.format = "json"  # before the system prompt, which then asks for JSON as -f json does
         messages = messages_for(system_prompt(args, self), content, conversation.messages() if conversation else None)
         if args.prefix is not None:
             messages.append(partial_message(args.prefix, self.shell.user_ns))
-        schema, validator = json_schema_of(args.schema, ns) if args.schema else (None, None)
-        if schema is not None:
-            args.format = "json"
         tools = tools_from(args.tools, ns) if args.tools else []
         model, notice = choose_model(args, self)
         request = make_request(args, self, messages, model, schema, tuple(t.spec for t in tools))

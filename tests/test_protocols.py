@@ -176,6 +176,7 @@ def test_a_schema_asks_for_constrained_json_and_validates_the_answer(ip, dashsco
     result = ip.run_line_magic("qwen", "-m qwen3.5-plus --schema City a French city as JSON")
     body = dashscope.requests[-1].body
     assert body["response_format"]["type"] == "json_schema" and body["enable_thinking"] is False
+    assert body["messages"][0]["role"] == "system" and "JSON" in body["messages"][0]["content"]  # as -f json
     assert body["response_format"]["json_schema"]["schema"]["properties"]["population"] == \
         {"title": "Population", "type": "integer"}
     assert result.data == City(name="Lyon", population=522000)
