@@ -22,6 +22,11 @@ def redact(text: str, key_env: str = "DASHSCOPE_API_KEY") -> str:
     return _KEYLIKE.sub("sk-***", text)
 
 
+def _one_line(text: str) -> str:
+    """Text bound for the one-line message: line breaks (from a service's or an exception's text) become spaces."""
+    return re.sub(r"\s*[\r\n]+\s*", " ", text).strip() if "\n" in text or "\r" in text else text
+
+
 class QwenMagicsError(Exception):
     """Base class: ``str(err)`` is the single line the user sees."""
 
@@ -29,8 +34,8 @@ class QwenMagicsError(Exception):
 
     def __init__(self, message: str, hint: str = "", *, status: int | None = None, code: str | None = None,
                  backend: str | None = None) -> None:
-        self.message = redact(message)
-        self.hint = hint
+        self.message = redact(_one_line(message))
+        self.hint = _one_line(hint)
         self.status = status
         self.code = code
         self.backend = backend

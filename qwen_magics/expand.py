@@ -61,7 +61,7 @@ def _evaluate(expr: str, conversion: str | None, namespace: Mapping[str, Any]) -
         raise InvalidInput(f"{{{expr}}} is not a Python expression",
                            "write {{ and }} for literal braces, or pass --no-expand") from None
     except Exception as err:  # noqa: BLE001 - any error in the user's expression is reported, not raised
-        raise InvalidInput(f"{{{expr}}} raised {type(err).__name__}: {err}",
+        raise InvalidInput(f"{{{expr}}} raised {_first_line(err)}",
                            "fix the expression, or write {{ and }} for literal braces") from None
     if conversion == "r":
         return repr(value)
@@ -81,15 +81,41 @@ def format_value(value: Any, label: str, *, max_chars: int, dataframe_rows: int)
     elif isinstance(value, (bytes, bytearray)):
         text = bytes(value).decode("utf-8", errors="replace")
         if "\ufffd" in text:
-            notes.append(f"{{{label}}} is not valid UTF-8; undecodable bytes were replaced with \ufffd")
+            notes.append(f"{{{label}}} is not valid UTF-8; undecodable bytes were replaced with \ufffd "
+                         f"(decode it yourself to send it as meant, e.g. {{{label}.decode('latin-1')}})")
+    elif isinstance(value, str):
+        text = value
     else:
-        text = value if isinstance(value, str) else str(value)
+        try:
+            text = str(value)
+        except Exception as err:  # noqa: BLE001 - a broken __str__ is the value's problem, reported in one line
+            raise InvalidInput(f"{{{label}}} could not be turned into text: str() raised {_first_line(err)}",
+                               f"expand something printable instead, e.g. {{{label}!r}}") from None
     if max_chars and len(text) > max_chars:
         cut = len(text) - max_chars
         text = f"{text[:max_chars]}\n[… {cut:,} characters cut]"
         notes.append(f"{{{label}}} is {cut + max_chars:,} characters; sent the first {max_chars:,} and cut {cut:,} "
                      f"(raise %config QwenMagics.max_value_chars to send more)")
+    if _has_surrogates(text):  # e.g. bytes decoded with errors="surrogateescape": not sendable as UTF-8
+        text = text.encode("utf-8", errors="replace").decode("utf-8")
+        notes.append(f"{{{label}}} is not valid UTF-8 text; undecodable characters were replaced with ? "
+                     "(decode the original bytes with their real encoding to send them as meant)")
     return text, "; ".join(notes) or None
+
+
+def _first_line(err: BaseException) -> str:
+    """``Type: message`` of an exception, on one line (a multi-line message is cut at its first line)."""
+    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+    more = f" (+{len(lines) - 1} more line{'s' if len(lines) > 2 else ''})" if len(lines) > 1 else ""
+    return f"{type(err).__name__}: {lines[0]}{more}" if lines else type(err).__name__
+
+
+def _has_surrogates(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False
 
 
 def _is_pandas(value: Any, name: str) -> bool:

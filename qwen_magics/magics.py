@@ -34,6 +34,17 @@ from .request import Request
 from .result import Result
 from .tools import converse, tools_from
 
+def parse_options(parser, tokens: list[str], magic: str):
+    """argparse, with its one-line complaint ending in where to read about the options."""
+    try:
+        return parser.parse_args(tokens)
+    except UsageError as err:
+        message = str(err)
+        if f"%{magic}?" in message:
+            raise
+        raise UsageError(f"{message}: see %{magic}? for the options") from None
+
+
 _FENCED = re.compile(r"^ {0,3}(`{3,}|~{3,})[^\n]*\n(.*?)^ {0,3}\1[ \t]*$", re.S | re.M)
 
 
@@ -114,7 +125,7 @@ class QwenMagics(Magics, QwenSettings):
         Settings: ``%config QwenMagics``.  Conversations: ``%qwen_chat``.
         """
         tokens, rest = split_line(self.qwen.parser, line, cell_mode=cell is not None)
-        args = self.qwen.parser.parse_args(tokens)
+        args = parse_options(self.qwen.parser, tokens, "qwen")
         if cell is not None and rest:
             raise UsageError(f"Unexpected text on the %%qwen line: {rest!r}: put the prompt in the cell body")
         try:
@@ -125,7 +136,7 @@ class QwenMagics(Magics, QwenSettings):
     def _ask(self, args, template: str) -> Result:
         if args.out is not None and not args.out.isidentifier():
             raise UsageError(f"-o {args.out!r} is not a Python name: use e.g. -o answer")
-        conversation = self.conversations.get_or_create(args.chat) if args.chat else None
+        conversation = self.conversations.get_or_create(args.chat) if args.chat is not None else None
         expansion = expand(template, self.shell.user_ns, max_chars=self.max_value_chars,
                            dataframe_rows=self.dataframe_rows) if not args.no_expand else None
         prompt = (expansion.text if expansion else template).strip()

@@ -8,6 +8,7 @@ and never change them.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import re
 import shlex
@@ -143,6 +144,11 @@ def make_request(args: argparse.Namespace, settings: QwenSettings, messages: lis
         if args.thinking:
             raise InvalidInput("JSON output cannot be combined with --thinking", "drop --thinking, or drop -f json")
         thinking = False
+    if messages and messages[-1].get("partial"):  # Model Studio's partial mode is for non-thinking mode only
+        if args.thinking:
+            raise InvalidInput("--prefix (partial mode) cannot be combined with --thinking",
+                               "drop --thinking, or drop --prefix")
+        thinking = False
     api = args.api or settings.api
     if api == "responses" and args.logprobs:
         raise InvalidInput("--logprobs is not available with --api responses", "use --api chat for token probabilities")
@@ -151,6 +157,9 @@ def make_request(args: argparse.Namespace, settings: QwenSettings, messages: lis
     if tools and is_local(model):
         raise InvalidInput("--tools is not available with the local models",
                            "use a Model Studio model (set DASHSCOPE_API_KEY) or --base-url")
+    if args.timeout is not None and not args.timeout > 0:  # also NaN; the configured timeout is checked by its trait
+        raise InvalidInput(f"timeout {args.timeout:g} is out of range",
+                           "use a number of seconds above 0, e.g. --timeout 60")
     endpoint = endpoint_for(settings, args.region, args.base_url, args.timeout, model, api)
     if endpoint.key_required and endpoint.api_key() is None:
         raise missing_key(endpoint.api_key_env, endpoint.region)
@@ -181,12 +190,36 @@ def json_schema_of(name: str, namespace: dict[str, Any]) -> tuple[dict[str, Any]
         raise InvalidInput(f"--schema {name!r}: no such variable", "define a JSON Schema dict or a pydantic model first")
     value = namespace[name]
     if isinstance(value, type) and hasattr(value, "model_json_schema"):
-        return value.model_json_schema(), value
+        try:
+            return value.model_json_schema(), value
+        except Exception as err:  # noqa: BLE001 - e.g. a field type pydantic cannot describe in JSON Schema
+            detail = (str(err).strip().splitlines() or [""])[0]
+            raise InvalidInput(f"--schema {name}: pydantic cannot describe it as a JSON Schema "
+                               f"({type(err).__name__}: {detail})",
+                               "give its fields JSON types: str, int, float, bool, lists, dicts, nested models") from None
     if isinstance(value, dict) and isinstance(value.get("type", "object"), str) and (
             "properties" in value or "type" in value or "$ref" in value):
+        problem = _schema_problem(value)
+        if problem:
+            raise InvalidInput(f"--schema {name}: {problem}", "fix the dict, e.g. {'type': 'object', 'properties': "
+                               "{'name': {'type': 'string'}}, 'required': ['name']}")
         return value, None
     raise InvalidInput(f"--schema {name}: a {type(value).__name__} is not a JSON Schema",
                        "give a dict like {'type': 'object', 'properties': {...}} or a pydantic model class")
+
+
+def _schema_problem(schema: dict[str, Any]) -> str | None:
+    """The mistakes easy to make in a hand-written JSON Schema dict (a shallow check, not a validator)."""
+    properties, required = schema.get("properties", {}), schema.get("required", [])
+    if not isinstance(properties, dict) or not all(isinstance(p, dict) for p in properties.values()):
+        return "'properties' must map each property name to a schema (a dict)"
+    if not isinstance(required, list) or not all(isinstance(r, str) for r in required):
+        return "'required' must be a list of property names"
+    try:
+        json.dumps(schema)
+    except (TypeError, ValueError) as err:
+        return f"it cannot be sent as JSON ({err})"
+    return None
 
 
 def response_format(fmt: str, schema: dict[str, Any] | None) -> dict[str, Any] | None:

@@ -93,10 +93,13 @@ class _Inbox:
         """Loop thread: step aside while the cell's thread is rendering."""
         if self._holding:
             self._resume.clear()
+            # A timer rather than asyncio.wait_for, which can swallow a cancellation (Ctrl-C) that
+            # arrives as the event is set (Python 3.11, gh-86296).
+            timer = self._loop.call_later(_HOLD, self._resume.set)
             try:
-                await asyncio.wait_for(self._resume.wait(), _HOLD)
-            except asyncio.TimeoutError:
-                pass
+                await self._resume.wait()
+            finally:
+                timer.cancel()
 
     def take(self, timeout: float | None) -> list:
         """Cell's thread: every item available, waiting for one only when ``timeout`` is None.

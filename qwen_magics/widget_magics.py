@@ -15,11 +15,13 @@ from IPython.core.error import UsageError
 from IPython.core.magic import Magics, cell_magic, line_magic, magics_class, no_var_expand
 from IPython.core.magic_arguments import argument, magic_arguments, parse_argstring
 from IPython.display import display, update_display
+from IPython.utils.process import arg_split
 
 from . import runner
 from .backends import backend_for
 from .errors import InvalidInput, QwenMagicsError
 from .expand import expand
+from .magics import parse_options
 from .options import choose_model, endpoint_for, make_request, messages_for, split_line, system_prompt
 from .render.parts import footer_text
 from .request import Request
@@ -44,7 +46,7 @@ class QwenWidgetMagics(Magics):
         def make(options: str, text: str = prompt) -> Request:
             try:
                 tokens, rest = split_line(parser, options, cell_mode=True)
-                args = parser.parse_args(tokens)
+                args = parse_options(parser, tokens, "qwen")
             except UsageError as err:
                 raise InvalidInput(str(err)) from None
             if rest:
@@ -118,7 +120,7 @@ class QwenWidgetMagics(Magics):
         can be edited and re-run alone; Stop (or the kernel's stop) cancels all.
         The comparison is returned (``.rows``, ``.to_dataframe()``, ``.to_markdown()``).
         """
-        args = parse_argstring(self.qwen_compare, line)
+        args = parse_options(self.qwen_compare.parser, arg_split(line), "qwen_compare")
         try:
             return self._compare(args, cell)
         except QwenMagicsError as err:

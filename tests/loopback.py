@@ -52,6 +52,7 @@ from __future__ import annotations
 
 import json
 import logging
+import random
 import re
 import socket
 import threading
@@ -709,6 +710,8 @@ class LoopbackServer:
         self._queue: deque[list] = deque()  # [script, remaining]
         self._requests: list[Recorded] = []
         self._stored: dict[str, list[dict]] = {}  # Responses API: response id -> its conversation
+        self._random_faults: Optional[tuple[float, list[Script], random.Random, Optional[Script]]] = None
+        self._injected: list[Script] = []
         self._threads: set[threading.Thread] = set()
         self._conns: set[socket.socket] = set()
         self._stopping = threading.Event()
@@ -771,7 +774,7 @@ class LoopbackServer:
     def _next_script(self) -> Optional[Script]:
         with self._lock:
             if not self._queue:
-                return None
+                return self._random_fault()
             entry = self._queue[0]
             entry[1] -= 1
             if entry[1] <= 0:
@@ -794,6 +797,34 @@ class LoopbackServer:
             self._queue.clear()
             self._requests.clear()
             self._stored.clear()
+            self._random_faults = None
+            self._injected.clear()
+
+    # -- random faults (load tests): on top of the queue, never instead of it
+    def inject_faults(self, rate: float, scripts: Iterable[Script], seed: int = 0,
+                      otherwise: Optional[Script] = None) -> None:
+        """From now on, a request that passes the checks and finds the queue empty gets, with probability
+        ``rate``, one of ``scripts`` picked at random (seeded: the same run injects the same faults), else
+        ``otherwise`` (None: the default reply).  ``rate=0`` (or :meth:`reset`) turns it off; ``repeat`` of
+        these scripts is ignored."""
+        with self._lock:
+            self._random_faults = (rate, list(scripts), random.Random(seed), otherwise) if rate > 0 else None
+
+    @property
+    def injected(self) -> list[Script]:
+        """The faults :meth:`inject_faults` handed out so far, in order."""
+        with self._lock:
+            return list(self._injected)
+
+    def _random_fault(self) -> Optional[Script]:  # called with the lock held
+        if self._random_faults is None:
+            return None
+        rate, scripts, rng, otherwise = self._random_faults
+        if not scripts or rng.random() >= rate:
+            return otherwise
+        script = rng.choice(scripts)
+        self._injected.append(script)
+        return script
 
     def _authorized(self, header: Optional[str]) -> bool:
         if not header or not header.startswith("Bearer "):

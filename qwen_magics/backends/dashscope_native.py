@@ -16,6 +16,7 @@ import atexit
 import re
 from typing import Any, AsyncIterator
 
+from .. import errors as e
 from .. import events as ev
 from ..errors import stream_cut
 from ..request import Request
@@ -75,17 +76,27 @@ def _parts(content: Any) -> list[dict[str, Any]]:
 
 
 async def stream(request: Request) -> AsyncIterator[ev.Event]:
-    """Events for one request; raises :class:`~qwen_magics.errors.QwenMagicsError` on failure."""
+    """Events for one request; raises :class:`~qwen_magics.errors.QwenMagicsError` on failure.
+
+    The dashscope SDK neither retries nor applies a read timeout, so both are
+    done here as the openai SDK does them: each frame must come within
+    ``timeout``; rate limits, server errors, timeouts and refused connections
+    before the first frame are retried ``max_retries`` times with exponential
+    backoff (honouring ``Retry-After``).
+    """
     from dashscope import AioGeneration, AioMultiModalConversation
 
     api = AioMultiModalConversation if multimodal(request) else AioGeneration
     started = finished = False
     usage: ev.Usage | None = None
+    frames = None
     try:
-        reply = await api.call(**build_call(request))
-        frames = reply if request.stream else _once(reply)
-        async for frame in frames:
+        frames, frame = await _open(api, request)
+        while frame is not None:
             if frame.status_code != 200:
+                if started and frame.code == "Unknown" and frame.status_code == 500:  # the SDK's undecodable frame
+                    raise e.ServerError("The service sent a malformed stream event",
+                                        "the partial answer is kept; run the cell again")
                 raise from_status(frame.status_code, frame.code, frame.message or "", request)
             if not started:
                 started = True
@@ -94,12 +105,61 @@ async def stream(request: Request) -> AsyncIterator[ev.Event]:
                 finished = finished or isinstance(event, ev.Finished)
                 yield event
             usage = _usage(frame.usage) or usage
+            frame = await _next(frames, request.endpoint.timeout)
         if usage is not None:
             yield usage
         if not finished:
             raise stream_cut("without a finish reason")
     except Exception as err:  # noqa: BLE001 - every SDK/transport error becomes one clear line
         raise translate(err, request, midstream=started) from err
+    finally:
+        if frames is not None:
+            await frames.aclose()  # closes the SDK's HTTP response
+
+
+async def _open(api: Any, request: Request) -> tuple[Any, Any]:
+    """Start the call and wait for its first frame, retrying what may pass (see :func:`stream`)."""
+    import aiohttp
+
+    timeout, retries = request.endpoint.timeout, request.endpoint.max_retries
+    for attempt in range(retries + 1):
+        frames = None
+        try:
+            reply = await asyncio.wait_for(api.call(**build_call(request)), timeout)
+            frames = reply if request.stream else _once(reply)
+            first = await _next(frames, timeout)
+        except (asyncio.TimeoutError, aiohttp.ClientConnectionError):
+            if frames is not None:
+                await frames.aclose()
+            if attempt == retries:
+                raise
+            await asyncio.sleep(_backoff(attempt))
+            continue
+        if first is None or first.status_code not in _RETRYABLE or attempt == retries:
+            return frames, first
+        await frames.aclose()
+        await asyncio.sleep(_backoff(attempt, getattr(first, "headers", None)))
+    raise AssertionError("unreachable")
+
+
+async def _next(frames: Any, timeout: float) -> Any:
+    """The next frame within ``timeout`` seconds, or None at the end."""
+    try:
+        return await asyncio.wait_for(frames.__anext__(), timeout)
+    except StopAsyncIteration:
+        return None
+
+
+_RETRYABLE = {429, 500, 502, 503, 504}
+
+
+def _backoff(attempt: int, headers: Any = None) -> float:
+    """Seconds before retry ``attempt + 1``: the server's Retry-After, else 0.5 s doubling, at most 8 s."""
+    told = (headers or {}).get("Retry-After") or (headers or {}).get("retry-after")
+    try:
+        return min(float(told), 60.0) if told is not None else min(0.5 * 2 ** attempt, 8.0)
+    except ValueError:
+        return min(0.5 * 2 ** attempt, 8.0)
 
 
 async def _once(reply):

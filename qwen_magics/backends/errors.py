@@ -51,7 +51,9 @@ def from_status(status: int | None, code: str | None, message: str, request: Req
     low = (code or "").lower().replace("_", "").replace(".", "")  # data_inspection_failed ~ DataInspectionFailed
     kw = {"status": status, "code": code}
     if "datainspection" in low:
-        return e.ContentBlocked(f"Content moderation refused the {'input' if status else 'answer'}{tag}",
+        # An error inside a stream has no status (compatible mode) or says "Output data ..." (native, 400)
+        answer = not status or message.lower().startswith("output")
+        return e.ContentBlocked(f"Content moderation refused the {'answer' if answer else 'input'}{tag}",
                                 "rephrase the prompt; sending the same text again will not help", **kw)
     if status == 401 or "invalidapikey" in low:
         where = f"the {region} region" if region else request.endpoint.base_url
@@ -64,7 +66,7 @@ def from_status(status: int | None, code: str | None, message: str, request: Req
     if status == 403 or "accessdenied" in low:
         return e.PermissionDenied(f"Access to {model!r} was denied{tag}",
                                   "enable the model for your account or workspace in the Model Studio console", **kw)
-    if "quota" in low or "arrearage" in low:
+    if ("quota" in low and "throttling" not in low) or "arrearage" in low:  # Throttling.RateQuota is a rate limit
         return e.QuotaExceeded(f"The account has no quota left{tag}",
                                "check billing in the Model Studio console; retrying will not help", **kw)
     if status == 429 or "throttling" in low or "limitrequests" in low:
@@ -96,8 +98,8 @@ def _message(err: BaseException) -> str:
 
 
 def _retries(request: Request) -> int:
-    """Retries made before giving up: the openai SDK retries (max_retries); the dashscope SDK does not."""
-    return 0 if request.protocol == "dashscope" else request.endpoint.max_retries
+    """Retries made before giving up (the openai SDK's, or the native backend's own)."""
+    return request.endpoint.max_retries
 
 
 def _after(retries: int) -> str:
