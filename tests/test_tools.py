@@ -5,8 +5,6 @@ protocol's own shape (chat deltas, Responses function_call items, native
 incremental frames) and, after tool outputs, answers with what they returned.
 """
 
-import json
-import time
 from typing import Literal, Optional
 
 import pytest
