@@ -7,7 +7,8 @@ refresh in :meth:`finish`, so a fast stream cannot flood the front end.
 
 The interval also stretches when refreshing is slow (a busy machine, a slow
 front-end channel): a refresh may take at most ``BUDGET`` of the streaming time,
-so the display never slows the stream down by more than that.
+so the display never slows the stream down by more than that; but never beyond
+``STRETCH`` intervals, so a busy machine still sees the answer grow.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from ..result import Result
 
 
 BUDGET = 0.03
+STRETCH = 3
 
 
 class Renderer:
@@ -54,7 +56,7 @@ class Renderer:
             self._dirty = False
             self._last_refresh = start = self.clock()
             self.refresh(result)
-            self._gap = max(self.interval, (self.clock() - start) / BUDGET)
+            self._gap = min(max(self.interval, (self.clock() - start) / BUDGET), STRETCH * self.interval)
 
     # Surfaces override these.
     def notice(self, text: str) -> None:
