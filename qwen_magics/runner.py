@@ -81,6 +81,7 @@ class _Inbox:
         self._resume = asyncio.Event()
         self._wake_on_put = True
         self._holding = False
+        self._awake = False  # the cell's thread has taken events and may be rendering them
 
     def put(self, item: object) -> None:
         """Loop thread: hand over one item."""
@@ -109,12 +110,12 @@ class _Inbox:
         """
         self._ready.clear()
         self._wake_on_put = timeout is None
-        if self._holding:
+        if self._holding and self._awake:  # back to sleep: let the stream go on (a first event's hold stays)
             self._holding = False
             self._loop.call_soon_threadsafe(self._resume.set)
         if not self._items or timeout is not None:
             self._ready.wait(timeout)
-        self._holding = True
+        self._holding = self._awake = True
         items = []
         while self._items:
             items.append(self._items.popleft())

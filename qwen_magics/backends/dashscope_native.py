@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import atexit
 import re
+import sys
 from typing import Any, AsyncIterator
 
 from .. import errors as e
@@ -125,7 +126,7 @@ async def _open(api: Any, request: Request) -> tuple[Any, Any]:
     for attempt in range(retries + 1):
         frames = None
         try:
-            reply = await asyncio.wait_for(api.call(**build_call(request)), timeout)
+            reply = await _within(api.call(**build_call(request)), timeout)
             frames = reply if request.stream else _once(reply)
             first = await _next(frames, timeout)
         except (asyncio.TimeoutError, aiohttp.ClientConnectionError):
@@ -145,9 +146,18 @@ async def _open(api: Any, request: Request) -> tuple[Any, Any]:
 async def _next(frames: Any, timeout: float) -> Any:
     """The next frame within ``timeout`` seconds, or None at the end."""
     try:
-        return await asyncio.wait_for(frames.__anext__(), timeout)
+        return await _within(frames.__anext__(), timeout)
     except StopAsyncIteration:
         return None
+
+
+async def _within(awaitable: Any, timeout: float) -> Any:
+    """``awaitable`` or ``TimeoutError``; asyncio.timeout where it exists, because wait_for can lose a
+    cancellation (Ctrl-C) that arrives just as the awaitable completes (Python 3.11, gh-86296)."""
+    if sys.version_info >= (3, 11):
+        async with asyncio.timeout(timeout):
+            return await awaitable
+    return await asyncio.wait_for(awaitable, timeout)
 
 
 _RETRYABLE = {429, 500, 502, 503, 504}
