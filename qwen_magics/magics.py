@@ -26,23 +26,13 @@ from .expand import expand
 from .markdown import render_markdown
 from .media import media_url, user_content
 from .models import ModelTable, is_local, known, likely_typo
-from .options import (choose_model, endpoint_for, json_schema_of, make_request, messages_for, partial_message,
-                      split_line, system_prompt)
+from .options import (choose_model, endpoint_for, json_schema_of, make_request, messages_for, parse_options,
+                      partial_message, split_line, system_prompt)
 from .render.notebook import NotebookRenderer
 from .render.terminal import TerminalRenderer
 from .request import Request
 from .result import Result
 from .tools import converse, tools_from
-
-def parse_options(parser, tokens: list[str], magic: str):
-    """argparse, with its one-line complaint ending in where to read about the options."""
-    try:
-        return parser.parse_args(tokens)
-    except UsageError as err:
-        message = str(err)
-        if f"%{magic}?" in message:
-            raise
-        raise UsageError(f"{message}: see %{magic}? for the options") from None
 
 
 _FENCED = re.compile(r"^ {0,3}(`{3,}|~{3,})[^\n]*\n(.*?)^ {0,3}\1[ \t]*$", re.S | re.M)

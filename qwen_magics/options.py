@@ -30,6 +30,17 @@ FORMAT_INSTRUCTIONS = {
 }
 
 
+def parse_options(parser: argparse.ArgumentParser, tokens: list[str], magic: str) -> argparse.Namespace:
+    """Parse option tokens; argparse's one-line complaint ends, as split_line's do, with where to read more."""
+    try:
+        return parser.parse_args(tokens)
+    except UsageError as err:
+        message = str(err)
+        if f"%{magic}?" in message:
+            raise
+        raise UsageError(f"{message}: see %{magic}? for the options") from None
+
+
 def split_line(parser: argparse.ArgumentParser, line: str, cell_mode: bool) -> tuple[list[str], str]:
     """Split a magic line into option tokens and the prompt text that follows them.
 

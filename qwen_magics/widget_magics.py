@@ -21,8 +21,8 @@ from . import runner
 from .backends import backend_for
 from .errors import InvalidInput, QwenMagicsError
 from .expand import expand
-from .magics import parse_options
-from .options import choose_model, endpoint_for, make_request, messages_for, split_line, system_prompt
+from .options import (choose_model, endpoint_for, make_request, messages_for, parse_options, split_line,
+                      system_prompt)
 from .render.parts import footer_text
 from .request import Request
 
