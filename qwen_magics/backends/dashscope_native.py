@@ -167,8 +167,8 @@ def _backoff(attempt: int, headers: Any = None) -> float:
     """Seconds before retry ``attempt + 1``: the server's Retry-After, else 0.5 s doubling, at most 8 s."""
     told = (headers or {}).get("Retry-After") or (headers or {}).get("retry-after")
     try:
-        return min(float(told), 60.0) if told is not None else min(0.5 * 2 ** attempt, 8.0)
-    except ValueError:
+        return min(float(told), 60.0)
+    except (TypeError, ValueError):  # none given (None), or an HTTP date
         return min(0.5 * 2 ** attempt, 8.0)
 
 

@@ -24,7 +24,7 @@ def translate(err: BaseException, request: Request, midstream: bool = False) -> 
     import openai
 
     where = request.endpoint.region or request.endpoint.base_url
-    retries = _retries(request)
+    retries = request.endpoint.max_retries
     if isinstance(err, openai.APIStatusError):
         return from_status(err.status_code, _code(err.body), _message(err), request)
     if isinstance(err, (openai.APITimeoutError, TimeoutError)):  # TimeoutError: asyncio/aiohttp (dashscope SDK)
@@ -70,10 +70,10 @@ def from_status(status: int | None, code: str | None, message: str, request: Req
         return e.QuotaExceeded(f"The account has no quota left{tag}",
                                "check billing in the Model Studio console; retrying will not help", **kw)
     if status == 429 or "throttling" in low or "limitrequests" in low:
-        return e.RateLimited(f"Rate limited{tag}{_after(_retries(request))}",
+        return e.RateLimited(f"Rate limited{tag}{_after(request.endpoint.max_retries)}",
                              "wait a minute and run the cell again, or raise %config QwenMagics.max_retries", **kw)
     if status is not None and status >= 500:
-        return e.ServerError(f"Model Studio had a server error{tag}{_after(_retries(request))}",
+        return e.ServerError(f"Model Studio had a server error{tag}{_after(request.endpoint.max_retries)}",
                              "try again shortly", **kw)
     if status == 400 or "invalidparameter" in low:
         return e.BadRequest(f"The request was rejected{tag}: {message}", "fix the option it names and run again", **kw)
@@ -95,11 +95,6 @@ def _message(err: BaseException) -> str:
         if isinstance(inner, dict) and inner.get("message"):
             return str(inner["message"])
     return str(getattr(err, "message", err))
-
-
-def _retries(request: Request) -> int:
-    """Retries made before giving up (the openai SDK's, or the native backend's own)."""
-    return request.endpoint.max_retries
 
 
 def _after(retries: int) -> str:
