@@ -19,9 +19,15 @@ def _parser():
     return MarkdownIt("commonmark", {"html": False, "linkify": False}).enable(["table", "strikethrough"])
 
 
+@lru_cache(maxsize=4)
+def _tokens(text: str) -> list:
+    """The parse of ``text``, kept for a moment: a refresh splits the tail into blocks, then renders it."""
+    return _parser().parse(text)
+
+
 def render_markdown(text: str) -> str:
     """HTML for markdown text, with any HTML in the text shown as text."""
-    return _parser().render(text) if text else ""
+    return _parser().renderer.render(_tokens(text), _parser().options, {}) if text else ""
 
 
 def render_plain(text: str) -> str:
@@ -31,4 +37,4 @@ def render_plain(text: str) -> str:
 
 def block_starts(text: str) -> list[int]:
     """Line numbers where each top-level markdown block of ``text`` starts."""
-    return [tok.map[0] for tok in _parser().parse(text) if tok.level == 0 and tok.map and tok.nesting >= 0]
+    return [tok.map[0] for tok in _tokens(text) if tok.level == 0 and tok.map and tok.nesting >= 0]

@@ -95,12 +95,13 @@ def _from_chunk(chunk) -> list[ev.Event]:
     out: list[ev.Event] = []
     for choice in chunk.choices or ():
         delta = choice.delta
-        reasoning = getattr(delta, "reasoning_content", None) or (delta.model_extra or {}).get("reasoning_content")
+        reasoning = _reasoning_of(delta)
         if reasoning:
             out.append(ev.ReasoningDelta(reasoning))
         if delta.content:
             out.append(ev.TextDelta(delta.content))
-        out += _logprobs(choice.logprobs)
+        if choice.logprobs:
+            out += _logprobs(choice.logprobs)
         for call in delta.tool_calls or ():
             fn = call.function
             out.append(ev.ToolCallDelta(call.index, call.id, fn.name if fn else None, (fn.arguments or "") if fn else ""))
@@ -111,11 +112,19 @@ def _from_chunk(chunk) -> list[ev.Event]:
     return out
 
 
+def _reasoning_of(delta) -> str | None:
+    """DashScope's ``reasoning_content``: an extra field to the SDK (a declared one, should it become so).
+
+    Read from the model's dicts: ``getattr`` on an absent extra costs more than the rest of the chunk.
+    """
+    return (delta.model_extra or {}).get("reasoning_content") or delta.__dict__.get("reasoning_content")
+
+
 def _from_completion(completion) -> list[ev.Event]:
     out: list[ev.Event] = [ev.Started(request_id=completion.id, model=completion.model)]
     choice = completion.choices[0]
     message = choice.message
-    reasoning = (message.model_extra or {}).get("reasoning_content")
+    reasoning = _reasoning_of(message)
     if reasoning:
         out.append(ev.ReasoningDelta(reasoning))
     if message.content:
