@@ -67,14 +67,11 @@ class _Inbox:
       (nothing was pending); while a refresh is owed it sleeps until it is due
       and takes every event that arrived meanwhile in one go.  The end of the
       stream always wakes it.
-    * Until the first refresh, while the cell's thread is awake it *holds*
-      the stream: the loop thread stops reading after its next event until
-      the cell's thread sleeps again (at most ``_HOLD`` seconds), so the
-      display call and ipykernel's I/O thread do not queue for the GIL behind
-      a busy parser.  The first answer text therefore reaches the front end
-      as soon as it arrives.  Later refreshes run alongside the stream: most
-      of a refresh is waiting for ipykernel's I/O thread, and the stream
-      should not wait with it.
+    * While the cell's thread is awake it *holds* the stream: the loop thread
+      stops reading after its next event until the cell's thread sleeps again
+      (at most ``_HOLD`` seconds), so the display call and ipykernel's I/O
+      thread do not queue for the GIL behind a busy parser.  The first answer
+      text therefore reaches the front end as soon as it arrives.
     """
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
@@ -84,14 +81,13 @@ class _Inbox:
         self._resume = asyncio.Event()
         self._wake_on_put = True
         self._holding = False
-        self.hold = True  # hold the stream while the cell's thread is awake (cleared after the first refresh)
         self._awake = False  # the cell's thread has taken events and may be rendering them
 
     def put(self, item: object) -> None:
         """Loop thread: hand over one item."""
         self._items.append(item)
         if self._wake_on_put or isinstance(item, _End):
-            self._holding = self.hold
+            self._holding = True
             self._ready.set()
 
     async def yield_if_held(self) -> None:
@@ -119,7 +115,7 @@ class _Inbox:
             self._loop.call_soon_threadsafe(self._resume.set)
         if not self._items or timeout is not None:
             self._ready.wait(timeout)
-        self._holding = self._awake = self.hold
+        self._holding = self._awake = True
         items = []
         while self._items:
             items.append(self._items.popleft())
@@ -263,8 +259,6 @@ def _consume(inbox: _Inbox, renderer: Renderer, result: Result) -> BaseException
             result.apply(event, at)
             renderer.take(event, result)
         renderer.refresh_if_due(result)
-        if renderer.refreshes:
-            inbox.hold = False
 
 
 def _finish(renderer: Renderer, result: Result) -> None:

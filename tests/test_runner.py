@@ -7,8 +7,6 @@ import time
 from qwen_magics import events as ev
 from qwen_magics import runner
 from qwen_magics.backends.local import _DONE, _Handover
-from qwen_magics.render.base import Renderer
-from qwen_magics.result import Result
 
 
 def test_the_cell_thread_waiting_for_nothing_wakes_at_the_first_event():
@@ -59,43 +57,6 @@ def test_the_stream_steps_aside_while_the_cell_thread_renders_and_resumes_when_i
     assert not resumed.wait(0.1)  # held while the cell thread is awake
     threading.Thread(target=inbox.take, args=(0.5,), daemon=True).start()  # back to sleep: released
     assert resumed.wait(2)
-
-
-def test_after_the_first_refresh_the_stream_runs_alongside_the_cell_thread():
-    loop = runner.background_loop()
-    inbox = runner._Inbox(loop)
-    inbox.take(0)
-    inbox.hold = False  # what the driver does once the first answer text is on screen
-    resumed = threading.Event()
-
-    async def pump():
-        inbox.put("next")
-        await inbox.yield_if_held()
-        resumed.set()
-
-    asyncio.run_coroutine_threadsafe(pump(), loop)
-    assert inbox.take(0.05) == ["next"]
-    assert resumed.wait(0.1)  # not held while the cell thread renders
-
-
-def test_the_driver_holds_the_stream_for_the_first_refresh_only():
-    inbox = runner._Inbox(runner.background_loop())
-    held_during_refresh = []
-
-    class Watching(Renderer):
-        def refresh(self, result):
-            held_during_refresh.append(inbox.hold)
-
-    def produce():
-        for i in range(4):
-            inbox.put((time.monotonic(), ev.TextDelta(str(i))))
-            time.sleep(0.08)
-        inbox.put(runner._End())
-
-    threading.Thread(target=produce).start()
-    runner._consume(inbox, Watching(interval=0.05), Result(model="m", parameters={}))
-    assert held_during_refresh[0] is True  # the first text goes out without the loop thread in the way
-    assert len(held_during_refresh) >= 2 and not any(held_during_refresh[1:])
 
 
 def test_local_tokens_reach_the_loop_in_batches_the_first_at_once():

@@ -33,7 +33,6 @@ class Renderer:
         self._dirty = False
         self._last_refresh = float("-inf")
         self._gap = interval
-        self.refreshes = 0
 
     def handle(self, event: ev.Event, result: Result) -> None:
         """Take one event; refresh the display if the interval has passed."""
@@ -56,7 +55,6 @@ class Renderer:
         if self._dirty and self.clock() - self._last_refresh >= self._gap:
             self._dirty = False
             self._last_refresh = start = self.clock()
-            self.refreshes += 1
             self.refresh(result)
             self._gap = min(max(self.interval, (self.clock() - start) / BUDGET), STRETCH * self.interval)
 
