@@ -204,6 +204,9 @@ async def stream_into(request: Request, backend: Backend, renderer: Renderer, re
         nonlocal timer
         timer = None
         renderer.refresh_if_due(result)
+        wait = renderer.seconds_until_due()  # something left for the next refresh: it happens, events or not
+        if wait is not None:
+            timer = loop.call_later(wait, refresh)
 
     events = backend(request)
     try:

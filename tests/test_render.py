@@ -98,6 +98,24 @@ def test_refreshes_are_throttled_and_the_final_text_is_always_shown(shell):
     assert shown[-1]["text/plain"].startswith("m · 10 in / 4000 out tokens")
 
 
+def test_each_refresh_sends_at_most_one_message_a_new_block_waits_for_the_next(shell):
+    clock = Clock()
+    sent = []
+
+    class Counting(NotebookRenderer):
+        def refresh(self, result):
+            before = len(shell.display_pub.outputs)
+            left = super().refresh(result)
+            sent.append(len(shell.display_pub.outputs) - before)
+            return left
+
+    answer = markdown_answer(16_000)
+    stream(Counting(interval=0.1, clock=clock), clock, chunks(answer))
+    assert max(sent) == 1 and len(sent) >= 35
+    assert len(visible(shell)) > 20  # many blocks were frozen, each in a refresh of its own
+    assert "".join(b["text/plain"] for b in visible(shell)[:-1]) == answer
+
+
 def test_reasoning_streams_open_then_collapses_once_when_the_answer_starts(shell):
     clock = Clock()
     reasoning = "I think " * 500
@@ -150,7 +168,7 @@ def refresh_times(shell, seconds_per_refresh):
         def refresh(self, result):
             refreshes.append(clock.now)
             clock.now += seconds_per_refresh
-            super().refresh(result)
+            return super().refresh(result)
 
     stream(SlowRenderer(interval=0.1, clock=clock), clock, chunks(markdown_answer(16_000)))
     return refreshes

@@ -7,6 +7,9 @@ import time
 from qwen_magics import events as ev
 from qwen_magics import runner
 from qwen_magics.backends.local import _DONE, _Handover
+from qwen_magics.render.base import Renderer
+from qwen_magics.request import Endpoint, Request
+from qwen_magics.result import Result
 
 
 def test_the_cell_thread_waiting_for_nothing_wakes_at_the_first_event():
@@ -57,6 +60,44 @@ def test_the_stream_steps_aside_while_the_cell_thread_renders_and_resumes_when_i
     assert not resumed.wait(0.1)  # held while the cell thread is awake
     threading.Thread(target=inbox.take, args=(0.5,), daemon=True).start()  # back to sleep: released
     assert resumed.wait(2)
+
+
+class LeavesSomethingOnce(Renderer):
+    """A renderer whose second refresh leaves part of what arrived for the next one (a new markdown block)."""
+
+    def __init__(self):
+        super().__init__(interval=0.05)
+        self.refreshes = 0
+
+    def refresh(self, result):
+        self.refreshes += 1
+        return self.refreshes == 2
+
+
+def two_events_then_a_pause(renderer, seen_during_pause):
+    async def backend(request):
+        yield ev.TextDelta("para one")  # shown at once
+        yield ev.TextDelta("\n\npara two")  # shown when the refresh is due: only the first block, then the rest
+        await asyncio.sleep(0.6)
+        seen_during_pause.append(renderer.refreshes)
+        yield ev.Finished("stop")
+    return backend
+
+
+REQUEST = Request(messages=({"role": "user", "content": "hi"},), model="m", endpoint=Endpoint("http://127.0.0.1:9"))
+
+
+def test_what_a_refresh_left_is_shown_while_the_stream_pauses_in_a_cell():
+    renderer, seen = LeavesSomethingOnce(), []
+    runner.run(REQUEST, two_events_then_a_pause(renderer, seen), renderer, Result.for_request(REQUEST))
+    assert seen == [3]
+
+
+def test_what_a_refresh_left_is_shown_while_the_stream_pauses_in_a_widget():
+    renderer, seen = LeavesSomethingOnce(), []
+    runner.call(runner.stream_into(REQUEST, two_events_then_a_pause(renderer, seen), renderer,
+                                   Result.for_request(REQUEST)), 10)
+    assert seen == [3]
 
 
 def test_local_tokens_reach_the_loop_in_batches_the_first_at_once():

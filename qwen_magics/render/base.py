@@ -53,9 +53,8 @@ class Renderer:
 
     def refresh_if_due(self, result: Result) -> None:
         if self._dirty and self.clock() - self._last_refresh >= self._gap:
-            self._dirty = False
             self._last_refresh = start = self.clock()
-            self.refresh(result)
+            self._dirty = self.refresh(result)
             self._gap = min(max(self.interval, (self.clock() - start) / BUDGET), STRETCH * self.interval)
 
     # Surfaces override these.
@@ -65,8 +64,9 @@ class Renderer:
     def on_event(self, event: ev.Event, result: Result) -> None:
         """Record an event (cheap: no display traffic here)."""
 
-    def refresh(self, result: Result) -> None:
-        """Bring the display up to date with what has arrived."""
+    def refresh(self, result: Result) -> bool:
+        """Bring the display up to date with what has arrived; True if some of it is left for the next refresh."""
+        return False
 
     def tool_run(self, run) -> None:
         """Show a tool call the model made and what came of it (a :class:`~qwen_magics.tools.ToolRun`)."""

@@ -5,9 +5,10 @@ streamed over 4 s cost 95× its size that way.  Here each part is sent about
 once: the answer is a chain of parts (displays in a cell, HTML widgets in a
 column), and a part is updated only while it holds the open tail.  When a
 markdown block is complete (a later block has started) it is frozen into the
-current part and a new part opens for the tail.  A block that grows past
-``tail_limit`` (a long code block, a long paragraph) is cut at a line, so no
-single part is resent without bound.
+current part and a new part opens for the tail, shown at the next refresh:
+a refresh sends one message.  A block that grows past ``tail_limit`` (a long
+code block, a long paragraph) is cut at a line, so no single part is resent
+without bound.
 
 The thinking section is one part that shows the latest ``thinking_window``
 characters while reasoning streams, and becomes a collapsed ``<details>``
@@ -90,15 +91,18 @@ class Chain:
         self.tail = Slot(new_part)
         self.sent: str | None = None
 
-    def refresh(self, final: bool = False) -> None:
+    def refresh(self, final: bool = False) -> bool:
+        """Send one message: a finished block, else the tail.  True when the tail is left for the next refresh."""
         frozen, tail = ("", self.source) if final else split_blocks(self.source, self.limit, self.markdown)
+        self.source = tail
         if frozen:
             self.tail.put(self._bundle(frozen))
             self.tail, self.sent = Slot(self.new_part), None
-        self.source = tail
+            return bool(tail)
         if tail and tail != self.sent:
             self.tail.put(self._bundle(tail))
             self.sent = tail
+        return False
 
     def _bundle(self, source: str) -> Bundle:
         return {"text/plain": source, "text/html": self.render(source)}
@@ -182,14 +186,14 @@ class PartsRenderer(Renderer):
                 self._close_thinking(result)
             self.answer.source += event.text
 
-    def refresh(self, result: Result) -> None:
+    def refresh(self, result: Result) -> bool:
         if result.reasoning and not self._thinking_closed and len(result.reasoning) != self._thinking_sent:
             text = result.reasoning
             window = text if len(text) <= self.thinking_window else "…" + text[-self.thinking_window:]
             self._thinking.put({"text/plain": f"Thinking… {window}",
                                 "text/html": reasoning_html(window, open_=True, title="Thinking…")})
             self._thinking_sent = len(text)
-        self.answer.refresh()
+        return self.answer.refresh()
 
     def tool_run(self, run) -> None:
         text = tool_run_text(run)

@@ -37,8 +37,9 @@ class TerminalRenderer(Renderer):
             self._mode = "text"
             self.out.write(event.text)
 
-    def refresh(self, result: Result) -> None:
+    def refresh(self, result: Result) -> bool:
         self.out.flush()
+        return False
 
     def tool_run(self, run) -> None:
         print(tool_run_text(run), file=self.out, flush=True)
