@@ -15,7 +15,7 @@ from typing import Callable
 
 from cells import COMPARE, LOCAL_PROMPT, LOCAL_RAW, MAGIC, PROBE, SDK, SDK_SETUP, SETUP, STARTUP
 from harness import DEFAULT_KEY, BenchTimeout, Kernel, LoopbackServer, Row, Script, median, settle, text_of
-from pairs import QUIET, alternate, fastest_ratio, usable
+from pairs import QUIET, alternate, fastest_ratio, median_interval, usable
 
 Log = Callable[[str], None]
 
@@ -61,8 +61,8 @@ def stream_overhead(server: LoopbackServer, env: dict, quick: bool, log: Log) ->
         k.execute(SDK_SETUP.format(base=server.url + "/compatible-mode/v1", key=DEFAULT_KEY))
         for _ in range(2):  # warm-up: imports, connections, caches
             runner(magic, fast)(), runner(SDK, fast)()
-        pairs = alternate(runner(magic, fast), runner(SDK, fast), want=5 if quick else 12, least=5,
-                          most=7 if quick else 20, budget=30 if quick else 100, log=log, names=("%%qwen", "sdk"),
+        pairs = alternate(runner(magic, fast), runner(SDK, fast), want=5 if quick else 24, least=5,
+                          most=7 if quick else 32, budget=30 if quick else 160, log=log, names=("%%qwen", "sdk"),
                           settle=calm)
         log("  paced, for the time to first output:")
         slow = alternate(runner(magic, paced), runner(SDK, paced), want=3 if quick else 5, least=3,
@@ -70,6 +70,7 @@ def stream_overhead(server: LoopbackServer, env: dict, quick: bool, log: Log) ->
                          settle=calm)
     used, noisy, note = usable(pairs)
     ratio = median([p.ratio() for p in used])
+    low, high = median_interval([p.ratio() for p in used])
     diffs = [p.a["first"] - p.b["first"] for p in used]
     diff = median(diffs)
     m_med, s_med = median([p.a["elapsed"] for p in used]), median([p.b["elapsed"] for p in used])
@@ -79,7 +80,8 @@ def stream_overhead(server: LoopbackServer, env: dict, quick: bool, log: Log) ->
     overhead.notes += [
         f"%%qwen {m_med:.3f} s (its stream, request to last event, {median([p.a['stream'] for p in used]):.3f} s); "
         f"bare SDK loop {s_med:.3f} s; per-pair ratios {', '.join(f'{p.ratio():.2f}' for p in used)}; fastest "
-        f"%%qwen run / fastest bare run {fastest_ratio(used):.2f}; {note}"]
+        f"%%qwen run / fastest bare run {fastest_ratio(used):.2f}; 90% bootstrap interval of the median "
+        f"{low:.2f}–{high:.2f}; {note}"]
     first = Row("1b. time to first visible output, same unthrottled stream: `%%qwen` first display − bare loop's "
                 "first chunk printed (client side)", f"{diff * 1000:+.1f} ms", "within 10 ms", abs(diff) <= 0.010,
                 noisy=noisy)

@@ -8,6 +8,8 @@ ratios are taken per pair, from the undisturbed pairs when there are enough.
 
 from __future__ import annotations
 
+import random
+import statistics
 import time
 from dataclasses import dataclass
 from typing import Callable
@@ -76,3 +78,14 @@ def usable(pairs: list[Pair]) -> tuple[list[Pair], bool, str]:
     if noisy:
         note += "; too few, so every pair is used and the number is noisy"
     return (pairs if noisy else quiet), noisy, note
+
+
+def median_interval(values: list[float], level: float = 0.9, resamples: int = 2000) -> tuple[float, float]:
+    """Bootstrap interval of the median: how much the machine's noise leaves it uncertain.
+
+    This CPU changes speed by up to 1.7× in phases of a few hundred milliseconds, so single
+    ratios scatter by ±15 %; the interval says how far the median of the pairs can be trusted.
+    """
+    rng = random.Random(0)
+    medians = sorted(statistics.median(rng.choices(values, k=len(values))) for _ in range(resamples))
+    return medians[int((1 - level) / 2 * resamples)], medians[int((1 + level) / 2 * resamples) - 1]
