@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import atexit
 import os
 import signal
 import sys
@@ -43,6 +44,7 @@ def shell():
     config.HistoryManager.enabled = False
     InteractiveShell.clear_instance()
     sh = InteractiveShell.instance(config=config)
+    atexit.unregister(sh.atexit_operations)  # each one runs gc.collect() at exit: hundreds of shells took minutes
     sh.display_pub = CapturingDisplayPublisher()
     yield sh
     InteractiveShell.clear_instance()

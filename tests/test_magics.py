@@ -111,6 +111,16 @@ def test_format_json_uses_json_mode_and_parses_the_answer(ip, dashscope):
     assert result.data == {"answer": "list two colours as json", "ok": True}
 
 
+def test_a_json_answer_streams_exactly_as_written(ip, dashscope):
+    answer = '{"colours": ["red", "blue"],\n "note": "<b>not bold</b>"}'
+    dashscope.enqueue(Script(reasoning="", text=answer, chunk_chars=3))
+    ip.run_line_magic("qwen", "-f json colours")
+    parts = [o["data"] for o in ip.display_pub.outputs]
+    assert all("```" not in p["text/plain"] and "```" not in p["text/html"] for p in parts)
+    assert parts[-2]["text/plain"] == answer  # the answer's last part, above the footer
+    assert "&lt;b&gt;not bold&lt;/b&gt;" in parts[-2]["text/html"]
+
+
 def test_invalid_json_is_reported_with_the_raw_text_kept(ip, dashscope):
     dashscope.enqueue(Script(reasoning="", text="{not json"))
     with pytest.raises(UsageError, match=r"The answer is not valid JSON .*raw text is kept in _qwen.text"):

@@ -167,10 +167,8 @@ class PartsRenderer(Renderer):
                  thinking_window: int = 1500, **kw) -> None:
         super().__init__(**kw)
         self.new_part = new_part
-        markdown = fmt != "text"
+        markdown = fmt not in ("text", "json")  # text and JSON are shown exactly as written
         self.answer = Chain(new_part, render_markdown if markdown else render_plain, markdown, tail_limit)
-        if fmt == "json":
-            self.answer.source = "```json\n"
         self.thinking_window = thinking_window
         self._thinking = Slot(new_part)
         self._thinking_sent = 0
