@@ -200,22 +200,25 @@ async def stream_into(request: Request, backend: Backend, renderer: Renderer, re
     loop = asyncio.get_running_loop()
     timer: asyncio.TimerHandle | None = None
 
+    def arm() -> None:
+        """A pending refresh happens when due, events or not (a stalled stream, what a refresh left)."""
+        nonlocal timer
+        wait = renderer.seconds_until_due()
+        if wait is not None and timer is None:
+            timer = loop.call_later(wait, refresh)
+
     def refresh() -> None:
         nonlocal timer
         timer = None
         renderer.refresh_if_due(result)
-        wait = renderer.seconds_until_due()  # something left for the next refresh: it happens, events or not
-        if wait is not None:
-            timer = loop.call_later(wait, refresh)
+        arm()
 
     events = backend(request)
     try:
         async for event in events:
             result.apply(event)
             renderer.handle(event, result)
-            wait = renderer.seconds_until_due()
-            if wait is not None and timer is None:
-                timer = loop.call_later(wait, refresh)
+            arm()
     except asyncio.CancelledError:
         result.apply(ev.Failed("stopped by user", state="stopped"))
     except Exception as err:  # noqa: BLE001 - recorded on the result, shown in the column

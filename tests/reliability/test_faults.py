@@ -238,7 +238,6 @@ def test_ctrl_c_amid_a_fast_stream_stops_it_at_once(ip, dashscope):
         ctrl_c_amid_fast_streams(ip, dashscope, ["chat", "responses"], 20)
 
 
-
 def test_ctrl_c_amid_a_fast_native_stream_stops_it_at_once(ip, dashscope):
     with fault_case("%%qwen", "dashscope", "Ctrl-C amid a fast stream, 40 times"):
         ctrl_c_amid_fast_streams(ip, dashscope, ["dashscope"], 40)
