@@ -61,8 +61,8 @@ def stream_overhead(server: LoopbackServer, env: dict, quick: bool, log: Log) ->
         k.execute(SDK_SETUP.format(base=server.url + "/compatible-mode/v1", key=DEFAULT_KEY))
         for _ in range(2):  # warm-up: imports, connections, caches
             runner(magic, fast)(), runner(SDK, fast)()
-        pairs = alternate(runner(magic, fast), runner(SDK, fast), want=5 if quick else 24, least=5,
-                          most=7 if quick else 32, budget=30 if quick else 160, log=log, names=("%%qwen", "sdk"),
+        pairs = alternate(runner(magic, fast), runner(SDK, fast), want=5 if quick else 40, least=5,
+                          most=7 if quick else 52, budget=30 if quick else 260, log=log, names=("%%qwen", "sdk"),
                           settle=calm)
         log("  paced, for the time to first output:")
         slow = alternate(runner(magic, paced), runner(SDK, paced), want=3 if quick else 5, least=3,
@@ -75,7 +75,7 @@ def stream_overhead(server: LoopbackServer, env: dict, quick: bool, log: Log) ->
     diff = median(diffs)
     m_med, s_med = median([p.a["elapsed"] for p in used]), median([p.b["elapsed"] for p in used])
     overhead = Row("1a. stream overhead: `%%qwen` / bare AsyncOpenAI loop, 4,000 chunks unthrottled "
-                   f"(median of {len(used)} alternated pairs)", f"{ratio:.2f}" + (" (noisy)" if noisy else ""),
+                   f"(median of {len(used)} alternated pairs)", f"{ratio:.3f}" + (" (noisy)" if noisy else ""),
                    "≤ 1.05", ratio <= 1.05, noisy=noisy)
     overhead.notes += [
         f"%%qwen {m_med:.3f} s (its stream, request to last event, {median([p.a['stream'] for p in used]):.3f} s); "
@@ -249,19 +249,21 @@ def local_overhead(server: LoopbackServer, env: dict, quick: bool, log: Log) -> 
         if runner(raw)()["text"] is None and quick:  # crushed by other work: no time for that in a quick run
             return [Row("6. local backend: `%%qwen -m local:0.5b` / raw llama-cpp-python", "not measured", "≤ 1.05",
                         False, [f"the warm-up raw run took over {limit} s: the machine is too busy"], noisy=True)]
-        pairs = alternate(runner(magic), runner(raw), want=3 if quick else 5, least=3, most=3 if quick else 10,
-                          budget=30 if quick else 150, log=log, names=("%%qwen", "raw"), settle=_calm(k, quick))
+        pairs = alternate(runner(magic), runner(raw), want=3 if quick else 9, least=3, most=3 if quick else 14,
+                          budget=30 if quick else 200, log=log, names=("%%qwen", "raw"), settle=_calm(k, quick))
     used, noisy, note = usable(pairs)
     ratio = median([p.ratio() for p in used])
+    low, high = median_interval([p.ratio() for p in used])
     both = [p for p in used if p.a["text"] is not None and p.b["text"] is not None]
     same = "not compared" if not both else "yes" if all(p.a["text"] == p.b["text"] for p in both) else "no"
     row = Row(f"6. local backend: `%%qwen -m local:0.5b` / raw llama-cpp-python, 64 tokens at t=0 "
-              f"(median of {len(used)} alternated pairs)", f"{ratio:.2f}" + (" (noisy)" if noisy else ""),
+              f"(median of {len(used)} alternated pairs)", f"{ratio:.3f}" + (" (noisy)" if noisy else ""),
               "≤ 1.05", ratio <= 1.05, noisy=noisy)
     row.notes += [f"%%qwen {median([p.a['elapsed'] for p in used]):.2f} s ({used[-1].a['tokens']} tokens), raw "
                   f"{median([p.b['elapsed'] for p in used]):.2f} s ({used[-1].b['pieces']} pieces), same text: "
                   f"{same}; per-pair ratios {', '.join(f'{p.ratio():.2f}' for p in used)}; fastest %%qwen "
-                  f"run / fastest raw run {fastest_ratio(used):.2f}; {note}"]
+                  f"run / fastest raw run {fastest_ratio(used):.2f}; 90% bootstrap interval of the median "
+                  f"{low:.2f}–{high:.2f}; {note}"]
     return [row]
 
 

@@ -38,15 +38,27 @@ def _b_timed(name, fn):
 
 _b_due = _b_base.Renderer.refresh_if_due
 
-def _b_refresh_if_due(self, result):
+def _b_refresh_if_due(self, result, waited=None):
     if self._dirty and self.clock() - self._last_refresh >= self._gap:
-        return _b_timed("refresh", _b_due)(self, result)
-    return _b_due(self, result)
+        return _b_timed("refresh", _b_due)(self, result, waited)
+    return _b_due(self, result, waited)
 
 _b_base.Renderer.refresh_if_due = _b_refresh_if_due
 _b_parts.Chain._bundle = _b_timed("markdown", _b_parts.Chain._bundle)
 _b_parts.block_starts = _b_timed("markdown", _b_parts.block_starts)
 _b_io.OutStream.flush = _b_timed("flush", _b_io.OutStream.flush)
+
+from qwen_magics import runner as _b_runner
+_b_step_aside = _b_runner._Inbox.step_aside
+
+async def _b_timed_step_aside(self):
+    t = _b_time.perf_counter()
+    try:
+        return await _b_step_aside(self)
+    finally:  # on the loop thread; read by the cell after the stream ended
+        _b_acc["waited"] = _b_acc.get("waited", 0.0) + _b_time.perf_counter() - t
+
+_b_runner._Inbox.step_aside = _b_timed_step_aside
 '''
 
 RUN = r'''
@@ -63,7 +75,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--runs", type=int, default=6)
     args = parser.parse_args(argv)
     script = Script(reasoning="", text=text_of(20_000), chunk_chars=5)
-    print(f"{'wall':>7s} {'refreshes':>9s} {'in refresh':>10s} {'markdown':>9s} {'flushes':>8s} {'flush time':>10s}")
+    print(f"{'wall':>7s} {'refreshes':>9s} {'in refresh':>10s} {'markdown':>9s} {'flushes':>8s} {'flush time':>10s} "
+          f"{'stream waited':>13s}")
     with LoopbackServer() as server, Kernel(kernel_env(server)) as k:
         k.execute(SETUP + TIMERS)
         server.enqueue(script)
@@ -73,7 +86,8 @@ def main(argv: list[str] | None = None) -> int:
             v = k.execute(RUN).value()
             wall = v["wall"]
             print(f"{wall:6.3f}s {v.get('refresh calls', 0):9d} {v.get('refresh', 0) / wall:9.1%} "
-                  f"{v.get('markdown', 0) / wall:8.1%} {v.get('flush calls', 0):8d} {v.get('flush', 0) / wall:9.1%}")
+                  f"{v.get('markdown', 0) / wall:8.1%} {v.get('flush calls', 0):8d} {v.get('flush', 0) / wall:9.1%} "
+                  f"{v.get('waited', 0) / wall:12.1%}")
     return 0
 
 

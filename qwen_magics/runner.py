@@ -56,6 +56,22 @@ class _End:
         self.error = error
 
 
+_JOINABLE = (ev.TextDelta, ev.ReasoningDelta)
+
+
+class _Joined:
+    """Consecutive deltas of one kind on their way to the cell's thread: one event when taken."""
+
+    __slots__ = ("at", "kind", "pieces")
+
+    def __init__(self, at: float, kind: type, text: str) -> None:
+        self.at, self.kind, self.pieces = at, kind, [text]
+
+    def taken(self) -> tuple[float, ev.Event]:
+        """(arrival of the first piece, the whole delta)."""
+        return self.at, self.kind("".join(self.pieces))
+
+
 class _Inbox:
     """Events from the loop thread to the cell's thread, which renders them.
 
@@ -67,40 +83,72 @@ class _Inbox:
       (nothing was pending); while a refresh is owed it sleeps until it is due
       and takes every event that arrived meanwhile in one go.  The end of the
       stream always wakes it.
+    * Consecutive text (or reasoning) deltas that wait for the cell's thread are
+      joined into one, so it folds one event per refresh rather than thousands,
+      and a backlog costs no objects for the garbage collector to count (a fast
+      stream otherwise set off its full collections, over 100 ms each in a
+      kernel with the SDKs loaded).
     * While the cell's thread is awake it *holds* the stream: the loop thread
       stops reading after its next event until the cell's thread sleeps again
       (at most ``_HOLD`` seconds), so the display call and ipykernel's I/O
       thread do not queue for the GIL behind a busy parser.  The first answer
-      text therefore reaches the front end as soon as it arrives.
+      text therefore reaches the front end as soon as it arrives.  ``waited``
+      adds up how long the stream stood aside for the refreshes that the
+      cell's thread woke up for on its timer: what throttled display costs
+      the stream, which the renderer keeps within its budget.  (Showing an
+      event at once when nothing else was pending, the first text above all,
+      is what holding is for, and not counted.)
     """
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self._loop = loop
         self._items: collections.deque = collections.deque()
+        self._lock = threading.Lock()  # a joined delta is never extended after the cell's thread took it
         self._ready = threading.Event()
         self._resume = asyncio.Event()
         self._wake_on_put = True
-        self._holding = False
+        self.holding = False
+        self.waited = 0.0
+        self._timed = False  # the cell's thread sleeps until a refresh is due (rather than for the next event)
         self._awake = False  # the cell's thread has taken events and may be rendering them
 
     def put(self, item: object) -> None:
-        """Loop thread: hand over one item."""
-        self._items.append(item)
-        if self._wake_on_put or isinstance(item, _End):
-            self._holding = True
+        """Loop thread: hand over one item (as it is)."""
+        with self._lock:
+            self._items.append(item)
+        self._wake(isinstance(item, _End))
+
+    def put_event(self, event: ev.Event) -> None:
+        """Loop thread: hand over one event with its time of arrival, joined to a pending delta of its kind."""
+        kind = type(event)
+        with self._lock:
+            last = self._items[-1] if self._items else None
+            if type(last) is _Joined and last.kind is kind:
+                last.pieces.append(event.text)
+            elif kind in _JOINABLE:
+                self._items.append(_Joined(time.monotonic(), kind, event.text))
+            else:
+                self._items.append((time.monotonic(), event))
+        self._wake(False)
+
+    def _wake(self, always: bool) -> None:
+        if self._wake_on_put or always:
+            self.holding = True
             self._ready.set()
 
-    async def yield_if_held(self) -> None:
-        """Loop thread: step aside while the cell's thread is rendering."""
-        if self._holding:
-            self._resume.clear()
-            # A timer rather than asyncio.wait_for, which can swallow a cancellation (Ctrl-C) that
-            # arrives as the event is set (Python 3.11, gh-86296).
-            timer = self._loop.call_later(_HOLD, self._resume.set)
-            try:
-                await self._resume.wait()
-            finally:
-                timer.cancel()
+    async def step_aside(self) -> None:
+        """Loop thread, when ``holding``: wait while the cell's thread is rendering."""
+        self._resume.clear()
+        # A timer rather than asyncio.wait_for, which can swallow a cancellation (Ctrl-C) that
+        # arrives as the event is set (Python 3.11, gh-86296).
+        timer = self._loop.call_later(_HOLD, self._resume.set)
+        started, counted = time.monotonic(), self._timed  # (the cell's thread sets _timed again before it resumes us)
+        try:
+            await self._resume.wait()
+        finally:
+            timer.cancel()
+            if counted:
+                self.waited += time.monotonic() - started
 
     def take(self, timeout: float | None) -> list:
         """Cell's thread: every item available, waiting for one only when ``timeout`` is None.
@@ -110,16 +158,16 @@ class _Inbox:
         """
         self._ready.clear()
         self._wake_on_put = timeout is None
-        if self._holding and self._awake:  # back to sleep: let the stream go on (a first event's hold stays)
-            self._holding = False
+        self._timed = timeout is not None
+        if self.holding and self._awake:  # back to sleep: let the stream go on (a first event's hold stays)
+            self.holding = False
             self._loop.call_soon_threadsafe(self._resume.set)
         if not self._items or timeout is not None:
             self._ready.wait(timeout)
-        self._holding = self._awake = True
-        items = []
-        while self._items:
-            items.append(self._items.popleft())
-        return items
+        self.holding = self._awake = True
+        with self._lock:
+            items, self._items = self._items, collections.deque()
+        return [item.taken() if type(item) is _Joined else item for item in items]
 
 
 def run(request: Request, backend: Backend, renderer: Renderer, result: Result) -> Result:
@@ -136,8 +184,9 @@ def run(request: Request, backend: Backend, renderer: Renderer, result: Result) 
     async def pump() -> None:
         try:
             async for event in backend(request):
-                inbox.put((time.monotonic(), event))
-                await inbox.yield_if_held()
+                inbox.put_event(event)
+                if inbox.holding:
+                    await inbox.step_aside()
             inbox.put(_End())
         except asyncio.CancelledError:
             raise
@@ -264,7 +313,7 @@ def _consume(inbox: _Inbox, renderer: Renderer, result: Result) -> BaseException
             at, event = item
             result.apply(event, at)
             renderer.take(event, result)
-        renderer.refresh_if_due(result)
+        renderer.refresh_if_due(result, inbox.waited)
 
 
 def _finish(renderer: Renderer, result: Result) -> None:

@@ -35,6 +35,24 @@ def test_while_a_refresh_is_owed_events_pile_up_without_waking_the_cell_thread()
     assert items == list(range(500))  # and every one of them is handed over, in order
 
 
+def test_deltas_that_pile_up_reach_the_cell_thread_joined_in_order():
+    """One event to fold per refresh instead of thousands, and no backlog of objects for the garbage collector."""
+    inbox = runner._Inbox(runner.background_loop())
+    inbox.take(0)
+    before = time.monotonic()
+    for event in [ev.ReasoningDelta("think "), ev.ReasoningDelta("hard"), ev.TextDelta("a")]:
+        inbox.put_event(event)
+    for i in range(500):
+        inbox.put_event(ev.TextDelta(f" {i}"))
+    inbox.put_event(ev.Usage(input=1, output=501))
+    inbox.put_event(ev.TextDelta("!"))
+    items = inbox.take(0)
+    assert [event for _, event in items] == [ev.ReasoningDelta("think hard"),
+                                             ev.TextDelta("a" + "".join(f" {i}" for i in range(500))),
+                                             ev.Usage(input=1, output=501), ev.TextDelta("!")]
+    assert all(before <= at <= time.monotonic() for at, _ in items)  # a joined delta arrived with its first piece
+
+
 def test_the_end_of_the_stream_always_wakes_the_cell_thread():
     inbox = runner._Inbox(runner.background_loop())
     inbox.take(0)
@@ -52,7 +70,8 @@ def test_the_stream_steps_aside_while_the_cell_thread_renders_and_resumes_when_i
 
     async def pump():
         inbox.put("first")  # wakes the cell thread, which now renders
-        await inbox.yield_if_held()
+        assert inbox.holding
+        await inbox.step_aside()
         resumed.set()
 
     asyncio.run_coroutine_threadsafe(pump(), loop)
@@ -60,6 +79,35 @@ def test_the_stream_steps_aside_while_the_cell_thread_renders_and_resumes_when_i
     assert not resumed.wait(0.1)  # held while the cell thread is awake
     threading.Thread(target=inbox.take, args=(0.5,), daemon=True).start()  # back to sleep: released
     assert resumed.wait(2)
+
+
+def test_only_the_holds_for_timed_refreshes_count_against_the_display_budget():
+    """Showing the first event at once is what holding is for; a throttled refresh is what it costs."""
+    loop = runner.background_loop()
+    inbox = runner._Inbox(loop)
+    second = threading.Event()
+
+    async def pump():
+        inbox.put("first")
+        await inbox.step_aside()
+        await loop.run_in_executor(None, second.wait, 5)
+        inbox.put("second")
+        if inbox.holding:
+            await inbox.step_aside()
+
+    asyncio.run_coroutine_threadsafe(pump(), loop)
+    assert inbox.take(None) == ["first"]  # woken by the event; the stream holds while the cell thread renders it
+    time.sleep(0.1)
+    assert inbox.take(0.05) == []  # asleep until a refresh is due (the stream resumed), woken by the timer
+    time.sleep(0.05)
+    assert inbox.waited == 0  # the first hold is not charged
+    second.set()  # the stream's next event finds the cell thread awake, refreshing: it holds
+    time.sleep(0.15)
+    threading.Thread(target=inbox.take, args=(0.5,), daemon=True).start()
+    deadline = time.monotonic() + 2
+    while not inbox.waited and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert 0.1 <= inbox.waited < 1
 
 
 class LeavesSomethingOnce(Renderer):

@@ -5,10 +5,13 @@ where they came from.  Text arrives in many small deltas, but a display is
 refreshed at most once per ``interval`` seconds, with a guaranteed final
 refresh in :meth:`finish`, so a fast stream cannot flood the front end.
 
-The interval also stretches when refreshing is slow (a busy machine, a slow
-front-end channel): a refresh may take at most ``BUDGET`` of the streaming time,
-so the display never slows the stream down by more than that; but never beyond
-``STRETCH`` intervals, so a busy machine still sees the answer grow.
+The interval also stretches when refreshing holds the stream up (a slow
+machine, a slow front-end channel, a stream that keeps the CPU busy): the
+stream may wait for the display at most ``BUDGET`` of the time; but the
+interval never grows beyond ``STRETCH`` intervals, so a busy machine still sees
+the answer grow.  What the stream waited is the refresh's own duration when
+the stream runs in the same thread (widgets, the local model); a driver that
+streams in another thread measures it (see :meth:`Renderer.refresh_if_due`).
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ from .. import events as ev
 from ..result import Result
 
 
-BUDGET = 0.03
+BUDGET = 0.005
 STRETCH = 3
 
 
@@ -33,6 +36,7 @@ class Renderer:
         self._dirty = False
         self._last_refresh = float("-inf")
         self._gap = interval
+        self._waited = 0.0
 
     def handle(self, event: ev.Event, result: Result) -> None:
         """Take one event; refresh the display if the interval has passed."""
@@ -51,11 +55,23 @@ class Renderer:
             return None
         return max(0.0, self._last_refresh + self._gap - self.clock())
 
-    def refresh_if_due(self, result: Result) -> None:
+    def refresh_if_due(self, result: Result, waited: float | None = None) -> None:
+        """Refresh if the interval has passed; the next interval grows when refreshing holds the stream up.
+
+        ``waited``: the running total of the time the stream has waited for the
+        display, from a driver that streams in another thread.  The stream then
+        pays for a refresh only when it has something to do meanwhile; waiting
+        on the network, it pays nothing and the answer keeps growing every
+        interval.  Without it, the stream is taken to wait for the whole refresh.
+        """
         if self._dirty and self.clock() - self._last_refresh >= self._gap:
             self._last_refresh = start = self.clock()
             self._dirty = self.refresh(result)
-            self._gap = min(max(self.interval, (self.clock() - start) / BUDGET), STRETCH * self.interval)
+            if waited is None:
+                cost = self.clock() - start
+            else:  # what the stream waited since the previous refresh: mostly for that one
+                cost, self._waited = waited - self._waited, waited
+            self._gap = min(max(self.interval, cost / BUDGET), STRETCH * self.interval)
 
     # Surfaces override these.
     def notice(self, text: str) -> None:

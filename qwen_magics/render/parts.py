@@ -172,6 +172,7 @@ class PartsRenderer(Renderer):
         self.thinking_window = thinking_window
         self._thinking = Slot(new_part)
         self._thinking_sent = 0
+        self._thinking_open = False  # reasoning has arrived and is shown live
         self._thinking_closed = False
 
     def notice(self, text: str) -> None:
@@ -180,12 +181,14 @@ class PartsRenderer(Renderer):
 
     def on_event(self, event: ev.Event, result: Result) -> None:
         if isinstance(event, ev.TextDelta):
-            if result.reasoning and not self._thinking_closed:
+            if self._thinking_open:
                 self._close_thinking(result)
             self.answer.source += event.text
+        elif isinstance(event, ev.ReasoningDelta) and event.text and not self._thinking_closed:
+            self._thinking_open = True
 
     def refresh(self, result: Result) -> bool:
-        if result.reasoning and not self._thinking_closed and len(result.reasoning) != self._thinking_sent:
+        if self._thinking_open and len(result.reasoning) != self._thinking_sent:
             text = result.reasoning
             window = text if len(text) <= self.thinking_window else "…" + text[-self.thinking_window:]
             self._thinking.put({"text/plain": f"Thinking… {window}",
@@ -198,7 +201,7 @@ class PartsRenderer(Renderer):
         self.new_part({"text/plain": text, "text/html": f'<div style="{_TOOL_STYLE}">{html.escape(text)}</div>'})
 
     def finish(self, result: Result) -> None:
-        if result.reasoning and not self._thinking_closed:
+        if self._thinking_open:
             self._close_thinking(result, open_=not result.text)
         self.answer.refresh(final=True)
         for call in result.tool_calls:
@@ -214,4 +217,4 @@ class PartsRenderer(Renderer):
         title = f"Thinking ({len(result.reasoning):,} characters)"
         self._thinking.put({"text/plain": f"Thinking: {result.reasoning}",
                             "text/html": reasoning_html(result.reasoning, open_=open_, title=title)})
-        self._thinking_closed = True
+        self._thinking_open, self._thinking_closed = False, True
