@@ -7,9 +7,11 @@ Runs in a real kernel against the loopback server.  The kernel's copies of
 ``Renderer.refresh_if_due``, ``Chain._bundle``, ``parts.block_starts`` and
 ipykernel's ``OutStream.flush`` are wrapped with timers, so the output says,
 per run: the wall time of the cell, the time spent in refreshes (the stream is
-held meanwhile, so this is their whole cost to it), and within it the markdown
-(block splitting and rendering) and ipykernel's stream flushes, two round trips
-to its I/O thread before every display message.
+held meanwhile), within it the markdown (block splitting and rendering) and
+ipykernel's stream flushes, two round trips to its I/O thread before every
+display message, and how long the stream stood aside in all.  Not seen here:
+the I/O thread's own work for each message, which competes with the stream for
+the GIL (see "Where the stream overhead goes" in benchmarks/README.md).
 """
 
 from __future__ import annotations

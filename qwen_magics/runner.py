@@ -81,8 +81,9 @@ class _Inbox:
     * A stream brings thousands of chunks a second; the display refreshes ten
       times a second.  So the cell's thread is woken only when it asked to be
       (nothing was pending); while a refresh is owed it sleeps until it is due
-      and takes every event that arrived meanwhile in one go.  The end of the
-      stream always wakes it.
+      and takes every event that arrived meanwhile in one go.  Right after a
+      refresh nothing is owed, but no refresh could be made yet either: it
+      sleeps through that too.  The end of the stream always wakes it.
     * Consecutive text (or reasoning) deltas that wait for the cell's thread are
       joined into one, so it folds one event per refresh rather than thousands,
       and a backlog costs no objects for the garbage collector to count (a fast
@@ -150,20 +151,28 @@ class _Inbox:
             if counted:
                 self.waited += time.monotonic() - started
 
-    def take(self, timeout: float | None) -> list:
+    def take(self, timeout: float | None, quiet: float = 0.0) -> list:
         """Cell's thread: every item available, waiting for one only when ``timeout`` is None.
 
         With a timeout (a refresh is owed), wait until then or the end of the
         stream, whichever comes first, and return what arrived (maybe nothing).
+        Without one, first sleep ``quiet`` seconds (no refresh could be made
+        sooner), then return what arrived, or wait for the first item.
         """
+        sleep = timeout if timeout is not None else quiet or None
         self._ready.clear()
-        self._wake_on_put = timeout is None
-        self._timed = timeout is not None
+        self._wake_on_put = sleep is None
+        self._timed = sleep is not None
         if self.holding and self._awake:  # back to sleep: let the stream go on (a first event's hold stays)
             self.holding = False
             self._loop.call_soon_threadsafe(self._resume.set)
-        if not self._items or timeout is not None:
-            self._ready.wait(timeout)
+        if not self._items or sleep is not None:
+            self._ready.wait(sleep)
+        if timeout is None and not self._items:  # slept through the quiet time, nothing came: wake at the first
+            self._ready.clear()
+            self._wake_on_put, self._timed = True, False
+            if not self._items:
+                self._ready.wait()
         self.holding = self._awake = True
         with self._lock:
             items, self._items = self._items, collections.deque()
@@ -307,7 +316,7 @@ def failure(error: BaseException) -> ev.Failed:
 
 def _consume(inbox: _Inbox, renderer: Renderer, result: Result) -> BaseException | None:
     while True:
-        for item in inbox.take(renderer.seconds_until_due()):
+        for item in inbox.take(renderer.seconds_until_due(), quiet=renderer.seconds_until_allowed()):
             if isinstance(item, _End):
                 return item.error
             at, event = item

@@ -35,6 +35,22 @@ def test_while_a_refresh_is_owed_events_pile_up_without_waking_the_cell_thread()
     assert items == list(range(500))  # and every one of them is handed over, in order
 
 
+def test_right_after_a_refresh_the_next_events_wait_until_another_refresh_could_be_made():
+    inbox = runner._Inbox(runner.background_loop())
+    threading.Timer(0.05, inbox.put, args=("soon",)).start()
+    started = time.monotonic()
+    assert inbox.take(None, quiet=0.3) == ["soon"]  # not woken at 0.05: nothing could be shown before 0.3
+    assert time.monotonic() - started >= 0.29
+
+
+def test_after_a_quiet_time_with_no_events_the_next_one_wakes_the_cell_thread_at_once():
+    inbox = runner._Inbox(runner.background_loop())
+    threading.Timer(0.4, inbox.put, args=("late",)).start()
+    started = time.monotonic()
+    assert inbox.take(None, quiet=0.1) == ["late"]
+    assert 0.39 <= time.monotonic() - started < 0.6
+
+
 def test_deltas_that_pile_up_reach_the_cell_thread_joined_in_order():
     """One event to fold per refresh instead of thousands, and no backlog of objects for the garbage collector."""
     inbox = runner._Inbox(runner.background_loop())

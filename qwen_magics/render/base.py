@@ -36,7 +36,8 @@ class Renderer:
         self._dirty = False
         self._last_refresh = float("-inf")
         self._gap = interval
-        self._waited = 0.0
+        self._refreshes = 0
+        self._spent = 0.0  # what the refreshes so far held the stream up, in all
 
     def handle(self, event: ev.Event, result: Result) -> None:
         """Take one event; refresh the display if the interval has passed."""
@@ -53,6 +54,10 @@ class Renderer:
         """How long the driver may wait for events before a refresh is owed (None: nothing pending)."""
         if not self._dirty:
             return None
+        return self.seconds_until_allowed()
+
+    def seconds_until_allowed(self) -> float:
+        """How long until the interval allows the next refresh (0: now)."""
         return max(0.0, self._last_refresh + self._gap - self.clock())
 
     def refresh_if_due(self, result: Result, waited: float | None = None) -> None:
@@ -67,11 +72,14 @@ class Renderer:
         if self._dirty and self.clock() - self._last_refresh >= self._gap:
             self._last_refresh = start = self.clock()
             self._dirty = self.refresh(result)
+            self._refreshes += 1
             if waited is None:
-                cost = self.clock() - start
-            else:  # what the stream waited since the previous refresh: mostly for that one
-                cost, self._waited = waited - self._waited, waited
-            self._gap = min(max(self.interval, cost / BUDGET), STRETCH * self.interval)
+                self._spent += self.clock() - start
+                counted = self._refreshes
+            else:  # the stream reports later: its total covers the refreshes before this one
+                self._spent, counted = waited, self._refreshes - 1
+            if counted:  # on average over the stream, so one unlucky refresh does not stretch the next interval
+                self._gap = min(max(self.interval, self._spent / counted / BUDGET), STRETCH * self.interval)
 
     # Surfaces override these.
     def notice(self, text: str) -> None:
