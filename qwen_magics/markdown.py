@@ -27,7 +27,10 @@ def _tokens(text: str) -> list:
 
 def render_markdown(text: str) -> str:
     """HTML for markdown text, with any HTML in the text shown as text."""
-    return _parser().renderer.render(_tokens(text), _parser().options, {}) if text else ""
+    if not text:
+        return ""
+    parser = _parser()
+    return parser.renderer.render(_tokens(text), parser.options, {})
 
 
 def render_plain(text: str) -> str:
