@@ -1,6 +1,6 @@
 """Run the qwen-magics benchmarks in real kernels and rewrite the results table in benchmarks/README.md.
 
-    python benchmarks/run.py            # the full run (2.5 minutes on a quiet machine, up to ~8 when busy)
+    python benchmarks/run.py            # the full run (5 minutes on a quiet machine, up to ~12 when busy)
     python benchmarks/run.py --quick    # fewer pairs and a smaller curve (1.5 minutes quiet, ~3 busy)
     python benchmarks/run.py --only 1,3 # some measurements only (the README is rewritten with those rows)
 
@@ -8,7 +8,9 @@ Exit status: 0 every target met, 1 a target missed, 2 none missed but some were 
 was too busy for enough undisturbed runs).
 
 A loopback DashScope server runs in this process; every kernel is started with
-jupyter_client and shut down, and the server stopped, whatever happens.
+jupyter_client and shut down, and the server stopped, whatever happens.  Before
+and after the measurements, 3 s of :mod:`cpu_phases` say how fast each vCPU ran
+(this host switches them between two speeds, 2x apart): a slow hour reads there.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import time
 import traceback
 from pathlib import Path
 
+from cpu_phases import describe, sample
 from harness import LoopbackServer, Row, kernel_env, machine_line, results_markdown, write_results
 from measurements import ALL
 
@@ -48,6 +51,8 @@ def main(argv: list[str] | None = None) -> int:
     started = time.monotonic()
     machine = machine_line((" --quick" if args.quick else "") + (f" --only {args.only}" if args.only else ""))
     log(machine)
+    speed_before = describe(sample(3))
+    log(f"vCPU speed before: {speed_before}")
     rows: list[Row] = []
     with LoopbackServer() as server:
         env = kernel_env(server)
@@ -63,8 +68,10 @@ def main(argv: list[str] | None = None) -> int:
                 rows.append(Row(f"{number}. {measure.__name__}", f"error: {type(err).__name__}: {err}"[:200],
                                 "—", False))
             log(f"   ({time.monotonic() - t0:.0f} s)")
+    speed = (f"vCPU speed (`benchmarks/cpu_phases.py`, 3 s before and after the measurements): before {speed_before}; "
+             f"after {describe(sample(3))}.")
     seconds = time.monotonic() - started
-    body = results_markdown(rows, machine, seconds)
+    body = results_markdown(rows, f"{machine}\n\n{speed}", seconds)
     write_results(args.readme, body)
     if args.json:
         args.json.write_text(json.dumps([row.__dict__ for row in rows], indent=2, ensure_ascii=False))

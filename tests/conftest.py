@@ -24,6 +24,31 @@ def server():
         yield srv
 
 
+@pytest.fixture(autouse=True)
+def no_task_left_on_the_package_loop():
+    """Every test leaves the package's loop idle: no stream of its own goes on into the next test.
+
+    A stream still running when the interpreter exits is torn down mid-read (an SDK's async
+    generator "already executing"), far from the test that started it; this names that test.
+    """
+    yield
+    import asyncio
+
+    from qwen_magics import runner
+
+    if runner._loop is None:
+        return
+
+    async def others() -> list[str]:
+        me = asyncio.current_task()
+        return [repr(t) for t in asyncio.all_tasks() if t is not me]
+
+    deadline = time.monotonic() + 3  # a stream the test stopped may still be closing its connection
+    while (left := asyncio.run_coroutine_threadsafe(others(), runner._loop).result(5)) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not left, f"tasks still running on the package's loop after the test: {left}"
+
+
 @pytest.fixture
 def dashscope(server, monkeypatch):
     """The loopback server standing in for every DashScope host, with a valid key set."""
