@@ -34,6 +34,14 @@ def log(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
 
+def _speed() -> str:
+    """How fast each vCPU runs just now (3 s of :mod:`cpu_phases`), or why that is unknown."""
+    try:
+        return describe(sample(3))
+    except Exception as err:  # noqa: BLE001 - a diagnostic: the measurements go on without it
+        return f"not measured ({type(err).__name__}: {err})"
+
+
 def _terminate(signum, frame):  # SIGTERM unwinds like Ctrl-C, so kernels and the server are cleaned up
     raise KeyboardInterrupt(f"signal {signum}")
 
@@ -51,7 +59,7 @@ def main(argv: list[str] | None = None) -> int:
     started = time.monotonic()
     machine = machine_line((" --quick" if args.quick else "") + (f" --only {args.only}" if args.only else ""))
     log(machine)
-    speed_before = describe(sample(3))
+    speed_before = _speed()
     log(f"vCPU speed before: {speed_before}")
     rows: list[Row] = []
     with LoopbackServer() as server:
@@ -69,7 +77,7 @@ def main(argv: list[str] | None = None) -> int:
                                 "—", False))
             log(f"   ({time.monotonic() - t0:.0f} s)")
     speed = (f"vCPU speed (`benchmarks/cpu_phases.py`, 3 s before and after the measurements): before {speed_before}; "
-             f"after {describe(sample(3))}.")
+             f"after {_speed()}.")
     seconds = time.monotonic() - started
     body = results_markdown(rows, f"{machine}\n\n{speed}", seconds)
     write_results(args.readme, body)
