@@ -18,14 +18,22 @@ class Clock:
         return self.now
 
 
-def stream(renderer, clock, pieces, seconds_per_piece=0.001):
-    """Feed events as the runner does, advancing a fake clock; return the result."""
+def stream(renderer, clock, pieces, seconds_per_piece=0.001, waited=None):
+    """Feed events as the runner does, advancing a fake clock; return the result.
+
+    ``waited``: the stream runs in another thread, as in a cell; called before each refresh check, it
+    says how long the stream has waited for the display in all (what the cell's driver reports).
+    """
     result = Result(model="m", parameters={}, started=0.0)
     for kind, text in pieces:
         clock.now += seconds_per_piece
         event = ev.ReasoningDelta(text) if kind == "reasoning" else ev.TextDelta(text)
         result.apply(event, clock.now)
-        renderer.handle(event, result)
+        if waited is None:
+            renderer.handle(event, result)
+        else:
+            renderer.take(event, result)
+            renderer.refresh_if_due(result, waited())
     result.apply(ev.Finished("stop"), clock.now)
     result.apply(ev.Usage(input=10, output=len(pieces)), clock.now)
     result.close(clock.now)
@@ -174,17 +182,8 @@ def refresh_times(shell, seconds_per_refresh, stream_waits=None):
             clock.now += seconds_per_refresh
             return super().refresh(result)
 
-    renderer = SlowRenderer(interval=0.1, clock=clock)
-    if stream_waits is None:
-        stream(renderer, clock, chunks(markdown_answer(16_000)))
-        return refreshes
-    result = Result(model="m", parameters={}, started=0.0)
-    for _, text in chunks(markdown_answer(16_000)):
-        clock.now += 0.001
-        event = ev.TextDelta(text)
-        result.apply(event, clock.now)
-        renderer.take(event, result)
-        renderer.refresh_if_due(result, waited=stream_waits(len(refreshes)))
+    waited = None if stream_waits is None else lambda: stream_waits(len(refreshes))
+    stream(SlowRenderer(interval=0.1, clock=clock), clock, chunks(markdown_answer(16_000)), waited=waited)
     return refreshes
 
 
