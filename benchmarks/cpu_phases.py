@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import statistics
 import subprocess
 import sys
 import time
@@ -58,14 +59,19 @@ def sample(seconds: float) -> dict[int, list[tuple[float, float]]]:
             for cpu, child in children.items()}
 
 
+def fastest(samples: dict[int, list[tuple[float, float]]]) -> float:
+    """The shortest time the work took on any vCPU: the reference for full speed."""
+    return min(d for runs in samples.values() for _, d in runs)
+
+
 def shares(samples: dict[int, list[tuple[float, float]]]) -> dict[int, tuple[float, float]]:
     """cpu -> (share of the time at full speed, share at half speed or worse), against the fastest seen anywhere."""
-    fastest = min(d for runs in samples.values() for _, d in runs)
+    top = fastest(samples)
     out = {}
     for cpu, runs in samples.items():
         total = sum(d for _, d in runs) or 1.0
-        out[cpu] = (sum(d for _, d in runs if d < FAST * fastest) / total,
-                    sum(d for _, d in runs if d >= SLOW * fastest) / total)
+        out[cpu] = (sum(d for _, d in runs if d < FAST * top) / total,
+                    sum(d for _, d in runs if d >= SLOW * top) / total)
     return out
 
 
@@ -77,8 +83,8 @@ def describe(samples: dict[int, list[tuple[float, float]]]) -> str:
     """
     parts = []
     for cpu, (fast, slow) in shares(samples).items():
-        durations = sorted(d for _, d in samples[cpu])
-        parts.append(f"cpu{cpu} {durations[len(durations) // 2] * 1000:.2f} ms, fast {fast:.0%}"
+        median = statistics.median(d for _, d in samples[cpu])
+        parts.append(f"cpu{cpu} {median * 1000:.2f} ms, fast {fast:.0%}"
                      + (f", slow {slow:.0%}" if slow >= 0.005 else ""))
     return " · ".join(parts)
 
@@ -104,11 +110,11 @@ def main(argv: list[str] | None = None) -> int:
         _child(int(args.child[0]), float(args.child[1]), float(args.child[2]))
         return 0
     samples = sample(args.seconds)
-    fastest = min(d for runs in samples.values() for _, d in runs)
-    print(f"fastest piece of work {fastest * 1000:.2f} ms; one letter per {BIN * 1000:.0f} ms "
+    top = fastest(samples)
+    print(f"fastest piece of work {top * 1000:.2f} ms; one letter per {BIN * 1000:.0f} ms "
           f"(F full speed, S half speed or slower, m between)")
     for cpu, runs in samples.items():
-        print(f"cpu{cpu} {timeline(runs, fastest)}")
+        print(f"cpu{cpu} {timeline(runs, top)}")
     print(describe(samples))
     return 0
 
