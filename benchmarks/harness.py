@@ -106,17 +106,17 @@ def kernel_env(server: LoopbackServer) -> dict[str, str]:
 
 
 class Kernel:
-    """A fresh python3 kernel; use as a context manager so it is always shut down."""
+    """A fresh kernel (python3 unless named); use as a context manager so it is always shut down."""
 
-    def __init__(self, env: dict[str, str]) -> None:
+    def __init__(self, env: dict[str, str], kernel_name: str = "python3", ready_timeout: float = 60) -> None:
         self._cwd = tempfile.TemporaryDirectory(prefix="qwen-bench-")
-        self.km = KernelManager(kernel_name="python3")
+        self.km = KernelManager(kernel_name=kernel_name)
         self.kc = None
         try:
             self.km.start_kernel(env=env, cwd=self._cwd.name)
             self.kc = self.km.client()
             self.kc.start_channels()
-            self.kc.wait_for_ready(timeout=60)
+            self.kc.wait_for_ready(timeout=ready_timeout)
         except BaseException:
             self.close()
             raise
