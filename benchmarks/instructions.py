@@ -7,7 +7,7 @@ Wall times on this host scatter by ±20% per run (see "A shared machine" in benc
 worth 1% cannot be seen in 40 pairs.  Instruction counts can: the kernel runs under callgrind
 (``valgrind --tool=callgrind``, Debian package ``valgrind``), and each variant's cell dumps the counters of all
 kernel threads just before and just after its work (``callgrind_control -d``).  The same run repeated gives the
-same count to within about 0.1%.  The variants are those of ``decompose_stream.py``:
+same count to within about 0.2%.  The variants are those of ``decompose_stream.py``:
 
     A  the bare AsyncOpenAI loop on the kernel's own loop (the baseline)
     B  the same loop on the package's background loop thread
