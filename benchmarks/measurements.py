@@ -24,9 +24,10 @@ def _ms(seconds: float) -> str:
     return f"{seconds * 1000:.0f} ms"
 
 
-def _ratio(ratio: float, target: float, noisy: bool) -> str:
-    """Three decimals, or four when three would round across the target (1.0504 is not 1.050 ≤ 1.05)."""
-    digits = 4 if round(ratio, 3) == target and ratio != target else 3
+def _ratio(ratio: float, target: float, noisy: bool, digits: int = 3) -> str:
+    """``digits`` decimals, or one more when they would round across the target (1.0504 is not 1.050 ≤ 1.05)."""
+    if round(ratio, digits) == target and ratio != target:
+        digits += 1
     return f"{ratio:.{digits}f}" + (" (noisy)" if noisy else "")
 
 
@@ -165,7 +166,7 @@ def compare_concurrency(server: LoopbackServer, env: dict, quick: bool, log: Log
     used, noisy, note = usable(pairs)
     ratio = median([p.ratio() for p in used])
     row = Row(f"3. `%%qwen_compare` 4 columns / 1 column, wall time (median of {len(used)} alternated pairs)",
-              f"{ratio:.2f}" + (" (noisy)" if noisy else ""), "≤ 1.15", ratio <= 1.15, noisy=noisy)
+              _ratio(ratio, 1.15, noisy, digits=2), "≤ 1.15", ratio <= 1.15, noisy=noisy)
     row.notes += [f"4 columns {median([p.a['elapsed'] for p in used]):.3f} s, 1 column "
                   f"{median([p.b['elapsed'] for p in used]):.3f} s; the server's own streaming time per request "
                   f"{min(served):.2f}–{max(served):.2f} s (200 chunks × 5 ms); {note}"]
