@@ -86,10 +86,10 @@ def main(argv: list[str] | None = None) -> int:
     if not shutil.which("valgrind") or not shutil.which("callgrind_control"):
         print("valgrind is not installed: apt-get install valgrind", file=sys.stderr)
         return 2
-    bodies = {name[0]: body for name, body in variants(local=False).items()}
+    named = {name[0]: (name, body) for name, body in variants(local=False).items()}  # "A" -> (its name, its cell)
     chosen = [v.strip().upper() for v in args.variants.split(",")]
-    if unknown := [v for v in chosen if v not in bodies]:
-        print(f"unknown variant(s) {', '.join(unknown)}: choose from {', '.join(bodies)}", file=sys.stderr)
+    if unknown := [v for v in chosen if v not in named]:
+        print(f"unknown variant(s) {', '.join(unknown)}: choose from {', '.join(named)}", file=sys.stderr)
         return 2
     answer = Script(reasoning="", text=text_of(args.chunks * 5), chunk_chars=5)
     warm = Script(reasoning="", text=text_of(1000), chunk_chars=5)
@@ -107,26 +107,25 @@ def main(argv: list[str] | None = None) -> int:
                       timeout=900)
             for v in chosen:  # warm-up: first use imports the SDK, opens connections, fills caches
                 server.enqueue(warm)
-                k.execute(bodies[v], timeout=900)
+                k.execute(named[v][1], timeout=900)
             print(f"kernel ready under callgrind in {time.monotonic() - started:.0f} s", flush=True)
             for run in range(args.repeat):
                 for v in chosen:
                     server.enqueue(answer)
                     t0 = time.monotonic()
-                    ex = k.execute(COUNTED.format(body=bodies[v], label=f"{v}-{run}"), timeout=1800)
+                    ex = k.execute(COUNTED.format(body=named[v][1], label=f"{v}-{run}"), timeout=1800)
                     displays[v].append(len(ex.displays()))
                     print(f"  {v} run {run + 1}: {time.monotonic() - t0:.0f} s under valgrind, "
                           f"{displays[v][-1]} display messages", flush=True)
         time.sleep(1)  # the last dump file is written as the kernel exits
         got = counts(dumps)
-    names = {name[0]: name for name in variants(local=False)}
     base = min(got[f"{chosen[0]}-{run}"] for run in range(args.repeat))
     print(f"\n{args.chunks:,} chunks; instructions of all kernel threads, from the cell's start to its end")
     print(f"{'variant':34s} {'instructions':>14s} {'ratio to ' + chosen[0]:>11s}  display messages")
     for v in chosen:
         runs = [got[f"{v}-{run}"] for run in range(args.repeat)]
         spread = f"  (runs: {', '.join(f'{r / 1e6:,.1f} M' for r in runs)})" if len(runs) > 1 else ""
-        print(f"{names[v]:34s} {min(runs) / 1e6:12,.1f} M {min(runs) / base:11.4f}  "
+        print(f"{named[v][0]:34s} {min(runs) / 1e6:12,.1f} M {min(runs) / base:11.4f}  "
               f"{', '.join(map(str, displays[v]))}{spread}")
     return 0
 
