@@ -21,6 +21,7 @@ import asyncio
 import collections
 import threading
 import time
+import traceback
 from typing import AsyncIterator, Callable
 
 from . import events as ev
@@ -191,8 +192,9 @@ def run(request: Request, backend: Backend, renderer: Renderer, result: Result) 
     done = threading.Event()
 
     async def pump() -> None:
+        events = backend(request)
         try:
-            async for event in backend(request):
+            async for event in events:
                 inbox.put_event(event)
                 if inbox.holding:
                     await inbox.step_aside()
@@ -200,8 +202,10 @@ def run(request: Request, backend: Backend, renderer: Renderer, result: Result) 
         except asyncio.CancelledError:
             raise
         except BaseException as err:  # noqa: BLE001 - handed to the caller's thread
+            _release_frames(err)
             inbox.put(_End(err))
         finally:
+            await events.aclose()  # Ctrl-C: the backend closes its stream before the cell goes on
             done.set()
 
     future = asyncio.run_coroutine_threadsafe(pump(), loop)
@@ -280,6 +284,7 @@ async def stream_into(request: Request, backend: Backend, renderer: Renderer, re
     except asyncio.CancelledError:
         result.apply(ev.Failed("stopped by user", state="stopped"))
     except Exception as err:  # noqa: BLE001 - recorded on the result, shown in the column
+        _release_frames(err)
         result.apply(failure(err))
     finally:
         if timer is not None:
@@ -312,6 +317,26 @@ def failure(error: BaseException) -> ev.Failed:
     """The event that records an error on a result: its one-line message."""
     message = error.line() if isinstance(error, QwenMagicsError) else f"{type(error).__name__}: {error}"
     return ev.Failed(message)
+
+
+def _release_frames(error: BaseException | None) -> None:
+    """Drop the locals of the finished frames in an error's traceback, and in its causes'.
+
+    A stream that fails inside an SDK (a malformed event, an error object in
+    the stream) leaves the SDK's body generators (openai's SSE decoder,
+    httpx2's byte streams) suspended, held only by those frames.  Released
+    here, on the loop, they close one after another, as after a ``break``.
+    Held by the error, which IPython and pytest keep, a later garbage
+    collection in any thread finalised them all at once, and httpx2's then
+    closed each other out of order: "Exception ignored ... async generator
+    already executing", printed under some later cell.  The traceback keeps
+    its lines; only the locals go.
+    """
+    seen: set[int] = set()
+    while error is not None and id(error) not in seen:
+        seen.add(id(error))
+        traceback.clear_frames(error.__traceback__)
+        error = error.__cause__ or error.__context__
 
 
 def _consume(inbox: _Inbox, renderer: Renderer, result: Result) -> BaseException | None:

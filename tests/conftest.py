@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import atexit
+import gc
 import os
 import signal
 import sys
 import threading
 import time
+import types
 
 import pytest
 
@@ -102,3 +104,20 @@ def interrupt_once_text_arrives(shell):
             time.sleep(0.01)
 
     threading.Thread(target=watch, daemon=True).start()
+
+
+def suspended_sdk_generators(within: float = 5.0) -> list[str]:
+    """The SDKs' async generators (and their HTTP stacks') still suspended after ``within`` seconds: [] if none.
+
+    They close on the package's loop, a moment after the cell; one left
+    suspended is closed by some later garbage collection instead, out of order.
+    """
+    sdks = {"openai", "httpx2", "httpcore2", "dashscope", "aiohttp"}
+    deadline = time.monotonic() + within
+    while True:
+        left = [g.ag_code.co_qualname for g in gc.get_objects()
+                if isinstance(g, types.AsyncGeneratorType) and g.ag_frame is not None
+                and g.ag_frame.f_globals.get("__name__", "").partition(".")[0] in sdks]
+        if not left or time.monotonic() > deadline:
+            return left
+        time.sleep(0.02)

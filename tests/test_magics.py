@@ -10,7 +10,7 @@ import pytest
 from IPython.core.error import UsageError
 from loopback import Script
 
-from conftest import FAKE_KEY, interrupt_once_text_arrives, outputs_text
+from conftest import FAKE_KEY, interrupt_once_text_arrives, outputs_text, suspended_sdk_generators
 
 
 def last_body(server):
@@ -278,6 +278,7 @@ def test_ctrl_c_stops_the_stream_and_keeps_the_partial_answer(ip, dashscope):
     result = ip.user_ns["_qwen"]
     assert result.state == "stopped" and 0 < len(result.text) < 400
     assert ip.display_pub.outputs[-1]["data"]["text/plain"].endswith("stopped by user: partial answer")
+    assert suspended_sdk_generators() == []  # the SDK's stream was closed, not left to the garbage collector
     assert ip.run_line_magic("qwen", "--no-thinking again").complete  # the shell stays usable
 
 

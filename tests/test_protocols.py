@@ -9,6 +9,7 @@ import warnings
 
 import pytest
 from IPython.core.error import UsageError
+from conftest import suspended_sdk_generators
 from loopback import Script
 
 APIS = ["chat", "responses", "dashscope"]
@@ -238,3 +239,15 @@ def test_an_unreachable_host_is_one_line_that_says_how_often_it_was_tried(ip, da
         ip.run_line_magic("qwen", f"--api {api} -m qwen-plus hi")
     first = str(caught.value).split(". ")[0]
     assert first.startswith(f"Could not reach http://127.0.0.1:{port}/") and first.endswith(f"v1{claim}")
+
+
+@pytest.mark.parametrize("api", APIS)
+@pytest.mark.parametrize("fault", ["malformed", "moderation_mid"])
+def test_a_stream_that_fails_in_the_sdk_closes_the_sdks_generators_at_once(ip, dashscope, api, fault):
+    # Held by the error (which IPython and pytest keep), they were finalised together by a later garbage
+    # collection, out of order: "Exception ignored ... async generator already executing" under another cell.
+    dashscope.enqueue(Script(reasoning="", text="alpha beta gamma delta epsilon", chunk_chars=6, fault=fault,
+                             fault_after=2))
+    with pytest.raises(UsageError) as held:
+        ip.run_line_magic("qwen", f"--api {api} -m qwen-plus hi")
+    assert held.value and suspended_sdk_generators() == []

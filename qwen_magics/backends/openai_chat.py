@@ -11,6 +11,7 @@ dropped connections before the first byte.  A stream that ends without a
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 from typing import Any, AsyncIterator
 
@@ -86,9 +87,26 @@ async def stream(request: Request) -> AsyncIterator[ev.Event]:
             if not finished:
                 raise stream_cut("without a finish reason")
         finally:
-            await response.close()
+            await close(response)
     except Exception as err:  # noqa: BLE001 - every SDK/transport error becomes one clear line
         raise translate(err, request, midstream=started) from err
+
+
+async def close(stream) -> None:
+    """Close an SDK stream now, even one left mid-way (an error event, Ctrl-C while it waited for the display).
+
+    ``close()`` releases the connection but leaves the SDK's generators
+    suspended, in a reference cycle with the stream; a later garbage
+    collection finalised them all at once, and httpx2's then closed each other
+    out of order ("Exception ignored ... async generator already executing",
+    printed under some later cell).  Iterating the closed stream ends them
+    now, in order: it raises at once, the body being gone (or yields nothing,
+    the stream having ended).
+    """
+    await stream.close()
+    with contextlib.suppress(Exception):
+        async for _ in stream:
+            pass
 
 
 def _from_chunk(chunk) -> list[ev.Event]:

@@ -16,7 +16,7 @@ from .. import events as ev
 from ..errors import InvalidInput, stream_cut
 from ..request import Request
 from .errors import from_status, translate
-from .openai_chat import client_for
+from .openai_chat import client_for, close
 
 _REASONING = {"response.reasoning_summary_text.delta", "response.reasoning_text.delta"}
 
@@ -100,7 +100,7 @@ async def stream(request: Request) -> AsyncIterator[ev.Event]:
             if not completed:
                 raise stream_cut("before response.completed")
         finally:
-            await response.close()
+            await close(response)
     except Exception as err:  # noqa: BLE001 - every SDK/transport error becomes one clear line
         raise translate(err, request, midstream=started) from err
 
