@@ -34,6 +34,7 @@ Backend = Callable[[Request], AsyncIterator[ev.Event]]
 BlockingBackend = Callable[[Request, Callable[[ev.Event], None]], None]
 
 _loop: asyncio.AbstractEventLoop | None = None
+_loop_thread: threading.Thread | None = None
 _loop_lock = threading.Lock()
 _CANCEL_GRACE = 5.0
 _HOLD = 0.25
@@ -41,11 +42,12 @@ _HOLD = 0.25
 
 def background_loop() -> asyncio.AbstractEventLoop:
     """The package's event loop, running in a daemon thread (started on first use)."""
-    global _loop
+    global _loop, _loop_thread
     with _loop_lock:
         if _loop is None:
             loop = asyncio.new_event_loop()
-            threading.Thread(target=loop.run_forever, name="qwen-magics-loop", daemon=True).start()
+            _loop_thread = threading.Thread(target=loop.run_forever, name="qwen-magics-loop", daemon=True)
+            _loop_thread.start()
             _loop = loop
         return _loop
 
@@ -96,10 +98,11 @@ class _Inbox:
       thread do not queue for the GIL behind a busy parser.  The first answer
       text therefore reaches the front end as soon as it arrives.  ``waited``
       adds up how long the stream stood aside for the refreshes that the
-      cell's thread woke up for on its timer: what throttled display costs
-      the stream, which the renderer keeps within its budget.  (Showing an
-      event at once when nothing else was pending, the first text above all,
-      is what holding is for, and not counted.)
+      cell's thread woke up for on its timer: what throttled display costs a
+      stream that waits on the network (a busy one loses more, see
+      :class:`_StreamLoss`), which the renderer keeps within its budget.
+      (Showing an event at once when nothing else was pending, the first
+      text above all, is what holding is for, and not counted.)
     """
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
@@ -180,6 +183,55 @@ class _Inbox:
         return [item.taken() if type(item) is _Joined else item for item in items]
 
 
+class _StreamLoss:
+    """What the display has cost a stream in another thread, in all: what the renderer budgets.
+
+    A stream that waits on the network loses only the holds (see
+    :class:`_Inbox`).  One that parses as fast as it can also loses the CPU
+    the other threads use around each refresh while it has the GIL to win:
+    the refresh, and ipykernel's I/O thread sending it, about three times the
+    hold in all (benchmarks/README.md).  So each time the cell's thread wakes,
+    the stretch since it last woke is charged the other threads' CPU time less
+    the slack: the time nothing in the process ran though the stream could
+    have (it was waiting on the network, and other work then cost it
+    nothing), or its holds if that is more.  The stream thread's CPU and its
+    time waiting for a CPU (another process had it) come from Linux's
+    schedstat; elsewhere only the holds are charged.
+    """
+
+    def __init__(self, thread: threading.Thread | None) -> None:
+        tid = thread.native_id if thread is not None else None
+        self._stat = f"/proc/self/task/{tid}/schedstat" if tid else None
+        self._then = self._sample()
+        self._held = 0.0
+        self.total = 0.0
+
+    def _sample(self) -> tuple[float, float, float, float] | None:
+        """(wall, the process's CPU, the stream thread's CPU, its wait for a CPU) in seconds; None: not known."""
+        if self._stat is None:
+            return None
+        try:
+            with open(self._stat, "rb") as f:
+                cpu, delay = f.read().split()[:2]
+        except (OSError, ValueError):  # a kernel without schedstat: the holds alone from now on
+            self._stat = None
+            return None
+        return time.monotonic(), time.process_time(), int(cpu) / 1e9, int(delay) / 1e9
+
+    def charge(self, held: float) -> float:
+        """Charge the stretch since the last call, given the holds' running total; the running total of the loss."""
+        step, self._held = held - self._held, held
+        now = self._sample()
+        if now is None or self._then is None:
+            self.total += step
+        else:
+            wall, process, stream, delayed = (b - a for a, b in zip(self._then, now))
+            slack = max(0.0, wall - process - delayed)
+            self.total += max(step, process - stream - slack)
+        self._then = now
+        return self.total
+
+
 def run(request: Request, backend: Backend, renderer: Renderer, result: Result) -> Result:
     """Stream ``request`` through ``backend`` into ``renderer``; fold events into ``result``.
 
@@ -210,7 +262,7 @@ def run(request: Request, backend: Backend, renderer: Renderer, result: Result) 
 
     future = asyncio.run_coroutine_threadsafe(pump(), loop)
     try:
-        error = _consume(inbox, renderer, result)
+        error = _consume(inbox, _StreamLoss(_loop_thread), renderer, result)
     except KeyboardInterrupt:
         future.cancel()
         done.wait(_CANCEL_GRACE)
@@ -339,7 +391,7 @@ def _release_frames(error: BaseException | None) -> None:
         error = error.__cause__ or error.__context__
 
 
-def _consume(inbox: _Inbox, renderer: Renderer, result: Result) -> BaseException | None:
+def _consume(inbox: _Inbox, loss: _StreamLoss, renderer: Renderer, result: Result) -> BaseException | None:
     while True:
         for item in inbox.take(renderer.seconds_until_due(), quiet=renderer.seconds_until_allowed()):
             if isinstance(item, _End):
@@ -347,7 +399,7 @@ def _consume(inbox: _Inbox, renderer: Renderer, result: Result) -> BaseException
             at, event = item
             result.apply(event, at)
             renderer.take(event, result)
-        renderer.refresh_if_due(result, inbox.waited)
+        renderer.refresh_if_due(result, loss.charge(inbox.waited))
 
 
 def _finish(renderer: Renderer, result: Result) -> None:

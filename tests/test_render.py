@@ -193,7 +193,7 @@ def test_a_slow_display_is_refreshed_less_often_so_it_costs_at_most_its_budget(s
 
     refreshes = refresh_times(shell, 0.001)  # at 10 refreshes per second that would be 1% of the time
     gaps = [b - a for a, b in zip(refreshes, refreshes[1:])]
-    assert min(gaps) >= 0.001 / base.BUDGET - 0.002  # 0.2 s: within the stretch limit of 3 intervals
+    assert min(gaps) >= 0.001 / base.BUDGET - 0.002  # 0.2 s: within the stretch limit
     assert len(refreshes) * 0.001 <= 4.1 * base.BUDGET * 1.1, len(refreshes)
     assert "".join(b["text/plain"] for b in visible(shell)[:-1]) == markdown_answer(16_000)
 
@@ -220,7 +220,7 @@ def test_one_refresh_that_held_the_stream_up_does_not_stretch_the_interval(shell
     assert max(gaps) < 0.1 + 0.002
 
 
-def test_however_slow_the_display_the_answer_still_grows_three_times_a_second(shell):
+def test_however_slow_the_display_the_answer_still_grows_twice_a_second(shell):
     from qwen_magics.render import base
 
     refreshes = refresh_times(shell, 0.05)

@@ -180,3 +180,51 @@ def test_local_tokens_reach_the_loop_in_batches_the_first_at_once():
     loop.close()
     assert [len(b) for b in batches] == [1, 1, 200, 1]  # start, first text, the rest with the finish, the end
     assert [e.text for b in batches for e in b if isinstance(e, ev.TextDelta)] == [str(i) for i in range(200)]
+
+
+def _work(seconds: float) -> float:
+    """Pure-Python work (it needs the GIL) for about ``seconds`` of this thread's CPU; the CPU it took."""
+    start = time.thread_time()
+    while time.thread_time() - start < seconds:
+        sum(range(1000))
+    return time.thread_time() - start
+
+
+def _charged_while(stream_body, others_cpu: float = 0.05) -> tuple[float, float]:
+    """Run ``stream_body(stop)`` in a 'stream' thread for 0.15 s, while this thread works for ``others_cpu``.
+
+    Returns what a :class:`runner._StreamLoss` on the stream thread charged, and the CPU this thread took.
+    """
+    stop = threading.Event()
+    stream = threading.Thread(target=stream_body, args=(stop,), daemon=True)
+    stream.start()
+    loss = runner._StreamLoss(stream)
+    time.sleep(0.05)
+    loss.charge(0.0)  # from here on
+    started = time.monotonic()
+    used = _work(others_cpu)
+    time.sleep(max(0.0, 0.15 - (time.monotonic() - started)))
+    charged = loss.charge(0.002)  # the stream also stood aside 2 ms for a refresh
+    stop.set()
+    stream.join()
+    return charged, used
+
+
+def test_a_stream_that_keeps_its_thread_busy_is_charged_the_cpu_other_threads_took():
+    """Parsing as fast as it can, the stream loses every moment another thread holds the GIL."""
+    def parse(stop):
+        while not stop.is_set():
+            sum(range(1000))
+
+    charged, used = _charged_while(parse)
+    assert 0.6 * used <= charged <= used + 0.03, (charged, used)
+
+
+def test_a_stream_waiting_on_the_network_is_charged_only_its_holds():
+    """Other work done while the stream waits for bytes costs it nothing."""
+    def wait_for_bytes(stop):
+        while not stop.is_set():
+            time.sleep(0.005)
+
+    charged, used = _charged_while(wait_for_bytes)
+    assert used >= 0.05 and 0.002 <= charged < 0.005, charged

@@ -9,7 +9,7 @@ The interval also stretches when refreshing holds the stream up (a slow
 machine, a slow front-end channel, a stream that keeps the CPU busy): the
 stream may wait for the display at most ``BUDGET`` of the time; but the
 interval never grows beyond ``STRETCH`` intervals, so a busy machine still sees
-the answer grow.  What the stream waited is the refresh's own duration when
+the answer grow twice a second.  What the stream waited is the refresh's own duration when
 the stream runs in the same thread (widgets, the local model); a driver that
 streams in another thread measures it (see :meth:`Renderer.refresh_if_due`).
 """
@@ -24,7 +24,7 @@ from ..result import Result
 
 
 BUDGET = 0.005
-STRETCH = 3
+STRETCH = 5
 
 
 class Renderer:
