@@ -8,10 +8,11 @@ refresh in :meth:`finish`, so a fast stream cannot flood the front end.
 The interval also stretches when refreshing holds the stream up (a slow
 machine, a slow front-end channel, a stream that keeps the CPU busy): the
 stream may wait for the display at most ``BUDGET`` of the time; but the
-interval never grows beyond ``STRETCH`` intervals, so a busy machine still sees
-the answer grow twice a second.  What the stream waited is the refresh's own duration when
-the stream runs in the same thread (widgets, the local model); a driver that
-streams in another thread measures it (see :meth:`Renderer.refresh_if_due`).
+interval never grows beyond ``STRETCH`` intervals, so a busy machine still
+sees the answer grow twice a second.  What the stream waited is the refresh's
+own duration when the stream runs in the same thread (widgets, the local
+model); a driver that streams in another thread measures it (see
+:meth:`Renderer.refresh_if_due`).
 """
 
 from __future__ import annotations
