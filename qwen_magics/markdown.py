@@ -20,9 +20,34 @@ def _parser():
 
 
 @lru_cache(maxsize=4)
-def _tokens(text: str) -> list:
+def _parse(text: str) -> list:
     """The parse of ``text``, kept for a moment: a refresh splits the tail into blocks, then renders it."""
     return _parser().parse(text)
+
+
+_split: tuple[str, list] | None = None
+"""The text :func:`block_starts` last split, with its parse."""
+
+
+def _tokens(text: str) -> list:
+    """The parse of ``text``; for the leading blocks of the text last split, the part of that parse.
+
+    A refresh freezes the blocks before the last one and renders them: parsing
+    them again would double the markdown work of a fast stream, the largest
+    part of its refreshes.  Blocks do not depend on what follows them (a link
+    whose reference is defined later resolves as it will in the whole answer).
+    """
+    split = _split  # one read: another thread (a widget column) may split meanwhile
+    if split is not None and text.endswith("\n"):
+        whole, tokens = split
+        if len(text) < len(whole) and whole.startswith(text):
+            line = text.count("\n")
+            for i, tok in enumerate(tokens):
+                if tok.level == 0 and tok.map and tok.nesting >= 0 and tok.map[0] >= line:
+                    if tok.map[0] == line:
+                        return tokens[:i]
+                    break
+    return _parse(text)
 
 
 def render_markdown(text: str) -> str:
@@ -40,4 +65,7 @@ def render_plain(text: str) -> str:
 
 def block_starts(text: str) -> list[int]:
     """Line numbers where each top-level markdown block of ``text`` starts."""
-    return [tok.map[0] for tok in _tokens(text) if tok.level == 0 and tok.map and tok.nesting >= 0]
+    global _split
+    tokens = _parse(text)
+    _split = (text, tokens)
+    return [tok.map[0] for tok in tokens if tok.level == 0 and tok.map and tok.nesting >= 0]

@@ -74,6 +74,38 @@ def test_split_blocks_freezes_only_blocks_that_a_later_block_has_closed():
     assert split_blocks("```py\nx = 1\n", 2000) == ("", "```py\nx = 1\n")
 
 
+MIXED = ("# Title\n\nA paragraph with *emphasis*\nand a lazy second line.\n\n- one\n- two\n\n  still two\n\n"
+         "> quoted\ncontinued lazily\n\n```python\nx = 1\n\ny = 2\n```\n\n| a | b |\n|---|---|\n| 1 | 2 |\n\n"
+         "1. first\n2. second\n\n---\n\nSetext heading\n==============\n\n    indented code\n\n<b>raw</b> ~~gone~~\n\n"
+         "Last paragraph, still open")
+
+
+def test_leading_blocks_render_from_the_parse_that_split_them_exactly_as_parsed_alone():
+    """A refresh renders the blocks it freezes without parsing them a second time, and the HTML is the same."""
+    from qwen_magics import markdown
+
+    starts = markdown.block_starts(MIXED)
+    lines = MIXED.splitlines(keepends=True)
+    assert len(starts) >= 10
+    for start in starts[1:]:
+        frozen = "".join(lines[:start])
+        markdown.block_starts(MIXED)  # as a refresh does: split, then render what it froze
+        parses = markdown._parse.cache_info().misses
+        from_split = markdown.render_markdown(frozen)
+        assert markdown._parse.cache_info().misses == parses, f"parsed again for the blocks before line {start}"
+        markdown._parse.cache_clear()
+        markdown.block_starts("something else\n")  # a split of another text: no parse to share
+        assert markdown.render_markdown(frozen) == from_split, f"blocks before line {start}"
+
+
+def test_a_link_in_a_frozen_block_resolves_a_reference_defined_later_as_the_whole_answer_will():
+    from qwen_magics import markdown
+
+    text = "See [the docs][d].\n\nMore text.\n\n[d]: https://example.com\n"
+    markdown.block_starts(text)
+    assert '<a href="https://example.com">the docs</a>' in markdown.render_markdown("See [the docs][d].\n\n")
+
+
 def test_a_long_code_block_is_cut_at_a_line_and_both_halves_stay_code():
     source = "```python\n" + "".join(f"x{i} = {i}\n" for i in range(300)) + "y ="
     frozen, tail = split_blocks(source, 500)
