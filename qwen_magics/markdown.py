@@ -34,8 +34,9 @@ def _tokens(text: str) -> list:
 
     A refresh freezes the blocks before the last one and renders them: parsing
     them again would double the markdown work of a fast stream, the largest
-    part of its refreshes.  Blocks do not depend on what follows them (a link
-    whose reference is defined later resolves as it will in the whole answer).
+    part of its refreshes.  Blocks that end before a later block starts parse
+    the same with or without what follows, except that a link whose reference
+    is defined later resolves, as it will in the whole answer.
     """
     split = _split  # one read: another thread (a widget column) may split meanwhile
     if split is not None and text.endswith("\n"):

@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from qwen_magics import events as ev
+from qwen_magics import events as ev, markdown
 from qwen_magics.render.notebook import NotebookRenderer
 from qwen_magics.render.parts import split_blocks
 from qwen_magics.result import Result
@@ -82,8 +82,6 @@ MIXED = ("# Title\n\nA paragraph with *emphasis*\nand a lazy second line.\n\n- o
 
 def test_leading_blocks_render_from_the_parse_that_split_them_exactly_as_parsed_alone():
     """A refresh renders the blocks it freezes without parsing them a second time, and the HTML is the same."""
-    from qwen_magics import markdown
-
     starts = markdown.block_starts(MIXED)
     lines = MIXED.splitlines(keepends=True)
     assert len(starts) >= 10
@@ -99,8 +97,6 @@ def test_leading_blocks_render_from_the_parse_that_split_them_exactly_as_parsed_
 
 
 def test_a_link_in_a_frozen_block_resolves_a_reference_defined_later_as_the_whole_answer_will():
-    from qwen_magics import markdown
-
     text = "See [the docs][d].\n\nMore text.\n\n[d]: https://example.com\n"
     markdown.block_starts(text)
     assert '<a href="https://example.com">the docs</a>' in markdown.render_markdown("See [the docs][d].\n\n")
