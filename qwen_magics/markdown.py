@@ -44,11 +44,16 @@ def _tokens(text: str) -> list:
         if len(text) < len(whole) and whole.startswith(text):
             line = text.count("\n")
             for i, tok in enumerate(tokens):
-                if tok.level == 0 and tok.map and tok.nesting >= 0 and tok.map[0] >= line:
+                if _opens_block(tok) and tok.map[0] >= line:
                     if tok.map[0] == line:
                         return tokens[:i]
                     break
     return _parse(text)
+
+
+def _opens_block(tok) -> bool:
+    """Whether a token starts a top-level block (its ``map`` then holds the block's first line)."""
+    return tok.level == 0 and bool(tok.map) and tok.nesting >= 0
 
 
 def render_markdown(text: str) -> str:
@@ -69,4 +74,4 @@ def block_starts(text: str) -> list[int]:
     global _split
     tokens = _parse(text)
     _split = (text, tokens)
-    return [tok.map[0] for tok in tokens if tok.level == 0 and tok.map and tok.nesting >= 0]
+    return [tok.map[0] for tok in tokens if _opens_block(tok)]
