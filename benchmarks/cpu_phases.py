@@ -12,7 +12,8 @@ This times one fixed piece of Python work (a 50,000-step loop, about 1.4 ms at f
 over, in one process pinned to each vCPU, all at once; it prints a letter per 100 ms (F: within 25% of the
 fastest time seen, S: 1.6× it or slower, m: between), and for each vCPU the median time of the work and the
 shares of time it spent fast and slow. ``run.py`` takes a 3-s sample before and after its measurements and
-prints them above its table.
+prints them above its table. :class:`Probe` watches one vCPU lightly while a measurement runs on it
+(``decompose_stream.py --pin``), so each run's wall time can be weighed by the speed it ran at.
 """
 
 from __future__ import annotations
@@ -23,10 +24,12 @@ import os
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 
 FAST, SLOW = 1.25, 1.6  # times the fastest piece of work seen: at full speed, at half speed or worse
 BIN = 0.1
+PROBE_STEPS, PROBE_GAP = 2_000, 0.02  # about 0.2 ms of work at full speed every 20 ms: 1-2% of the vCPU
 
 
 def _work(steps: int = 50_000) -> int:
@@ -47,6 +50,46 @@ def _child(cpu: int, start: float, seconds: float) -> None:
         _work()
         out.append((now - start, time.perf_counter() - t0))
     print(json.dumps(out))
+
+
+def _probe(cpu: int, path: str) -> None:
+    """Pinned to ``cpu``: time a small piece of work every ``PROBE_GAP`` s until killed; append "start duration" lines."""
+    os.sched_setaffinity(0, {cpu})
+    with open(path, "w", buffering=1) as out:
+        while True:
+            t0 = time.perf_counter()
+            _work(PROBE_STEPS)
+            out.write(f"{t0:.6f} {time.perf_counter() - t0:.7f}\n")
+            time.sleep(PROBE_GAP)
+
+
+class Probe:
+    """A light watch on one vCPU's speed while a measurement runs there, to normalise its wall times.
+
+    A child process pinned to ``cpu`` times a small fixed piece of work every
+    20 ms (1-2% of the vCPU, taken from every variant alike), stamped with
+    ``time.perf_counter()``, which is the machine-wide monotonic clock on Linux,
+    so a kernel's own timestamps can be matched to it.
+    """
+
+    def __init__(self, cpu: int) -> None:
+        self._file = tempfile.NamedTemporaryFile("r", prefix="qwen-bench-probe-", suffix=".txt")
+        self._child = subprocess.Popen([sys.executable, __file__, "--probe", str(cpu), self._file.name])
+
+    def __enter__(self) -> "Probe":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._child.kill()
+        self._child.wait()
+        self._file.close()
+
+    def speed(self, start: float, seconds: float) -> float | None:
+        """The vCPU's mean speed from ``start`` (perf_counter) for ``seconds``, in pieces of work per second; None: no sample."""
+        self._file.seek(0)
+        durations = [float(d) for t, d in (line.split() for line in self._file if line.endswith("\n"))
+                     if start <= float(t) <= start + seconds]
+        return statistics.mean(1 / d for d in durations) if durations else None
 
 
 def sample(seconds: float) -> dict[int, list[tuple[float, float]]]:
@@ -105,7 +148,11 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=6.0, help="how long to watch (default 6)")
     parser.add_argument("--child", nargs=3, metavar=("CPU", "START", "SECONDS"), help=argparse.SUPPRESS)
+    parser.add_argument("--probe", nargs=2, metavar=("CPU", "PATH"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.probe:
+        _probe(int(args.probe[0]), args.probe[1])
+        return 0
     if args.child:
         _child(int(args.child[0]), float(args.child[1]), float(args.child[2]))
         return 0

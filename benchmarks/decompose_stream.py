@@ -2,6 +2,7 @@
 
     python benchmarks/decompose_stream.py            # 8 undisturbed rounds (at most 5 minutes)
     python benchmarks/decompose_stream.py --local    # the same for -m local:0.5b (measurement 6)
+    python benchmarks/decompose_stream.py --pin      # the kernel on one vCPU, its speed watched: see below
 
 Variants run in rotating order in one kernel, each round after a quiet moment; rounds during which other
 processes took CPU are dropped.  For the stream (measurement 1):
@@ -19,18 +20,27 @@ Prints wall and CPU seconds (all live kernel threads) per variant, and medians o
 columns are ratios within each run, so the vCPUs' speed phases do not blur them: the CPU of the other
 kernel threads over the busiest one's (the stream's), and the busiest thread's CPU over the wall time.  (With
 --local the first is about 100%: llama.cpp computes on two threads.)
+
+With ``--pin``, every thread of the kernel runs on the last vCPU and this process (the loopback server) on
+the others, and a :class:`cpu_phases.Probe` times a small piece of work on the kernel's vCPU every 20 ms.
+Each run's wall time is then also weighed by how fast that vCPU ran meanwhile (its mean speed), which takes
+out most of the scatter of this host's two speeds: a last column gives the medians of those speed-normalised
+ratios to A.  Pinned, a variant's extra threads share the stream's vCPU rather than run beside it.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import os
 import statistics
 import sys
 import time
 
 from cells import LOCAL_PROMPT, SDK, SDK_SETUP, SETUP
+from cpu_phases import Probe
 from harness import DEFAULT_KEY, Kernel, LoopbackServer, Script, kernel_env, text_of
-from pairs import QUIET
+from pairs import QUIET, median_interval
 from profile_stream import TOOLS
 
 HELPERS = r'''
@@ -60,7 +70,12 @@ _b_t0 = _b_time.perf_counter()
 _b_dt = _b_time.perf_counter() - _b_t0
 _b_c1 = _b_cpu()
 _b_used = [_b_c1[n] - _b_c0.get(n, 0) for n in _b_c1]
-print("BENCH " + _b_json.dumps({{"elapsed": _b_dt, "cpu": sum(_b_used), "busiest": max(_b_used)}}))
+print("BENCH " + _b_json.dumps({{"elapsed": _b_dt, "t0": _b_t0, "cpu": sum(_b_used), "busiest": max(_b_used)}}))
+"""
+
+PIN = """\
+for _b_task in _b_os.listdir("/proc/self/task"):  # threads started later inherit it
+    _b_os.sched_setaffinity(int(_b_task), {{{cpu}}})
 """
 
 LOCAL_HELPERS = f"""
@@ -97,13 +112,25 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=8, help="undisturbed rounds wanted (default 8)")
     parser.add_argument("--budget", type=float, default=300, help="give up after this many seconds")
     parser.add_argument("--local", action="store_true", help="decompose measurement 6 (the local model) instead")
+    parser.add_argument("--pin", action="store_true", help="the kernel on one vCPU, its speed watched (see above)")
     args = parser.parse_args(argv)
+    cpus = sorted(os.sched_getaffinity(0))
+    if args.pin and (len(cpus) < 2 or args.local):
+        parser.error("--pin needs two vCPUs or more, and is for the stream (llama.cpp computes on two threads)")
     script = Script(reasoning="", text=text_of(20_000), chunk_chars=5)
     codes = {name: TIMED.format(body=body) for name, body in variants(args.local).items()}
-    got: dict[str, list[tuple[float, float, float]]] = {name: [] for name in codes}
+    got: dict[str, list[tuple]] = {name: [] for name in codes}
+    rounds: list[dict[str, dict]] = []
     order = list(codes)
-    with LoopbackServer() as server, Kernel(kernel_env(server)) as k:
-        k.execute(SETUP + TOOLS)
+    with contextlib.ExitStack() as stack:
+        setup = SETUP + TOOLS
+        if args.pin:
+            os.sched_setaffinity(0, cpus[:-1])  # before the server's thread starts: it inherits this
+            setup += PIN.format(cpu=cpus[-1])
+            probe = stack.enter_context(Probe(cpus[-1]))
+        server = stack.enter_context(LoopbackServer())
+        k = stack.enter_context(Kernel(kernel_env(server)))
+        k.execute(setup)
         k.execute(SDK_SETUP.format(base=server.url + "/compatible-mode/v1", key=DEFAULT_KEY))
         k.execute(HELPERS)
         if args.local:
@@ -127,16 +154,36 @@ def main(argv: list[str] | None = None) -> int:
             print("  ".join(f"{name[0]} {v['elapsed']:.2f} s" for name, v in row.items())
                   + ("" if quiet else "  (disturbed, dropped)"), flush=True)
             if quiet:
+                rounds.append(row)
                 for name, v in row.items():
                     got[name].append((v["elapsed"], v["cpu"], v["elapsed"] / base, (v["cpu"] - v["busiest"]) / v["busiest"],
                                       v["busiest"] / v["elapsed"], v["displays"]))
+        normalised = _normalised(rounds, list(codes), probe) if args.pin else {}
     print(f"\n{'variant':34s} {'wall':>7s} {'CPU':>7s} {'ratio to A':>10s} {'others/busiest':>14s} {'busiest/wall':>12s}"
-          f" {'displays':>8s}   ({min(map(len, got.values()))} rounds)")
+          f" {'displays':>8s}" + (f" {'speed-normalised':>16s}" if args.pin else "")
+          + f"   ({min(map(len, got.values()))} rounds)")
     for name, values in got.items():
         if values:
             med = [statistics.median(v[i] for v in values) for i in range(6)]
-            print(f"{name:34s} {med[0]:6.3f}s {med[1]:6.3f}s {med[2]:10.3f} {med[3]:14.2%} {med[4]:12.2%} {med[5]:8.0f}")
+            print(f"{name:34s} {med[0]:6.3f}s {med[1]:6.3f}s {med[2]:10.3f} {med[3]:14.2%} {med[4]:12.2%} {med[5]:8.0f}"
+                  + (f" {normalised[name]:16s}" if args.pin else ""))
     return 0
+
+
+def _normalised(rounds: list[dict[str, dict]], names: list[str], probe: Probe) -> dict[str, str]:
+    """Variant -> median and 90% bootstrap interval of its ratio to the first, each run's wall time times its vCPU's speed."""
+    work = [{name: v["elapsed"] * speed for name, v in row.items()
+             if (speed := probe.speed(v["t0"], v["elapsed"])) is not None} for row in rounds]
+    work = [row for row in work if len(row) == len(names)]
+    out = {}
+    for name in names:
+        ratios = [row[name] / row[names[0]] for row in work]
+        if not ratios:
+            out[name] = "no samples"
+            continue
+        lo, hi = median_interval(ratios)
+        out[name] = f"{statistics.median(ratios):.3f} ({lo:.2f}-{hi:.2f})"
+    return out
 
 
 if __name__ == "__main__":
