@@ -19,6 +19,7 @@ prints them above its table. :class:`Probe` watches one vCPU lightly while a mea
 from __future__ import annotations
 
 import argparse
+import bisect
 import json
 import os
 import statistics
@@ -84,12 +85,19 @@ class Probe:
         self._child.wait()
         self._file.close()
 
-    def speed(self, start: float, seconds: float) -> float | None:
-        """The vCPU's mean speed from ``start`` (perf_counter) for ``seconds``, in pieces of work per second; None: no sample."""
+    def speeds(self, spans: list[tuple[float, float]]) -> list[float | None]:
+        """For each (start, seconds), the vCPU's mean speed then, in pieces of work per second; None: no sample.
+
+        ``start`` is a ``perf_counter`` reading.  The samples so far are read once, for all the spans.
+        """
         self._file.seek(0)
-        durations = [float(d) for t, d in (line.split() for line in self._file if line.endswith("\n"))
-                     if start <= float(t) <= start + seconds]
-        return statistics.mean(1 / d for d in durations) if durations else None
+        samples = [(float(t), float(d)) for t, d in (line.split() for line in self._file if line.endswith("\n"))]
+        starts = [t for t, _ in samples]  # in the order written, so sorted
+        out = []
+        for start, seconds in spans:
+            durations = [d for _, d in samples[bisect.bisect_left(starts, start):bisect.bisect_right(starts, start + seconds)]]
+            out.append(statistics.mean(1 / d for d in durations) if durations else None)
+        return out
 
 
 def sample(seconds: float) -> dict[int, list[tuple[float, float]]]:

@@ -119,8 +119,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--pin needs two vCPUs or more, and is for the stream (llama.cpp computes on two threads)")
     script = Script(reasoning="", text=text_of(20_000), chunk_chars=5)
     codes = {name: TIMED.format(body=body) for name, body in variants(args.local).items()}
-    got: dict[str, list[tuple]] = {name: [] for name in codes}
-    rounds: list[dict[str, dict]] = []
+    rounds: list[dict[str, dict]] = []  # the undisturbed ones: variant -> what its cell printed
     order = list(codes)
     with contextlib.ExitStack() as stack:
         setup = SETUP + TOOLS
@@ -140,7 +139,7 @@ def main(argv: list[str] | None = None) -> int:
                 server.enqueue(script)
             k.execute(code, timeout=300)
         deadline = time.monotonic() + args.budget
-        while min(map(len, got.values())) < args.rounds and time.monotonic() < deadline:
+        while len(rounds) < args.rounds and time.monotonic() < deadline:
             k.settle(QUIET, 20)
             row = {}
             for name in order:
@@ -150,31 +149,33 @@ def main(argv: list[str] | None = None) -> int:
                 row[name] = {**ex.value(), "others": ex.others, "displays": len(ex.displays())}
             order = order[1:] + order[:1]  # rotate, so no variant always runs first
             quiet = max(v["others"] for v in row.values()) < QUIET
-            base = row[next(iter(codes))]["elapsed"]
             print("  ".join(f"{name[0]} {v['elapsed']:.2f} s" for name, v in row.items())
                   + ("" if quiet else "  (disturbed, dropped)"), flush=True)
             if quiet:
                 rounds.append(row)
-                for name, v in row.items():
-                    got[name].append((v["elapsed"], v["cpu"], v["elapsed"] / base, (v["cpu"] - v["busiest"]) / v["busiest"],
-                                      v["busiest"] / v["elapsed"], v["displays"]))
         normalised = _normalised(rounds, list(codes), probe) if args.pin else {}
     print(f"\n{'variant':34s} {'wall':>7s} {'CPU':>7s} {'ratio to A':>10s} {'others/busiest':>14s} {'busiest/wall':>12s}"
-          f" {'displays':>8s}" + (f" {'speed-normalised':>16s}" if args.pin else "")
-          + f"   ({min(map(len, got.values()))} rounds)")
-    for name, values in got.items():
-        if values:
-            med = [statistics.median(v[i] for v in values) for i in range(6)]
-            print(f"{name:34s} {med[0]:6.3f}s {med[1]:6.3f}s {med[2]:10.3f} {med[3]:14.2%} {med[4]:12.2%} {med[5]:8.0f}"
-                  + (f" {normalised[name]:16s}" if args.pin else ""))
+          f" {'displays':>8s}" + (f" {'speed-normalised':>16s}" if args.pin else "") + f"   ({len(rounds)} rounds)")
+    base = next(iter(codes))
+    for name in codes if rounds else ():
+        med = [statistics.median(column) for column in zip(*(_columns(row[name], row[base]) for row in rounds))]
+        print(f"{name:34s} {med[0]:6.3f}s {med[1]:6.3f}s {med[2]:10.3f} {med[3]:14.2%} {med[4]:12.2%} {med[5]:8.0f}"
+              + (f" {normalised[name]:16s}" if args.pin else ""))
     return 0
+
+
+def _columns(run: dict, base: dict) -> tuple:
+    """Wall, CPU, ratio to A, other threads' CPU over the busiest one's, busiest over wall, display messages."""
+    return (run["elapsed"], run["cpu"], run["elapsed"] / base["elapsed"], (run["cpu"] - run["busiest"]) / run["busiest"],
+            run["busiest"] / run["elapsed"], run["displays"])
 
 
 def _normalised(rounds: list[dict[str, dict]], names: list[str], probe: Probe) -> dict[str, str]:
     """Variant -> median and 90% bootstrap interval of its ratio to the first, each run's wall time times its vCPU's speed."""
-    work = [{name: v["elapsed"] * speed for name, v in row.items()
-             if (speed := probe.speed(v["t0"], v["elapsed"])) is not None} for row in rounds]
-    work = [row for row in work if len(row) == len(names)]
+    speeds = iter(probe.speeds([(row[name]["t0"], row[name]["elapsed"]) for row in rounds for name in names]))
+    timed = [{name: (row[name]["elapsed"], next(speeds)) for name in names} for row in rounds]
+    work = [{name: elapsed * speed for name, (elapsed, speed) in row.items()}
+            for row in timed if all(speed is not None for _, speed in row.values())]
     out = {}
     for name in names:
         ratios = [row[name] / row[names[0]] for row in work]
