@@ -11,13 +11,15 @@ __version__ = "0.1.0"
 
 def load_ipython_extension(ipython) -> None:
     """Register the magics (IPython calls this on ``%load_ext``): %%qwen, %qwen_chat, %qwen_local,
-    %qwen_panel, %%qwen_compare, %qwen_probs."""
+    %qwen_panel, %%qwen_compare, %qwen_probs; and let ``%qwen What is X?`` ask rather than open help."""
+    from . import line_help
     from .magics import QwenMagics
     from .widget_magics import QwenWidgetMagics
 
     settings = QwenMagics(ipython)
     ipython.register_magics(settings)
     ipython.register_magics(QwenWidgetMagics(ipython, settings))
+    line_help.register(ipython)
 
 
 def panel():

@@ -113,6 +113,13 @@ def stream_cut(how: str) -> StreamCut:
     return StreamCut(f"The stream ended {how}: the connection dropped", "the partial answer is kept; run the cell again")
 
 
+class LocalModelError(QwenMagicsError):
+    """The local runtime or model file is missing, damaged, or cannot take the request."""
+
+    def __init__(self, message: str, hint: str = "", *, code: str | None = None) -> None:
+        super().__init__(message, hint, code=code, backend="local")
+
+
 class OutputFormatError(QwenMagicsError):
     """The answer was not in the format asked for (e.g. invalid JSON)."""
 

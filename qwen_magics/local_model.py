@@ -16,20 +16,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
-from .errors import QwenMagicsError
+from .errors import LocalModelError
 
 if TYPE_CHECKING:
     from llama_cpp import Llama
 
 RUNTIME_VERSION = "0.3.36"
 GGUF_MAGIC = b"GGUF"
-
-
-class LocalModelError(QwenMagicsError):
-    """The local runtime or model file is missing, damaged, or cannot take the request."""
-
-    def __init__(self, message: str, hint: str = "", *, code: str | None = None) -> None:
-        super().__init__(message, hint, code=code, backend="local")
 
 
 @dataclass(frozen=True)

@@ -1,41 +1,31 @@
-"""The ``%%qwen`` / ``%qwen`` and ``%qwen_chat`` magics: parse, build, wire.
+"""The ``%%qwen`` / ``%qwen`` magic, and the small ones beside it: parse, prepare, wire.
 
-The magics do no work of their own: they parse options, expand ``{expr}``,
-build a :class:`~qwen_magics.request.Request`, and hand it to a backend and a
-renderer.  Errors a user can act on arrive as one line (``UsageError``).
+The magics do no work of their own: they parse options, hand them to
+:func:`~qwen_magics.options.prepare` for a checked request, and drive it with
+:func:`~qwen_magics.runner.run` into a renderer; what comes after (``-f code``,
+``-f json``) is :mod:`~qwen_magics.postprocess`, and the secondary magics'
+work is in :mod:`~qwen_magics.commands`.  Errors a user can act on arrive as
+one line (``UsageError``).
 """
 
 from __future__ import annotations
-
-import json
-import re
-from pathlib import Path
 
 from IPython.core.error import UsageError
 from IPython.core.magic import Magics, line_cell_magic, line_magic, magics_class, no_var_expand
 from IPython.core.magic_arguments import argument, magic_arguments, parse_argstring
 from IPython.display import display
 
-from . import runner
-from .backends import backend_for, blocking_backend_for
-from .backends.errors import translate
+from . import commands, runner
+from .backends import backend_for
 from .config import QwenSettings
-from .conversation import Conversations, check_name
-from .errors import OutputFormatError, QwenMagicsError, ToolApprovalUnavailable
-from .expand import expand
-from .markdown import render_markdown
-from .media import media_url, user_content
-from .models import ModelTable, is_local, known, likely_typo
-from .options import (choose_model, endpoint_for, json_schema_of, make_request, messages_for, parse_options,
-                      partial_message, split_line, system_prompt)
+from .conversation import Conversations
+from .errors import QwenMagicsError, ToolApprovalUnavailable
+from .options import parse_options, prepare, split_line
+from .postprocess import code_of, parse_json, validate
 from .render.notebook import NotebookRenderer
 from .render.terminal import TerminalRenderer
-from .request import Request
 from .result import Result
-from .tools import converse, tools_from
-
-
-_FENCED = re.compile(r"^ {0,3}(`{3,}|~{3,})[^\n]*\n(.*?)^ {0,3}\1[ \t]*$", re.S | re.M)
+from .tools import converse
 
 
 @magics_class
@@ -47,11 +37,14 @@ class QwenMagics(Magics, QwenSettings):
             kwargs.setdefault("config", shell.config)  # ipython_config.py and profile settings
         super().__init__(shell=shell, **kwargs)
         self.conversations = Conversations()
-        self._live: list[Result] = []
+        self._live: list = []  # results and comparisons streamed into the running cell
         self._local_notice_shown = False
         self._listed: list[str] | None = None  # what %qwen_models last heard from the endpoint
         if shell is not None:
             shell.events.register("post_run_cell", self._end_of_cell)
+            shown = shell.display_formatter.ipython_display_formatter
+            shown.for_type(Result, self._display)
+            shown.for_type_by_name("qwen_magics.widgets.compare", "Comparison", self._display)
             if self not in shell.configurables:  # older IPython does not add magics itself; %config needs it
                 shell.configurables.append(self)
 
@@ -127,41 +120,26 @@ class QwenMagics(Magics, QwenSettings):
         if args.out is not None and not args.out.isidentifier():
             raise UsageError(f"-o {args.out!r} is not a Python name: use e.g. -o answer")
         conversation = self.conversations.get_or_create(args.chat) if args.chat is not None else None
-        expansion = expand(template, self.shell.user_ns, max_chars=self.max_value_chars,
-                           dataframe_rows=self.dataframe_rows) if not args.no_expand else None
-        prompt = (expansion.text if expansion else template).strip()
-        if not prompt:
-            raise UsageError("The prompt is empty: write it after %qwen, or in the cell body under %%qwen")
-        ns = self.shell.user_ns
-        content = user_content(prompt, [media_url(x, ns, "image") for x in args.image or ()],
-                               [media_url(x, ns, "video") for x in args.video or ()])
-        schema, validator = json_schema_of(args.schema, ns) if args.schema else (None, None)
-        if schema is not None:
-            args.format = "json"  # before the system prompt, which then asks for JSON as -f json does
-        messages = messages_for(system_prompt(args, self), content, conversation.messages() if conversation else None)
-        if args.prefix is not None:
-            messages.append(partial_message(args.prefix, self.shell.user_ns))
-        tools = tools_from(args.tools, ns) if args.tools else []
-        model, notice = choose_model(args, self)
-        request = make_request(args, self, messages, model, schema, tuple(t.spec for t in tools))
+        prepared = prepare(self, args, template, self.shell.user_ns, listed=self._listed,
+                           history=conversation.messages() if conversation else None)
+        request = prepared.request
         renderer = self._renderer(args.format)
-        if guess := likely_typo(model, self._listed):
-            renderer.notice(f"{model!r} is not a model this package knows: did you mean {guess!r}? "
-                            "(sent as written; %qwen_models lists what the endpoint offers)")
-        if notice and not self._local_notice_shown:
-            renderer.notice(notice)
+        if prepared.model_notice and not self._local_notice_shown:
+            renderer.notice(prepared.model_notice)
             self._local_notice_shown = True
-        for warning in expansion.warnings if expansion else ():
-            renderer.notice(warning)
+        for notice in prepared.notices:
+            renderer.notice(notice)
         backend = backend_for(request.protocol)  # imports the SDK now, so its import time is not counted as latency
-        if tools:
-            result = self._ask_with_tools(request, tools, backend, renderer, args)
+        if prepared.tools:
+            result = self._ask_with_tools(request, prepared.tools, backend, renderer, args)
         else:
             result = self._stream(request, backend, renderer, args.out)
-        self._postprocess(args.format, result, validator)
-        if conversation is not None and result.complete:
-            conversation.add(prompt, result.text, self.history_turns)
         self.track_live(result)
+        if result.error_kind is not None:  # the run failed: its line is in the footer, and is the cell's error
+            raise UsageError(result.error)
+        self._postprocess(args.format, result, prepared.validator)
+        if conversation is not None and result.complete:
+            conversation.add(prepared.prompt, result.text, self.history_turns)
         return result
 
     def _ask_with_tools(self, request, tools, backend, first_renderer, args) -> Result:
@@ -186,10 +164,7 @@ class QwenMagics(Magics, QwenSettings):
         result = Result.for_request(request)
         self._store(result, out)
         try:
-            if here := blocking_backend_for(request.protocol):
-                runner.run_here(request, here, renderer, result)
-            else:
-                runner.run(request, backend, renderer, result)
+            runner.run(backend(request), renderer, result)
         except KeyboardInterrupt:
             raise UsageError("Stopped by user: the partial answer is kept in _qwen") from None
         return result
@@ -216,9 +191,20 @@ class QwenMagics(Magics, QwenSettings):
         return self.display_mode == "notebook"
 
     def track_live(self, shown) -> None:
-        """``shown`` was streamed into this cell: its ``Out`` should not repeat it (see ``_end_of_cell``)."""
-        shown.shown_live = True
+        """``shown`` was streamed into this cell: the cell's ``Out`` should not show it again."""
         self._live.append(shown)
+
+    def _display(self, value) -> None:
+        """How a result or comparison displays: in full, unless it was just streamed into this cell."""
+        for i, live in enumerate(self._live):
+            if live is value:
+                del self._live[i]
+                return
+        display(value.bundle() if hasattr(value, "bundle") else value._repr_mimebundle_(), raw=True)
+
+    def _end_of_cell(self, *_):
+        """After the cell that streamed a result, displaying it again shows it in full."""
+        self._live.clear()
 
     def _renderer(self, fmt: str):
         if self.renders_in_notebook():
@@ -227,29 +213,11 @@ class QwenMagics(Magics, QwenSettings):
 
     def _postprocess(self, fmt: str, result: Result, validator=None) -> None:
         if fmt == "code":
-            blocks = [m.group(2) for m in _FENCED.finditer(result.text)]
-            self.shell.set_next_input(("\n".join(blocks) if blocks else result.text).rstrip("\n"), replace=False)
+            self.shell.set_next_input(code_of(result.text), replace=False)
         elif fmt == "json":
-            raw = result.text.strip()
-            fenced = _FENCED.search(raw)
-            try:
-                result.data = json.loads(fenced.group(2) if fenced else raw)
-            except json.JSONDecodeError as err:
-                raise OutputFormatError(f"The answer is not valid JSON ({err.msg} at line {err.lineno})",
-                                        "the raw text is kept in _qwen.text; ask again or loosen the request") from err
+            result.data = parse_json(result.text)
             if validator is not None:
-                try:
-                    result.data = validator.model_validate(result.data)
-                except ValueError as err:  # pydantic's ValidationError
-                    first = str(err).splitlines()[:3]
-                    raise OutputFormatError(f"The answer does not match {validator.__name__}: {' '.join(first)}",
-                                            "the raw text is kept in _qwen.text and the parsed JSON in _qwen.data") from err
-
-    def _end_of_cell(self, *_):
-        """After the cell that streamed a result, displaying it again shows it in full."""
-        for result in self._live:
-            result.shown_live = False
-        self._live.clear()
+                result.data = validate(result.data, validator)
 
     @magic_arguments()
     @argument("action", nargs="?", default="list", choices=["list", "show", "reset"],
@@ -266,27 +234,10 @@ class QwenMagics(Magics, QwenSettings):
             %qwen_chat show tutor      show the turns of "tutor"
             %qwen_chat reset tutor     forget "tutor" (reset --all: forget all)
         """
-        args = parse_argstring(self.qwen_chat, line)
         try:
-            check_name(args.name)
+            commands.chat(self.conversations, parse_argstring(self.qwen_chat, line))
         except QwenMagicsError as err:
             raise UsageError(err.line()) from None
-        if args.action == "reset":
-            if args.all:
-                self.conversations.clear()
-            else:
-                self.conversations.pop(args.name, None)
-            print("All conversations reset." if args.all else f"Conversation {args.name!r} reset.")
-        elif args.action == "show":
-            if args.name not in self.conversations:
-                raise UsageError(f"No conversation {args.name!r}: start one with %%qwen -c {args.name}")
-            text = self.conversations[args.name].transcript()
-            display({"text/plain": text, "text/html": render_markdown(text)}, raw=True)
-        elif not self.conversations:
-            print("No conversations yet: start one with %%qwen -c NAME")
-        else:
-            for name, conv in self.conversations.items():
-                print(f"{name}: {len(conv.turns)} turn(s)")
 
     @magic_arguments()
     @argument("name", nargs="?", help="check this model name: known, listed, or a likely typo")
@@ -307,32 +258,13 @@ class QwenMagics(Magics, QwenSettings):
             %qwen_models qwen-plsu              "did you mean 'qwen-plus'?"
             %qwen_models --base-url http://localhost:8000/v1
         """
-        from .backends.openai_chat import list_models
-
-        args = parse_argstring(self.qwen_models, line)
         try:
-            endpoint = endpoint_for(self, args.region, args.base_url, None)
+            table, listed = commands.models(self, parse_argstring(self.qwen_models, line))
         except QwenMagicsError as err:
             raise UsageError(err.line()) from None
-        where = endpoint.region or endpoint.base_url
-        listed, note = None, None
-        asked = not (endpoint.key_required and endpoint.api_key() is None)
-        if not asked:
-            note = f"set {self.api_key_env} to ask it"
-        else:
-            try:
-                listed = runner.call(list_models(endpoint), timeout=endpoint.timeout + endpoint.connect_timeout)
-                self._listed = listed
-            except Exception as err:  # noqa: BLE001 - the table is still worth showing, with the reason
-                note = translate(err, Request(messages=(), model="", endpoint=endpoint)).line()
-        if args.name:
-            if args.name in (listed or ()) or known(args.name) or is_local(args.name):
-                print(f"{args.name!r} is " + ("offered by " + where if args.name in (listed or ()) else "a known model"))
-            elif guess := likely_typo(args.name, listed):
-                print(f"{args.name!r} is neither known nor listed: did you mean {guess!r}?")
-            else:
-                print(f"{args.name!r} is neither known nor listed by {where}")
-        return ModelTable(listed, where, self.local_context, note, asked)
+        if listed is not None:
+            self._listed = listed
+        return table
 
     @magic_arguments()
     @argument("action", nargs="?", default="status", choices=["status", "unload", "install"],
@@ -348,26 +280,7 @@ class QwenMagics(Magics, QwenSettings):
             %qwen_local unload               free the memory
             %qwen_local install --model 0.5b build the runtime and fetch the 0.5B model (once)
         """
-        from . import install_local, local_model
-
-        args = parse_argstring(self.qwen_local, line)
         try:
-            if args.action == "install":
-                install_local.install(args.model)
-            elif args.action == "unload":
-                count = len(local_model.loaded())
-                local_model.unload()
-                print(f"Unloaded {count} local model(s).")
-            else:
-                print(local_status(local_model.loaded(), local_model.default_model()))
+            commands.local(parse_argstring(self.qwen_local, line))
         except QwenMagicsError as err:
             raise UsageError(err.line()) from err
-
-
-def local_status(loaded: list[dict], default) -> str:
-    """One line per loaded model, or where the default one stands."""
-    if not loaded:
-        where = "installed" if default.path.exists() else "not installed (run %qwen_local install)"
-        return f"No local model loaded; the default is {default.title}, {where}. It loads on first use (-m local)."
-    return "\n".join(f"{Path(m['file']).name}: {m['size'] / 2**20:,.0f} MiB, {m['threads']} threads, "
-                     f"context {m['context']:,} tokens{', logits on' if m['logits_all'] else ''}" for m in loaded)

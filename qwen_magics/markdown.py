@@ -2,8 +2,9 @@
 
 Model output is untrusted: raw HTML in an answer is escaped (``html=False``) and
 markdown-it refuses ``javascript:``/``vbscript:``/``data:`` links, so nothing the
-model writes can run in the page.  Tables and strikethrough are on, as in chat
-interfaces.
+model writes can run in the page.  Tables and strikethrough are on, and code
+blocks sit on a light background with fenced code coloured by Pygments (inline
+styles, no scripts), as in chat interfaces.
 """
 
 from __future__ import annotations
@@ -12,11 +13,55 @@ import html
 from functools import lru_cache
 
 
+_CODE_BOX = ('<pre style="background:#f6f8fa;color:#1f2328;padding:8px 12px;border-radius:6px;'
+             'overflow-x:auto;line-height:1.45"><code{attrs}>{code}</code></pre>')
+
+
 @lru_cache(maxsize=1)
 def _parser():
     from markdown_it import MarkdownIt
 
-    return MarkdownIt("commonmark", {"html": False, "linkify": False}).enable(["table", "strikethrough"])
+    parser = MarkdownIt("commonmark", {"html": False, "linkify": False, "highlight": _highlight})
+    parser.add_render_rule("code_block", _indented_code)
+    return parser.enable(["table", "strikethrough"])
+
+
+def _highlight(code: str, lang: str, _attrs: str) -> str:
+    """A fenced block in its box: Pygments spans when ``lang`` names a lexer, else the code escaped."""
+    lexer = _lexer(lang) if lang else None
+    if lexer is None:
+        body = html.escape(code, quote=False)
+    else:
+        from pygments import highlight
+
+        body = highlight(code, lexer, _formatter())
+    attrs = f' class="language-{html.escape(lang)}"' if lang else ""
+    return _CODE_BOX.format(attrs=attrs, code=body)
+
+
+def _indented_code(renderer, tokens, idx, options, env) -> str:
+    """An indented code block, in the same box as fenced code (no language, so no colours)."""
+    return _CODE_BOX.format(attrs="", code=html.escape(tokens[idx].content, quote=False)) + "\n"
+
+
+@lru_cache(maxsize=64)
+def _lexer(lang: str):
+    """The Pygments lexer named ``lang`` (``python``, ``js``, ...), or None; Pygments loads on first use."""
+    from pygments.lexers import get_lexer_by_name
+    from pygments.util import ClassNotFound
+
+    try:
+        return get_lexer_by_name(lang)
+    except ClassNotFound:
+        return None
+
+
+@lru_cache(maxsize=1)
+def _formatter():
+    """Spans with inline colours (an output carries no stylesheet), without Pygments' own wrapper."""
+    from pygments.formatters import HtmlFormatter
+
+    return HtmlFormatter(noclasses=True, nowrap=True, style="default")
 
 
 @lru_cache(maxsize=4)

@@ -12,15 +12,19 @@ import json
 import os
 import re
 import shlex
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Mapping
 
 from IPython.core.error import UsageError
 
 from . import local_model
 from .config import QwenSettings, check_temperature, check_top_p, dashscope_root, find_region
 from .errors import InvalidInput, missing_key
-from .models import is_local
+from .expand import expand
+from .media import media_url, user_content
+from .models import is_local, likely_typo
 from .request import Endpoint, Request, Sampling
+from .tools import Tool, tools_from
 
 MAX_TOKENS_LIMIT = 131_072
 _SEPARATOR = re.compile(r"(^|\s)--(\s|$)")
@@ -92,6 +96,56 @@ def _token(line: str, pos: int) -> tuple[str, int]:
     return tok or "", pos + lexer.instream.tell()
 
 
+@dataclass(frozen=True)
+class Prepared:
+    """A request built from a magic's or a widget's options, and what to tell the user about it."""
+
+    request: Request
+    prompt: str
+    """The prompt as sent (after ``{expr}`` expansion): what a conversation remembers."""
+    notices: tuple[str, ...] = ()
+    """One-line warnings to show above the answer (a likely typo, a value cut short)."""
+    model_notice: str | None = None
+    """Why the model was chosen for the user (no key: the local model), worth saying once per kernel."""
+    validator: Any = None
+    """The pydantic model class of ``--schema``, to validate the parsed answer."""
+    tools: tuple[Tool, ...] = ()
+
+
+def prepare(settings: QwenSettings, args: argparse.Namespace, template: str, namespace: Mapping[str, Any], *,
+            history: list[dict[str, Any]] | None = None, listed: list[str] | None = None) -> Prepared:
+    """Turn options, a prompt template and the notebook's namespace into a checked :class:`Request`.
+
+    The one way every surface builds a request, so an option means, checks
+    and fails the same everywhere.  ``{expr}`` is expanded unless
+    ``args.no_expand``; ``history`` holds a conversation's earlier turns;
+    ``listed`` is what the endpoint last said it offers (for the typo check).
+    Raises :class:`~qwen_magics.errors.QwenMagicsError` for anything that can
+    be checked here, before anything is sent.
+    """
+    expansion = None if getattr(args, "no_expand", False) else expand(
+        template, namespace, max_chars=settings.max_value_chars, dataframe_rows=settings.dataframe_rows)
+    prompt = (expansion.text if expansion else template).strip()
+    if not prompt:
+        raise InvalidInput("The prompt is empty", "write it after %qwen, or in the cell body under %%qwen")
+    content = user_content(prompt, [media_url(x, namespace, "image") for x in getattr(args, "image", None) or ()],
+                           [media_url(x, namespace, "video") for x in getattr(args, "video", None) or ()])
+    schema, validator = json_schema_of(args.schema, namespace) if getattr(args, "schema", None) else (None, None)
+    if schema is not None:
+        args.format = "json"  # before the system prompt, which then asks for JSON as -f json does
+    messages = messages_for(system_prompt(args, settings), content, history)
+    if getattr(args, "prefix", None) is not None:
+        messages.append(partial_message(args.prefix, namespace))
+    tools = tuple(tools_from(args.tools, namespace)) if getattr(args, "tools", None) else ()
+    model, model_notice = choose_model(args, settings)
+    request = make_request(args, settings, messages, model, schema, tuple(t.spec for t in tools))
+    notices = list(expansion.warnings if expansion else ())
+    if guess := likely_typo(model, listed):
+        notices.insert(0, f"{model!r} is not a model this package knows: did you mean {guess!r}? "
+                          "(sent as written; %qwen_models lists what the endpoint offers)")
+    return Prepared(request, prompt, tuple(notices), model_notice, validator, tools)
+
+
 def choose_model(args: argparse.Namespace, settings: QwenSettings) -> tuple[str, str | None]:
     """The model to ask, and a notice when it was chosen for the user.
 
@@ -108,7 +162,8 @@ def choose_model(args: argparse.Namespace, settings: QwenSettings) -> tuple[str,
     if not local_model.is_assembled(model):
         return settings.model, None  # the missing-key error follows, and names the offline option
     return "local", (f"No {settings.api_key_env} set: answering with {model.title}, running locally in this "
-                     f"kernel (set {settings.api_key_env} to use Model Studio)")
+                     f"kernel; it does not reason, so no Thinking section appears (set {settings.api_key_env} "
+                     "to use Model Studio, whose models reason)")
 
 
 #: Where each protocol lives on a DashScope host.

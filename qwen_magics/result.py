@@ -13,8 +13,9 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from . import events as ev
-from .request import Request
+from .fragments import footer_html, reasoning_html
 from .markdown import render_markdown
+from .request import Request
 
 State = Literal["streaming", "complete", "incomplete", "stopped"]
 
@@ -33,6 +34,8 @@ class Result:
     request_id: str | None = None
     state: State = "streaming"
     error: str | None = None
+    error_kind: str | None = None
+    """The class of the error that cut the answer short (``RateLimited``, ``ContentBlocked``, ...)."""
     started: float = field(default_factory=time.monotonic, repr=False)
     ttft: float | None = None
     elapsed: float | None = None
@@ -46,8 +49,6 @@ class Result:
     """With ``--tools``: every round's result, this one last (the others ended in tool calls)."""
     tool_runs: list[Any] = field(default_factory=list, repr=False)
     """With ``--tools``: every call the model made (:class:`~qwen_magics.tools.ToolRun`), in order."""
-    shown_live: bool = field(default=False, repr=False)
-    """Set while the cell that streamed this result runs, so the cell's Out does not repeat the answer."""
 
     @classmethod
     def for_request(cls, request: Request) -> "Result":
@@ -79,7 +80,7 @@ class Result:
         elif isinstance(event, ev.Finished):
             self.finish_reason = event.reason
         elif isinstance(event, ev.Failed):
-            self.state, self.error = event.state, event.message
+            self.state, self.error, self.error_kind = event.state, event.message, event.kind
 
     def close(self, at: float | None = None) -> None:
         """Mark the end of the run: complete unless a failure was recorded."""
@@ -132,17 +133,7 @@ class Result:
         return (f"<Result {self.model} {self.state} finish={self.finish_reason} "
                 f"tokens={self.usage.input}/{self.usage.output}/{self.usage.reasoning} text={head!r}>")
 
-    def _ipython_display_(self) -> None:
-        if self.shown_live:  # the answer is already on screen: streamed into this cell
-            self.shown_live = False
-            return
-        from IPython.display import display
-
-        display(self._repr_mimebundle_(), raw=True)
-
     def _repr_mimebundle_(self, include=None, exclude=None) -> dict[str, str]:
-        from .render.parts import footer_html, reasoning_html
-
         html = "".join([reasoning_html(self.reasoning, open_=False) if self.reasoning else "",
                         render_markdown(self.text), footer_html(self)])
         return {"text/plain": self.text, "text/markdown": self.text, "text/html": html}

@@ -26,6 +26,7 @@ from typing import Any, Callable, Literal
 from .errors import InvalidInput
 from .request import Request
 from .result import Result
+from .text import call_text
 
 _SCALARS = {str: "string", int: "integer", float: "number", bool: "boolean"}
 _ARG_LINE = re.compile(r"^\s*(\*{0,2}\w+)\s*(?:\([^)]*\))?\s*:\s*(.+)$")
@@ -54,17 +55,6 @@ class ToolRun:
 
     def call_text(self) -> str:
         return call_text(self.name, self.arguments)
-
-
-def call_text(name: str, arguments: str) -> str:
-    """``name(a=1, b='x')``: a call as shown to the person approving it (raw arguments if not a JSON object)."""
-    try:
-        args = json.loads(arguments or "{}")
-    except ValueError:
-        return f"{name}({arguments})"
-    if not isinstance(args, dict):
-        return f"{name}({arguments})"
-    return f"{name}({', '.join(f'{k}={v!r}' for k, v in args.items())})"
 
 
 def tools_from(names: str, namespace: dict[str, Any]) -> list[Tool]:

@@ -9,7 +9,6 @@ imported here on first use, not when the extension loads.
 from __future__ import annotations
 
 import argparse
-import asyncio
 
 from IPython.core.error import UsageError
 from IPython.core.magic import Magics, cell_magic, line_magic, magics_class, no_var_expand
@@ -21,10 +20,9 @@ from . import runner
 from .backends import backend_for
 from .errors import InvalidInput, QwenMagicsError
 from .expand import expand
-from .options import (choose_model, endpoint_for, make_request, messages_for, parse_options, split_line,
-                      system_prompt)
-from .render.parts import footer_text
+from .options import choose_model, endpoint_for, parse_options, prepare, split_line
 from .request import Request
+from .text import footer_text
 
 _AXES = {"model": "-m", "temperature": "-t", "top_p": "--top-p", "seed": "--seed", "thinking": "--thinking"}
 _COMMON = {"system": "-s", "max_tokens": "--max-tokens", "top_k": "--top-k", "region": "--region",
@@ -58,8 +56,8 @@ class QwenWidgetMagics(Magics):
                 if value:
                     raise InvalidInput(f"{flag} works in %%qwen cells, not in comparisons or the panel",
                                        "drop it from these options")
-            model, _ = choose_model(args, self.settings)
-            return make_request(args, self.settings, messages_for(system_prompt(args, self.settings), text), model)
+            args.no_expand = True  # the prompt was expanded once, for every column
+            return prepare(self.settings, args, text, self.shell.user_ns).request
 
         return make
 
@@ -78,12 +76,13 @@ class QwenWidgetMagics(Magics):
         from .widgets.panel import Panel
 
         make = self.request_factory("")
+        model, _ = choose_model(argparse.Namespace(model=None, base_url=None, region=None), self.settings)
         try:
             endpoint = endpoint_for(self.settings, None, None, None)
             listing = (lambda: list_models(endpoint)) if endpoint.api_key() or not endpoint.key_required else None
         except QwenMagicsError:
             listing = None
-        return Panel(self.settings, lambda options, prompt: make(options, prompt), listing)
+        return Panel(self.settings, lambda options, prompt: make(options, prompt), listing, model=model)
 
     @magic_arguments()
     @argument("-m", "--model", help="models, comma-separated: -m qwen3.5-plus,qwen-flash,local")
@@ -141,11 +140,12 @@ class QwenWidgetMagics(Magics):
                   for tok in (option, str(getattr(args, name)))]
         specs = column_specs(axes, args.grid, args.repeat, common)
         make = self.request_factory(prompt)
-        for spec in specs:  # every column is checked before anything is sent
-            backend_for(make(spec.options).protocol)  # and its SDK imported now, not in the first column's latency
+        requests = [make(spec.options) for spec in specs]  # every column is checked before anything is sent
+        for request in requests:
+            backend_for(request.protocol)  # and its SDK imported now, not in the first column's latency
         comparison = Comparison(prompt, specs, make, concurrency=args.concurrency,
                                 interval=self.settings.update_interval)
-        for warning in expansion.warnings if expansion else ():
+        for warning in [*(expansion.warnings if expansion else ()), *_turns_notice(requests)]:
             print(f"⚠ {warning}")
         self.shell.user_ns["_qwen_compare"] = comparison
         if args.out:
@@ -164,9 +164,9 @@ class QwenWidgetMagics(Magics):
         return comparison
 
     def _run_blocking(self, comparison) -> None:
-        future = asyncio.run_coroutine_threadsafe(comparison.run_all(), runner.background_loop())
+        future = runner.submit(comparison.run_all())
         try:
-            future.result()
+            runner.wait(future)
         except KeyboardInterrupt:
             comparison.stop()
             comparison.done.wait(10)
@@ -194,6 +194,15 @@ class QwenWidgetMagics(Magics):
             display(probs_widget(self.shell.user_ns[args.name], args.position))
         except ValueError as err:
             raise UsageError(str(err)) from None
+
+
+def _turns_notice(requests: list[Request]) -> list[str]:
+    """Said once above the columns: local columns share one model, so they take turns."""
+    local = sum(request.protocol == "local" for request in requests)
+    if local < 2:
+        return []
+    others = ", the other columns at the same time" if local < len(requests) else ""
+    return [f"The local model answers one column at a time: its {local} columns run one after another{others}"]
 
 
 def _split(value: str | None) -> list[str]:

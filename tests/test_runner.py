@@ -1,167 +1,152 @@
-"""The hand-over between threads: few wake-ups for a fast stream, none lost, the first text at once."""
+"""The one driver: every surface streams a backend into a renderer through ``runner.drive``."""
 
 import asyncio
+import contextvars
 import threading
 import time
+
+import pytest
 
 from qwen_magics import events as ev
 from qwen_magics import runner
 from qwen_magics.backends.local import _DONE, _Handover
+from qwen_magics.errors import RateLimited
 from qwen_magics.render.base import Renderer
 from qwen_magics.request import Endpoint, Request
 from qwen_magics.result import Result
 
-
-def test_the_cell_thread_waiting_for_nothing_wakes_at_the_first_event():
-    inbox = runner._Inbox(runner.background_loop())
-    threading.Timer(0.05, inbox.put, args=("first",)).start()
-    started = time.monotonic()
-    assert inbox.take(None) == ["first"]
-    assert time.monotonic() - started < 1.0
-
-
-def test_while_a_refresh_is_owed_events_pile_up_without_waking_the_cell_thread():
-    inbox = runner._Inbox(runner.background_loop())
-    inbox.take(0)  # the cell thread has something to show: it will sleep until its refresh is due
-
-    def produce():
-        for i in range(500):
-            inbox.put(i)
-
-    threading.Thread(target=produce).start()
-    started = time.monotonic()
-    items = inbox.take(0.3)
-    assert time.monotonic() - started >= 0.29  # 500 events did not cut the sleep short
-    assert items == list(range(500))  # and every one of them is handed over, in order
-
-
-def test_right_after_a_refresh_the_next_events_wait_until_another_refresh_could_be_made():
-    inbox = runner._Inbox(runner.background_loop())
-    threading.Timer(0.05, inbox.put, args=("soon",)).start()
-    started = time.monotonic()
-    assert inbox.take(None, quiet=0.3) == ["soon"]  # not woken at 0.05: nothing could be shown before 0.3
-    assert time.monotonic() - started >= 0.29
-
-
-def test_after_a_quiet_time_with_no_events_the_next_one_wakes_the_cell_thread_at_once():
-    inbox = runner._Inbox(runner.background_loop())
-    threading.Timer(0.4, inbox.put, args=("late",)).start()
-    started = time.monotonic()
-    assert inbox.take(None, quiet=0.1) == ["late"]
-    assert 0.39 <= time.monotonic() - started < 0.6
-
-
-def test_deltas_that_pile_up_reach_the_cell_thread_joined_in_order():
-    """One event to fold per refresh instead of thousands, and no backlog of objects for the garbage collector."""
-    inbox = runner._Inbox(runner.background_loop())
-    inbox.take(0)
-    before = time.monotonic()
-    for event in [ev.ReasoningDelta("think "), ev.ReasoningDelta("hard"), ev.TextDelta("a")]:
-        inbox.put_event(event)
-    for i in range(500):
-        inbox.put_event(ev.TextDelta(f" {i}"))
-    inbox.put_event(ev.Usage(input=1, output=501))
-    inbox.put_event(ev.TextDelta("!"))
-    items = inbox.take(0)
-    assert [event for _, event in items] == [ev.ReasoningDelta("think hard"),
-                                             ev.TextDelta("a" + "".join(f" {i}" for i in range(500))),
-                                             ev.Usage(input=1, output=501), ev.TextDelta("!")]
-    assert all(before <= at <= time.monotonic() for at, _ in items)  # a joined delta arrived with its first piece
-
-
-def test_the_end_of_the_stream_always_wakes_the_cell_thread():
-    inbox = runner._Inbox(runner.background_loop())
-    inbox.take(0)
-    end = runner._End()
-    threading.Timer(0.05, inbox.put, args=(end,)).start()
-    started = time.monotonic()
-    assert inbox.take(30) == [end]
-    assert time.monotonic() - started < 5
-
-
-def test_the_stream_steps_aside_while_the_cell_thread_renders_and_resumes_when_it_sleeps():
-    loop = runner.background_loop()
-    inbox = runner._Inbox(loop)
-    resumed = threading.Event()
-
-    async def pump():
-        inbox.put("first")  # wakes the cell thread, which now renders
-        assert inbox.holding
-        await inbox.step_aside()
-        resumed.set()
-
-    asyncio.run_coroutine_threadsafe(pump(), loop)
-    assert inbox.take(None) == ["first"]
-    assert not resumed.wait(0.1)  # held while the cell thread is awake
-    threading.Thread(target=inbox.take, args=(0.5,), daemon=True).start()  # back to sleep: released
-    assert resumed.wait(2)
-
-
-def test_only_the_holds_for_timed_refreshes_count_against_the_display_budget():
-    """Showing the first event at once is what holding is for; a throttled refresh is what it costs."""
-    loop = runner.background_loop()
-    inbox = runner._Inbox(loop)
-    second = threading.Event()
-
-    async def pump():
-        inbox.put("first")
-        await inbox.step_aside()
-        await loop.run_in_executor(None, second.wait, 5)
-        inbox.put("second")
-        if inbox.holding:
-            await inbox.step_aside()
-
-    asyncio.run_coroutine_threadsafe(pump(), loop)
-    assert inbox.take(None) == ["first"]  # woken by the event; the stream holds while the cell thread renders it
-    time.sleep(0.1)
-    assert inbox.take(0.05) == []  # asleep until a refresh is due (the stream resumed), woken by the timer
-    time.sleep(0.05)
-    assert inbox.waited == 0  # the first hold is not charged
-    second.set()  # the stream's next event finds the cell thread awake, refreshing: it holds
-    time.sleep(0.15)
-    threading.Thread(target=inbox.take, args=(0.5,), daemon=True).start()
-    deadline = time.monotonic() + 2
-    while not inbox.waited and time.monotonic() < deadline:
-        time.sleep(0.01)
-    assert 0.1 <= inbox.waited < 1
-
-
-class LeavesSomethingOnce(Renderer):
-    """A renderer whose second refresh leaves part of what arrived for the next one (a new markdown block)."""
-
-    def __init__(self):
-        super().__init__(interval=0.05)
-        self.refreshes = 0
-
-    def refresh(self, result):
-        self.refreshes += 1
-        return self.refreshes == 2
-
-
-def two_events_then_a_pause(renderer, seen_during_pause):
-    async def backend(request):
-        yield ev.TextDelta("para one")  # shown at once
-        yield ev.TextDelta("\n\npara two")  # shown when the refresh is due: only the first block, then the rest
-        await asyncio.sleep(0.6)
-        seen_during_pause.append(renderer.refreshes)
-        yield ev.Finished("stop")
-    return backend
-
-
 REQUEST = Request(messages=({"role": "user", "content": "hi"},), model="m", endpoint=Endpoint("http://127.0.0.1:9"))
 
 
-def test_what_a_refresh_left_is_shown_while_the_stream_pauses_in_a_cell():
-    renderer, seen = LeavesSomethingOnce(), []
-    runner.run(REQUEST, two_events_then_a_pause(renderer, seen), renderer, Result.for_request(REQUEST))
-    assert seen == [3]
+class Recorder(Renderer):
+    """Keeps what it was given: every event taken, the text at each refresh, and the finish."""
+
+    def __init__(self, interval=0.05):
+        super().__init__(interval=interval)
+        self.taken, self.refreshed, self.finished = [], [], []
+
+    def on_event(self, event, result):
+        self.taken.append(event)
+
+    def refresh(self, result):
+        self.refreshed.append(result.text)
+        return False
+
+    def finish(self, result):
+        self.finished.append(result.state)
 
 
-def test_what_a_refresh_left_is_shown_while_the_stream_pauses_in_a_widget():
-    renderer, seen = LeavesSomethingOnce(), []
-    runner.call(runner.stream_into(REQUEST, two_events_then_a_pause(renderer, seen), renderer,
-                                   Result.for_request(REQUEST)), 10)
-    assert seen == [3]
+async def chunks(n, text="ab", finish=True, pause=0.0):
+    yield ev.Started(request_id="r1")
+    for _ in range(n):
+        yield ev.TextDelta(text)
+        if pause:
+            await asyncio.sleep(pause)
+    if finish:
+        yield ev.Usage(input=3, output=n)
+        yield ev.Finished("stop")
+
+
+def test_a_fast_stream_is_folded_once_per_refresh_not_once_per_chunk():
+    renderer, result = Recorder(), Result.for_request(REQUEST)
+    runner.call(runner.drive(chunks(20_000), renderer, result), 30)
+    assert result.text == "ab" * 20_000 and result.state == "complete" and result.usage.output == 20_000
+    texts = [e for e in renderer.taken if isinstance(e, ev.TextDelta)]
+    assert texts[0].text == "ab"  # the first text is shown at once, alone
+    assert len(texts) < 2_000, len(texts)  # the rest arrives joined: far fewer events than chunks
+    assert renderer.refreshed[0] == "ab"
+    assert renderer.finished == ["complete"]
+
+
+def test_refreshes_are_at_most_one_per_interval_and_the_last_text_is_always_shown():
+    renderer, result = Recorder(interval=0.1), Result.for_request(REQUEST)
+    started = time.monotonic()
+    runner.call(runner.drive(chunks(50, pause=0.01), renderer, result), 30)
+    elapsed = time.monotonic() - started
+    assert len(renderer.refreshed) <= elapsed / 0.1 + 2
+    assert len(renderer.refreshed) >= 2  # the first text, and more while it streamed
+    assert result.text == "ab" * 50
+
+
+def test_what_arrived_is_shown_while_the_stream_pauses():
+    """A refresh that is owed happens on time even when no event comes to trigger it."""
+    renderer, seen = Recorder(interval=0.05), []
+
+    async def stalls():
+        yield ev.TextDelta("one")  # shown at once
+        yield ev.TextDelta(" two")  # arrives within the interval: owed
+        await asyncio.sleep(0.5)
+        seen.append(list(renderer.refreshed))
+        yield ev.Finished("stop")
+
+    runner.call(runner.drive(stalls(), renderer, Result.for_request(REQUEST)), 10)
+    assert seen == [["one", "one two"]]
+
+
+def test_a_failing_stream_keeps_its_partial_answer_and_records_the_error_and_its_kind():
+    async def fails():
+        yield ev.TextDelta("partial")
+        raise RateLimited("Rate limited (429)", "wait a minute")
+
+    renderer, result = Recorder(), Result.for_request(REQUEST)
+    runner.call(runner.drive(fails(), renderer, result), 10)
+    assert (result.text, result.state, result.error_kind) == ("partial", "incomplete", "RateLimited")
+    assert result.error == "Rate limited (429). Wait a minute."
+    assert renderer.finished == ["incomplete"]
+
+
+def test_a_cancelled_run_is_stopped_keeps_its_text_and_closes_the_backend():
+    closed = threading.Event()
+
+    async def endless():
+        try:
+            yield ev.TextDelta("so far")
+            await asyncio.sleep(60)
+            yield ev.TextDelta("never")
+        finally:
+            closed.set()
+
+    renderer, result = Recorder(), Result.for_request(REQUEST)
+    future = runner.submit(runner.drive(endless(), renderer, result))
+    time.sleep(0.2)
+    future.cancel()
+    assert closed.wait(5)
+    deadline = time.monotonic() + 5
+    while not renderer.finished and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert (result.text, result.state, renderer.finished) == ("so far", "stopped", ["stopped"])
+
+
+def test_a_blocking_run_returns_the_result_and_a_keyboard_interrupt_stops_it(monkeypatch):
+    renderer, result = Recorder(), Result.for_request(REQUEST)
+    assert runner.run(chunks(3), renderer, result) is result and result.text == "ababab"
+
+    closed = threading.Event()
+
+    async def endless():
+        try:
+            yield ev.TextDelta("so far")
+            await asyncio.sleep(60)
+        finally:
+            closed.set()
+
+    renderer, result = Recorder(), Result.for_request(REQUEST)
+    timer = threading.Timer(0.3, lambda: __import__("_thread").interrupt_main())
+    timer.start()
+    with pytest.raises(KeyboardInterrupt):
+        runner.run(endless(), renderer, result)
+    assert closed.is_set() and result.state == "stopped" and result.text == "so far"
+
+
+def test_a_run_sees_the_context_of_the_code_that_started_it():
+    """The kernel sends display messages to the cell whose context the run carries."""
+    cell = contextvars.ContextVar("cell")
+    cell.set("cell 7")
+
+    async def which():
+        return cell.get("none")
+
+    assert runner.call(which(), 5) == "cell 7"
 
 
 def test_local_tokens_reach_the_loop_in_batches_the_first_at_once():
@@ -180,51 +165,3 @@ def test_local_tokens_reach_the_loop_in_batches_the_first_at_once():
     loop.close()
     assert [len(b) for b in batches] == [1, 1, 200, 1]  # start, first text, the rest with the finish, the end
     assert [e.text for b in batches for e in b if isinstance(e, ev.TextDelta)] == [str(i) for i in range(200)]
-
-
-def _work(seconds: float) -> float:
-    """Pure-Python work (it needs the GIL) for about ``seconds`` of this thread's CPU; the CPU it took."""
-    start = time.thread_time()
-    while time.thread_time() - start < seconds:
-        sum(range(1000))
-    return time.thread_time() - start
-
-
-def _charged_while(stream_body, others_cpu: float = 0.05) -> tuple[float, float]:
-    """Run ``stream_body(stop)`` in a 'stream' thread for 0.15 s, while this thread works for ``others_cpu``.
-
-    Returns what a :class:`runner._StreamLoss` on the stream thread charged, and the CPU this thread took.
-    """
-    stop = threading.Event()
-    stream = threading.Thread(target=stream_body, args=(stop,), daemon=True)
-    stream.start()
-    loss = runner._StreamLoss(stream)
-    time.sleep(0.05)
-    loss.charge(0.0)  # from here on
-    started = time.monotonic()
-    used = _work(others_cpu)
-    time.sleep(max(0.0, 0.15 - (time.monotonic() - started)))
-    charged = loss.charge(0.002)  # the stream also stood aside 2 ms for a refresh
-    stop.set()
-    stream.join()
-    return charged, used
-
-
-def test_a_stream_that_keeps_its_thread_busy_is_charged_the_cpu_other_threads_took():
-    """Parsing as fast as it can, the stream loses every moment another thread holds the GIL."""
-    def parse(stop):
-        while not stop.is_set():
-            sum(range(1000))
-
-    charged, used = _charged_while(parse)
-    assert 0.6 * used <= charged <= used + 0.03, (charged, used)
-
-
-def test_a_stream_waiting_on_the_network_is_charged_only_its_holds():
-    """Other work done while the stream waits for bytes costs it nothing."""
-    def wait_for_bytes(stop):
-        while not stop.is_set():
-            time.sleep(0.005)
-
-    charged, used = _charged_while(wait_for_bytes)
-    assert used >= 0.05 and 0.002 <= charged < 0.005, charged

@@ -31,15 +31,14 @@ def wait_for(predicate, timeout=20.0):
         time.sleep(0.02)
 
 
-def test_columns_stream_at_the_same_time_and_the_wall_time_is_the_slowest(ip, dashscope):
+def test_columns_stream_at_the_same_time(ip, dashscope):
     dashscope.enqueue(Script(reasoning="", text="a" * 80, chunk_chars=4, chunk_delay=0.03, repeat=3))  # ~0.6 s each
     comparison = ip.run_cell_magic("qwen_compare", "-m qwen3.5-plus,qwen-flash,qwen-plus --no-expand", "Same prompt")
     reqs = dashscope.requests
     assert sorted(b["model"] for b in bodies(dashscope)) == ["qwen-flash", "qwen-plus", "qwen3.5-plus"]
+    # Every request started before any finished: all three streamed at once, so the wall time is the slowest
+    # column's (asserted by order, not by a ratio of times that a busy machine stretches).
     assert overlapping(reqs)
-    wall = max(r.finished for r in reqs) - min(r.started for r in reqs)
-    slowest = max(r.finished - r.started for r in reqs)
-    assert wall < 1.3 * slowest, f"three columns took {wall:.2f} s, the slowest {slowest:.2f} s: not concurrent"
     assert [r.text for r in comparison.results] == ["a" * 80] * 3
     assert ip.user_ns["_qwen_compare"] is comparison
     first = comparison.columns[0].output.children
@@ -115,7 +114,7 @@ def test_a_column_can_be_edited_and_rerun_alone_and_stop_cancels(ip, dashscope):
     comparison.start(column)
     wait_for(lambda: len(dashscope.requests) == 3 and column.output.children)
     assert (bodies(dashscope)[-1]["model"], bodies(dashscope)[-1]["temperature"]) == ("qwen-max", 0.25)
-    time.sleep(0.2)
+    wait_for(lambda: "slow" in "".join(part.value for part in column.output.children))  # streaming, not done
     comparison.stop()
     wait_for(lambda: column.result is not None and column.result.state == "stopped")
     assert 0 < len(column.result.text) < len("slow " * 200)

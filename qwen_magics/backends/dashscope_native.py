@@ -19,25 +19,52 @@ from typing import Any, AsyncIterator
 
 from .. import errors as e
 from .. import events as ev
-from ..errors import stream_cut
 from ..request import Request
-from .errors import from_status, translate
-from .. import runner
+from .common import detail, guarded, present
+from .errors import from_status
 
 _MULTIMODAL = re.compile(r"^(qwen3\.5|qwen3-vl|qwen-vl|qvq|qwen-omni|qwen3-omni|qwen2\.5-vl)")
+_sessions: dict[asyncio.AbstractEventLoop, Any] = {}
 
 
-def _close_shared_session() -> None:
-    """The SDK keeps one aiohttp session per loop, reused across cells; close it when the kernel exits."""
-    from dashscope import close_shared_aio_session
+def _session() -> Any:
+    """This loop's HTTP session, owned here and reused across cells (the SDK's shared one is closed by
+    its own exit hook only when its loop is idle, which a loop in a daemon thread never is)."""
+    loop = asyncio.get_running_loop()
+    session = _sessions.get(loop)
+    if session is None or session.closed:
+        import aiohttp
+
+        if not _sessions:
+            atexit.register(_close_sessions)  # after the package loop's own exit hook, so it runs before it
+        session = _sessions[loop] = aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=_ssl_context()),
+                                                          trust_env=True)
+    return session
+
+
+def _ssl_context() -> Any:
+    import ssl
 
     try:
-        asyncio.run_coroutine_threadsafe(close_shared_aio_session(), runner.background_loop()).result(timeout=2)
-    except Exception:  # noqa: BLE001 - exiting anyway; nothing to report to
-        pass
+        import certifi
+    except ImportError:  # the SDK depends on it; without it, the system's certificates
+        return ssl.create_default_context()
+    return ssl.create_default_context(cafile=certifi.where())
 
 
-atexit.register(_close_shared_session)
+def _close_sessions() -> None:
+    """At exit: close every session on its own loop, so aiohttp has nothing unclosed to report."""
+    for loop, session in list(_sessions.items()):
+        if session.closed or loop.is_closed():
+            continue
+        try:
+            if loop.is_running():
+                asyncio.run_coroutine_threadsafe(session.close(), loop).result(timeout=2)
+            else:
+                loop.run_until_complete(session.close())
+        except Exception:  # noqa: BLE001 - exiting anyway; nothing to report to
+            pass
+    _sessions.clear()
 
 
 def multimodal(request: Request) -> bool:
@@ -57,13 +84,11 @@ def build_call(request: Request) -> dict[str, Any]:
                             "base_address": request.endpoint.base_url}
     if request.stream:
         call["incremental_output"] = True
-    optional = {"temperature": s.temperature, "top_p": s.top_p, "top_k": s.top_k, "seed": s.seed,
-                "max_tokens": s.max_tokens, "stop": list(s.stop) or None, "enable_thinking": request.thinking,
-                "thinking_budget": request.thinking_budget,
-                "response_format": request.response_format,
-                "logprobs": True if request.logprobs else None, "top_logprobs": request.logprobs,
-                "tools": [{"type": "function", "function": spec} for spec in request.tools] or None}
-    call.update({k: v for k, v in optional.items() if v is not None})
+    call.update(present(temperature=s.temperature, top_p=s.top_p, top_k=s.top_k, seed=s.seed,
+                        max_tokens=s.max_tokens, stop=list(s.stop), enable_thinking=request.thinking,
+                        thinking_budget=request.thinking_budget, response_format=request.response_format,
+                        logprobs=True if request.logprobs else None, top_logprobs=request.logprobs,
+                        tools=[{"type": "function", "function": spec} for spec in request.tools]))
     return call
 
 
@@ -76,8 +101,8 @@ def _parts(content: Any) -> list[dict[str, Any]]:
     return [native[part["type"]](part) for part in content]
 
 
-async def stream(request: Request) -> AsyncIterator[ev.Event]:
-    """Events for one request; raises :class:`~qwen_magics.errors.QwenMagicsError` on failure.
+def stream(request: Request) -> AsyncIterator[ev.Event]:
+    """Events for one request; fails with :class:`~qwen_magics.errors.QwenMagicsError`.
 
     The dashscope SDK neither retries nor applies a read timeout, so both are
     done here as the openai SDK does them: each frame must come within
@@ -85,10 +110,14 @@ async def stream(request: Request) -> AsyncIterator[ev.Event]:
     before the first frame are retried ``max_retries`` times with exponential
     backoff (honouring ``Retry-After``).
     """
+    return guarded(request, _events(request))
+
+
+async def _events(request: Request) -> AsyncIterator[ev.Event]:
     from dashscope import AioGeneration, AioMultiModalConversation
 
     api = AioMultiModalConversation if multimodal(request) else AioGeneration
-    started = finished = False
+    started = False
     usage: ev.Usage | None = None
     frames = None
     try:
@@ -103,16 +132,11 @@ async def stream(request: Request) -> AsyncIterator[ev.Event]:
                 started = True
                 yield ev.Started(request_id=frame.request_id, model=request.model)
             for event in _from_frame(frame):
-                finished = finished or isinstance(event, ev.Finished)
                 yield event
             usage = _usage(frame.usage) or usage
             frame = await _next(frames, request.endpoint.timeout)
         if usage is not None:
             yield usage
-        if not finished:
-            raise stream_cut("without a finish reason")
-    except Exception as err:  # noqa: BLE001 - every SDK/transport error becomes one clear line
-        raise translate(err, request, midstream=started) from err
     finally:
         if frames is not None:
             await frames.aclose()  # closes the SDK's HTTP response
@@ -126,7 +150,7 @@ async def _open(api: Any, request: Request) -> tuple[Any, Any]:
     for attempt in range(retries + 1):
         frames = None
         try:
-            reply = await _within(api.call(**build_call(request)), timeout)
+            reply = await _within(api.call(**build_call(request), session=_session()), timeout)
             frames = reply if request.stream else _once(reply)
             first = await _next(frames, timeout)
         except (asyncio.TimeoutError, aiohttp.ClientConnectionError):
@@ -186,6 +210,7 @@ def _from_frame(frame) -> list[ev.Event]:
         text = _text(message.get("content"))
         if text:
             out.append(ev.TextDelta(text))
+        out += _logprobs(choice.get("logprobs"))
         for i, call in enumerate(message.get("tool_calls") or ()):
             fn = call.get("function") or {}
             out.append(ev.ToolCallDelta(call.get("index", i), call.get("id") or None, fn.get("name") or None,
@@ -202,10 +227,17 @@ def _text(content: Any) -> str:
     return content or ""
 
 
+def _logprobs(logprobs: Any) -> list[ev.TokenLogprob]:
+    """``choices[].logprobs.content``: the same shape as Chat Completions', as plain dicts."""
+    return [ev.TokenLogprob(item["token"], float(item["logprob"]),
+                            tuple((alt["token"], float(alt["logprob"])) for alt in item.get("top_logprobs") or ()))
+            for item in (logprobs or {}).get("content") or ()]
+
+
 def _usage(usage: Any) -> ev.Usage | None:
     if not usage:
         return None
-    details = usage.get("output_tokens_details") or {}
-    cached = usage.get("prompt_tokens_details") or usage.get("input_tokens_details") or {}
+    cached = usage.get("prompt_tokens_details") or usage.get("input_tokens_details")
     return ev.Usage(input=usage.get("input_tokens") or 0, output=usage.get("output_tokens") or 0,
-                    reasoning=details.get("reasoning_tokens") or 0, cached=cached.get("cached_tokens") or 0)
+                    reasoning=detail(usage.get("output_tokens_details"), "reasoning_tokens"),
+                    cached=detail(cached, "cached_tokens"))

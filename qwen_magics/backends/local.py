@@ -1,10 +1,8 @@
 """Local backend: a Qwen GGUF model run in-process by llama.cpp, streamed as events.
 
-llama.cpp generates synchronously.  A cell runs it in its own thread
-(:func:`generate_here`), as a bare llama-cpp-python loop would; comparison
-columns and the panel, which live on the package's event loop, run it in a
-worker thread that hands events over through an asyncio queue (:func:`stream`),
-so the kernel stays responsive.  That worker hands tokens over in batches (the
+llama.cpp generates synchronously, so :func:`stream` runs it in a worker
+thread that hands events to the package's event loop through an asyncio queue,
+and the kernel stays responsive.  The worker hands tokens over in batches (the
 first at once, then at most every ``_HANDOVER`` seconds): llama.cpp's compute
 threads spin-synchronise, and every other thread woken per token slows them
 down measurably on a small machine.
@@ -31,8 +29,10 @@ from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from typing import Any
 
 from ..events import Event, Finished, Started, TextDelta, TokenLogprob, Usage
-from ..local_model import LoadedModel, LocalModelError, import_llama_cpp, known_model, load, resolve
+from ..errors import LocalModelError
+from ..local_model import LoadedModel, import_llama_cpp, known_model, load, resolve
 from ..request import Request
+from .common import guarded
 
 _JOIN_TIMEOUT = 10.0
 _HANDOVER = 0.05
@@ -43,14 +43,16 @@ _DEFAULTS = {"temperature": 0.2, "top_p": 0.95, "top_k": 40}
 Emit = Callable[[Any], None]
 
 
-async def stream(request: Request) -> AsyncIterator[Event]:
+def stream(request: Request) -> AsyncIterator[Event]:
     """Answer ``request`` with a local model in a worker thread; closing or cancelling the consumer stops it.
 
-    Comparisons and the panel use this (their columns run on the package's
-    event loop); a cell uses :func:`generate_here`.
-
-    The context window is ``request.endpoint.context`` (``QwenMagics.local_context``).
+    The context window is ``request.endpoint.context`` (``QwenMagics.local_context``).  Every failure is
+    a :class:`LocalModelError`.
     """
+    return guarded(request, _events(request))
+
+
+async def _events(request: Request) -> AsyncIterator[Event]:
     _check(request)
     path = await asyncio.to_thread(resolve, request.model)  # re-hashes only a file whose stamp is stale
     # Logits for every position make generation several times slower: only when asked for.
@@ -106,20 +108,6 @@ class _Handover:
             self.loop.call_soon_threadsafe(self.queue.put_nowait, batch)
         except RuntimeError:  # the loop is closed: nobody is listening any more
             self.cancelled.set()
-
-
-def generate_here(request: Request, emit: Emit) -> None:
-    """Answer ``request`` in the calling thread, passing each event to ``emit`` as it comes.
-
-    This is how a cell runs the local model: llama.cpp computes in the cell's
-    own thread (as a bare llama-cpp-python loop would), so no other thread is
-    woken per token; Ctrl-C raises ``KeyboardInterrupt`` at the next token.
-    Raises :class:`LocalModelError` for every failure.
-    """
-    _check(request)
-    model = load(resolve(request.model), n_ctx=request.endpoint.context, logits_all=bool(request.logprobs))
-    with model.lock, _runtime_errors():
-        _generate(model, request, threading.Event(), emit)
 
 
 def _check(request: Request) -> None:

@@ -18,9 +18,9 @@ from typing import Any, AsyncIterator
 import openai
 
 from .. import events as ev
-from ..errors import missing_key, stream_cut
+from ..errors import missing_key
 from ..request import Endpoint, Request
-from .errors import translate
+from .common import detail, guarded, present
 
 _clients: dict[tuple, Any] = {}
 _NO_KEY = "no-key-needed"  # OpenAI-compatible servers without auth still need a non-empty key in the SDK
@@ -49,47 +49,38 @@ def build_body(request: Request) -> dict[str, Any]:
     body: dict[str, Any] = {"model": request.model, "messages": list(request.messages), "stream": request.stream}
     if request.stream:
         body["stream_options"] = {"include_usage": True}
-    optional = {"temperature": s.temperature, "top_p": s.top_p, "seed": s.seed, "max_tokens": s.max_tokens,
-                "stop": list(s.stop) or None}
-    body.update({k: v for k, v in optional.items() if v is not None})
-    if request.response_format:
-        body["response_format"] = request.response_format
+    body.update(present(temperature=s.temperature, top_p=s.top_p, seed=s.seed, max_tokens=s.max_tokens,
+                        stop=list(s.stop), response_format=request.response_format,
+                        tools=[{"type": "function", "function": spec} for spec in request.tools]))
     if request.logprobs:
         body.update(logprobs=True, top_logprobs=request.logprobs)
-    if request.tools:
-        body["tools"] = [{"type": "function", "function": spec} for spec in request.tools]
-    extra = {"enable_thinking": request.thinking, "thinking_budget": request.thinking_budget, "top_k": s.top_k}
-    extra = {k: v for k, v in extra.items() if v is not None}
+    extra = present(enable_thinking=request.thinking, thinking_budget=request.thinking_budget, top_k=s.top_k)
     if extra:
         body["extra_body"] = extra
     return body
 
 
-async def stream(request: Request) -> AsyncIterator[ev.Event]:
-    """Events for one request; raises :class:`~qwen_magics.errors.QwenMagicsError` on failure."""
-    client = client_for(request.endpoint)
-    started = False
+def stream(request: Request) -> AsyncIterator[ev.Event]:
+    """Events for one request; fails with :class:`~qwen_magics.errors.QwenMagicsError`."""
+    return guarded(request, _events(request))
+
+
+async def _events(request: Request) -> AsyncIterator[ev.Event]:
+    response = await client_for(request.endpoint).chat.completions.create(**build_body(request))
+    if not request.stream:
+        for event in _from_completion(response):
+            yield event
+        return
     try:
-        response = await client.chat.completions.create(**build_body(request))
-        if not request.stream:
-            for event in _from_completion(response):
+        started = False
+        async for chunk in response:
+            if not started:
+                started = True
+                yield ev.Started(request_id=chunk.id or None, model=chunk.model or None)
+            for event in _from_chunk(chunk):
                 yield event
-            return
-        try:
-            finished = False
-            async for chunk in response:
-                if not started:
-                    started = True
-                    yield ev.Started(request_id=chunk.id or None, model=chunk.model or None)
-                for event in _from_chunk(chunk):
-                    finished = finished or isinstance(event, ev.Finished)
-                    yield event
-            if not finished:
-                raise stream_cut("without a finish reason")
-        finally:
-            await close(response)
-    except Exception as err:  # noqa: BLE001 - every SDK/transport error becomes one clear line
-        raise translate(err, request, midstream=started) from err
+    finally:
+        await close(response)
 
 
 async def close(stream) -> None:
@@ -162,15 +153,9 @@ def _logprobs(logprobs) -> list[ev.TokenLogprob]:
 
 
 def _usage(usage) -> ev.Usage:
-    completion = getattr(usage, "completion_tokens_details", None)
-    prompt = getattr(usage, "prompt_tokens_details", None)
-    return ev.Usage(
-        input=usage.prompt_tokens or 0,
-        output=usage.completion_tokens or 0,
-        reasoning=(getattr(completion, "reasoning_tokens", None) or 0) if completion else 0,
-        cached=(getattr(prompt, "cached_tokens", None) or 0) if prompt else 0,
-    )
-
+    return ev.Usage(input=usage.prompt_tokens or 0, output=usage.completion_tokens or 0,
+                    reasoning=detail(usage.completion_tokens_details, "reasoning_tokens"),
+                    cached=detail(usage.prompt_tokens_details, "cached_tokens"))
 
 
 async def list_models(endpoint: Endpoint) -> list[str]:

@@ -13,9 +13,10 @@ from __future__ import annotations
 from typing import Any, AsyncIterator
 
 from .. import events as ev
-from ..errors import InvalidInput, stream_cut
+from ..errors import InvalidInput
 from ..request import Request
-from .errors import from_status, translate
+from .common import detail, guarded, present
+from .errors import from_status
 from .openai_chat import client_for, close
 
 _REASONING = {"response.reasoning_summary_text.delta", "response.reasoning_text.delta"}
@@ -29,16 +30,13 @@ def build_body(request: Request) -> dict[str, Any]:
                             "input": [item for m in request.messages if m["role"] != "system" for item in _items(m)]}
     if system:
         body["instructions"] = "\n\n".join(system)
-    optional = {"temperature": s.temperature, "top_p": s.top_p, "max_output_tokens": s.max_tokens}
-    body.update({k: v for k, v in optional.items() if v is not None})
-    if request.tools:
-        body["tools"] = [{"type": "function", **spec} for spec in request.tools]
+    body.update(present(temperature=s.temperature, top_p=s.top_p, max_output_tokens=s.max_tokens,
+                        tools=[{"type": "function", **spec} for spec in request.tools]))
     if request.response_format:
         fmt = request.response_format
         body["text"] = {"format": {"type": fmt["type"], **fmt.get("json_schema", {})}}  # Responses flattens the schema
-    extra = {"enable_thinking": request.thinking, "thinking_budget": request.thinking_budget, "top_k": s.top_k,
-             "seed": s.seed, "stop": list(s.stop) or None}
-    extra = {k: v for k, v in extra.items() if v is not None}
+    extra = present(enable_thinking=request.thinking, thinking_budget=request.thinking_budget, top_k=s.top_k,
+                    seed=s.seed, stop=list(s.stop))
     if extra:
         body["extra_body"] = extra
     return body
@@ -63,46 +61,39 @@ def _content(content: Any) -> Any:
             {"type": "input_image", "image_url": p["image_url"]["url"]} for p in content]
 
 
-async def stream(request: Request) -> AsyncIterator[ev.Event]:
-    """Events for one request; raises :class:`~qwen_magics.errors.QwenMagicsError` on failure."""
+def stream(request: Request) -> AsyncIterator[ev.Event]:
+    """Events for one request; fails with :class:`~qwen_magics.errors.QwenMagicsError`."""
+    return guarded(request, _events(request), cut="before response.completed")
+
+
+async def _events(request: Request) -> AsyncIterator[ev.Event]:
     body = build_body(request)
-    client = client_for(request.endpoint)
-    started = False
+    response = await client_for(request.endpoint).responses.create(**body)
+    if not request.stream:
+        for event in _from_response(response):
+            yield event
+        return
     try:
-        response = await client.responses.create(**body)
-        if not request.stream:
-            for event in _from_response(response):
-                yield event
-            return
-        try:
-            completed = False
-            async for item in response:
-                kind = item.type
-                if kind == "response.created":
-                    started = True
-                    yield ev.Started(request_id=item.response.id, model=item.response.model)
-                elif kind in _REASONING:
-                    yield ev.ReasoningDelta(item.delta)
-                elif kind == "response.output_text.delta":
-                    yield ev.TextDelta(item.delta)
-                elif kind == "response.output_item.added" and item.item.type == "function_call":
-                    yield ev.ToolCallDelta(item.output_index, item.item.call_id, item.item.name,
-                                           item.item.arguments or "")
-                elif kind == "response.function_call_arguments.delta":
-                    yield ev.ToolCallDelta(item.output_index, None, None, item.delta)
-                elif kind in ("response.completed", "response.incomplete"):
-                    completed = True
-                    for event in _closing(item.response):
-                        yield event
-                elif kind in ("response.failed", "error"):
-                    error = getattr(item, "response", None) and item.response.error or item
-                    raise from_status(None, getattr(error, "code", None), getattr(error, "message", ""), request)
-            if not completed:
-                raise stream_cut("before response.completed")
-        finally:
-            await close(response)
-    except Exception as err:  # noqa: BLE001 - every SDK/transport error becomes one clear line
-        raise translate(err, request, midstream=started) from err
+        async for item in response:
+            kind = item.type
+            if kind == "response.created":
+                yield ev.Started(request_id=item.response.id, model=item.response.model)
+            elif kind in _REASONING:
+                yield ev.ReasoningDelta(item.delta)
+            elif kind == "response.output_text.delta":
+                yield ev.TextDelta(item.delta)
+            elif kind == "response.output_item.added" and item.item.type == "function_call":
+                yield ev.ToolCallDelta(item.output_index, item.item.call_id, item.item.name, item.item.arguments or "")
+            elif kind == "response.function_call_arguments.delta":
+                yield ev.ToolCallDelta(item.output_index, None, None, item.delta)
+            elif kind in ("response.completed", "response.incomplete"):
+                for event in _closing(item.response):
+                    yield event
+            elif kind in ("response.failed", "error"):
+                error = getattr(item, "response", None) and item.response.error or item
+                raise from_status(None, getattr(error, "code", None), getattr(error, "message", ""), request)
+    finally:
+        await close(response)
 
 
 def _from_response(response) -> list[ev.Event]:
@@ -126,11 +117,9 @@ def _closing(response) -> list[ev.Event]:
     out: list[ev.Event] = []
     usage = response.usage
     if usage is not None:
-        details = getattr(usage, "output_tokens_details", None)
-        cached = getattr(usage, "input_tokens_details", None)
         out.append(ev.Usage(input=usage.input_tokens or 0, output=usage.output_tokens or 0,
-                            reasoning=(getattr(details, "reasoning_tokens", 0) or 0) if details else 0,
-                            cached=(getattr(cached, "cached_tokens", 0) or 0) if cached else 0))
+                            reasoning=detail(getattr(usage, "output_tokens_details", None), "reasoning_tokens"),
+                            cached=detail(getattr(usage, "input_tokens_details", None), "cached_tokens")))
     incomplete = getattr(response, "incomplete_details", None)
     reason = getattr(incomplete, "reason", None)
     if reason is None and any(item.type == "function_call" for item in response.output or ()):

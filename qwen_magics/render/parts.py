@@ -21,25 +21,23 @@ bundle carries ``text/plain`` too, for nbconvert, terminals and GitHub.
 from __future__ import annotations
 
 import html
-import math
 import re
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 from .. import events as ev
+from ..fragments import footer_html, reasoning_html, token_view_html, token_view_text, tool_html
 from ..markdown import block_starts, render_markdown, render_plain
-from ..result import Result
-from ..tools import call_text
+from ..text import asked_text, footer_text, tool_run_text
 from .base import Renderer
+
+if TYPE_CHECKING:
+    from ..result import Result
 
 Bundle = dict[str, str]
 NewPart = Callable[[Bundle], Callable[[Bundle], None]]
 """Shows a new part and returns the function that updates it."""
 
 _FENCE = re.compile(r"^ {0,3}(`{3,}|~{3,})[^\n]*\n")
-_THINK_STYLE = "color:#666;border-left:3px solid #ccc;padding-left:8px;font-size:0.92em"
-_FOOT_STYLE = "color:#888;font-size:0.85em;margin-top:4px"
-_TOOL_STYLE = "font-family:monospace;font-size:0.9em;background:#f4f6fa;padding:2px 6px;margin:2px 0"
-_TOOL_SHOWN = 500
 
 
 def split_blocks(source: str, limit: int, markdown: bool = True) -> tuple[str, str]:
@@ -108,58 +106,6 @@ class Chain:
         return {"text/plain": source, "text/html": self.render(source)}
 
 
-def reasoning_html(reasoning: str, open_: bool, title: str = "Thinking") -> str:
-    return (f'<details{" open" if open_ else ""} style="{_THINK_STYLE}"><summary>{html.escape(title)}</summary>'
-            f"{render_plain(reasoning)}</details>")
-
-
-def footer_text(result: Result) -> str:
-    u = result.usage
-    parts = [result.model, f"{u.input} in / {u.output} out" + (f" / {u.reasoning} reasoning" if u.reasoning else "") + " tokens"]
-    if result.ttft is not None:
-        parts.append(f"first token {result.ttft:.2f} s")
-    if result.tokens_per_second:
-        parts.append(f"{result.tokens_per_second:.1f} tok/s")
-    if result.elapsed is not None:
-        parts.append(f"{result.elapsed:.2f} s")
-    if result.cost is not None:
-        parts.append(f"cost {result.cost:.4f}" if result.cost else "cost 0")
-    if result.state == "stopped":
-        parts.append("stopped by user: partial answer")
-    elif result.state == "incomplete":
-        parts.append(f"incomplete: {result.error}")
-    elif result.finish_reason and result.finish_reason != "stop":
-        parts.append(f"finish: {result.finish_reason}")
-    return " · ".join(parts)
-
-
-def footer_html(result: Result) -> str:
-    return f'<div style="{_FOOT_STYLE}">{html.escape(footer_text(result))}</div>'
-
-
-def tool_run_text(run) -> str:
-    """``🔧 f(a=1) → output`` (cut to a few hundred characters; the whole output is on the result)."""
-    if not run.ran and not run.error:
-        outcome = "not run: declined"
-    else:
-        outcome = run.output if len(run.output) <= _TOOL_SHOWN else run.output[:_TOOL_SHOWN] + "…"
-    return f"🔧 {run.call_text()} → {outcome}"
-
-
-def token_view_html(logprobs) -> str:
-    """The answer token by token, tinted by probability (the less likely, the stronger); hover for alternatives."""
-    spans = []
-    for entry in logprobs:
-        p = math.exp(entry.logprob)
-        alternatives = ", ".join(f"{t!r} {math.exp(lp):.1%}" for t, lp in entry.top)
-        title = html.escape(f"p = {p:.1%}" + (f" | top: {alternatives}" if alternatives else ""), quote=True)
-        spans.append(f'<span title="{title}" style="background:rgba(255,120,0,{(1 - p) * 0.85:.2f})">'
-                     f"{html.escape(entry.token)}</span>")
-    return (f'<details open style="margin-top:4px"><summary>Token probabilities ({len(logprobs)} tokens; '
-            f"hover a token for its alternatives; %qwen_probs explores them)</summary>"
-            f'<div style="white-space:pre-wrap;font-family:monospace;line-height:1.6">{"".join(spans)}</div></details>')
-
-
 class PartsRenderer(Renderer):
     """Thinking slot, answer chain, token view and footer, on any surface that can show parts."""
 
@@ -198,18 +144,17 @@ class PartsRenderer(Renderer):
 
     def tool_run(self, run) -> None:
         text = tool_run_text(run)
-        self.new_part({"text/plain": text, "text/html": f'<div style="{_TOOL_STYLE}">{html.escape(text)}</div>'})
+        self.new_part({"text/plain": text, "text/html": tool_html(text)})
 
     def finish(self, result: Result) -> None:
         if self._thinking_open:
             self._close_thinking(result, open_=not result.text)
         self.answer.refresh(final=True)
         for call in result.tool_calls:
-            text = f"🔧 asks to call {call_text(call['name'], call['arguments'])}"
-            self.new_part({"text/plain": text, "text/html": f'<div style="{_TOOL_STYLE}">{html.escape(text)}</div>'})
+            text = asked_text(call)
+            self.new_part({"text/plain": text, "text/html": tool_html(text)})
         if result.logprobs:
-            plain = " ".join(f"{e.token!r}:{math.exp(e.logprob):.2f}" for e in result.logprobs)
-            self.new_part({"text/plain": plain, "text/html": token_view_html(result.logprobs)})
+            self.new_part({"text/plain": token_view_text(result.logprobs), "text/html": token_view_html(result.logprobs)})
         self.new_part({"text/plain": footer_text(result), "text/html": footer_html(result)})
 
     def _close_thinking(self, result: Result, open_: bool = False) -> None:

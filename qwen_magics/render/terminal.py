@@ -5,11 +5,14 @@ from __future__ import annotations
 import sys
 from typing import TextIO
 
+from typing import TYPE_CHECKING
+
 from .. import events as ev
-from ..result import Result
+from ..text import asked_text, footer_text, tool_run_text
 from .base import Renderer
-from ..tools import call_text
-from .parts import footer_text, tool_run_text
+
+if TYPE_CHECKING:
+    from ..result import Result
 
 
 class TerminalRenderer(Renderer):
@@ -46,6 +49,6 @@ class TerminalRenderer(Renderer):
 
     def finish(self, result: Result) -> None:
         end = self._reset if self._mode == "reasoning" else ""
-        calls = "".join(f"\n🔧 asks to call {call_text(c['name'], c['arguments'])}" for c in result.tool_calls)
+        calls = "".join(f"\n{asked_text(call)}" for call in result.tool_calls)
         self.out.write(f"{end}{calls}\n{self._dim}[{footer_text(result)}]{self._reset}\n")
         self.out.flush()

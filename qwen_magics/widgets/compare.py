@@ -25,11 +25,11 @@ from .. import runner
 from ..backends import backend_for
 from ..errors import QwenMagicsError
 from ..models import is_local
-from ..render.parts import footer_text
 from ..render.widget import WidgetRenderer
 from ..request import Request
 from ..result import Result
-from .summary import diff_html, summarize, summary_html, summary_markdown
+from ..text import footer_text
+from ..summary import diff_html, summarize, summary_html, summary_markdown
 
 RequestFactory = Callable[[str], Request]
 """Builds the request of a column from its option string; raises QwenMagicsError on bad options."""
@@ -82,6 +82,7 @@ class Column:
     """A column's widgets, its current options and its latest result."""
 
     spec: ColumnSpec
+    header: w.HTML
     options: w.Text
     output: w.VBox
     diff: w.HTML
@@ -108,7 +109,6 @@ class Comparison:
         self.diff_toggle.observe(lambda _: self._show_summary(), "value")
         self.widget = w.VBox([w.HBox([c.box for c in self.columns], layout=w.Layout(flex_flow="row wrap")),
                               self.summary, w.HBox([self.stop_button, self.diff_toggle])])
-        self.shown_live = False
         self.done = threading.Event()
 
     def _column(self, spec: ColumnSpec) -> Column:
@@ -117,7 +117,7 @@ class Comparison:
         output, diff = w.VBox(), w.HTML()
         header = w.HTML(f"<b>{html.escape(spec.label)}</b>")
         box = w.VBox([header, w.HBox([options, rerun]), output, diff], layout=w.Layout(**_COLUMN_STYLE))
-        column = Column(spec, options, output, diff, box)
+        column = Column(spec, header, options, output, diff, box)
         rerun.on_click(lambda _: self.start(column))
         return column
 
@@ -131,8 +131,17 @@ class Comparison:
             self.done.set()
 
     def start(self, column: Column) -> None:
-        """Re-run one column in the background (the cell that made the comparison has finished)."""
-        asyncio.run_coroutine_threadsafe(self._run(column), runner.background_loop())
+        """Re-run one column in the background (the cell that made the comparison has finished).
+
+        Edited options make the column a setting of its own: its header and its
+        label in the summary become the options it now runs with.
+        """
+        options = column.options.value.strip()
+        if options != column.spec.options:
+            label = options or "defaults"
+            column.spec = ColumnSpec(options, label, label)
+            column.header.value = f"<b>{html.escape(label)}</b>"
+        runner.submit(self._run(column))
 
     def stop(self) -> None:
         """Cancel every running column; each keeps its partial answer, marked stopped."""
@@ -150,11 +159,9 @@ class Comparison:
         except QwenMagicsError as err:
             result = runner.refused(renderer, err, model="?")
         else:
-            if is_local(request.model):
-                renderer.notice("local model: local columns run one after another, remote ones at the same time")
             async with local_lock if is_local(request.model) else semaphore:
                 result = Result.for_request(request)  # its clock starts when its turn comes
-                await runner.stream_into(request, backend_for(request.protocol), renderer, result)
+                await runner.drive(backend_for(request.protocol)(request), renderer, result)
         column.result, column.task = result, None
         self._show_summary()
         return result
@@ -203,7 +210,11 @@ class Comparison:
 
     def to_dataframe(self):
         """The rows as a pandas DataFrame (pandas is imported here, on first use)."""
-        import pandas as pd
+        try:
+            import pandas as pd
+        except ImportError:
+            raise QwenMagicsError("to_dataframe() needs pandas, which is not installed",
+                                  "run `pip install pandas`, or use .rows (a list of dicts)") from None
 
         return pd.DataFrame(self.rows)
 
@@ -227,14 +238,6 @@ class Comparison:
     def _repr_mimebundle_(self, include=None, exclude=None) -> dict[str, Any]:
         return {"text/plain": f"<Comparison of {len(self.columns)} columns>", "text/markdown": self.to_markdown(),
                 "text/html": self.to_html()}
-
-    def _ipython_display_(self) -> None:
-        if self.shown_live:
-            self.shown_live = False
-            return
-        from IPython.display import display
-
-        display(self.bundle(), raw=True)
 
     def bundle(self) -> dict[str, Any]:
         """The live widget, with the static export beside it for front ends without widgets."""

@@ -8,7 +8,7 @@ one shared ``QwenMagics`` configuration: there is no second copy to drift.
 
 from __future__ import annotations
 
-import asyncio
+import concurrent.futures
 import shlex
 from typing import Any, Callable
 
@@ -32,17 +32,20 @@ _LABEL = {"description_width": "110px"}
 class Panel:
     """Controls, Run/Stop, and a streaming output with the magics' footer."""
 
-    def __init__(self, settings: Any, make_request: RequestFactory, list_models: Callable[[], list[str]] | None = None):
+    def __init__(self, settings: Any, make_request: RequestFactory, list_models: Callable[[], list[str]] | None = None,
+                 model: str | None = None):
+        """``model``: the model to start with, chosen as ``%%qwen`` would (default: the configured one)."""
         self.settings = settings
         self.make_request = make_request
         s = settings
-        self.model = w.Combobox(value=s.model, options=picker_options(), description="model", ensure_option=False, style=_LABEL)
+        self.model = w.Combobox(value=model or s.model, options=picker_options(), description="model",
+                                ensure_option=False, style=_LABEL)
         self.temperature = w.FloatSlider(value=0.7 if s.temperature is None else s.temperature, min=0, max=1.99,
                                          step=0.05, description="temperature", readout_format=".2f", style=_LABEL)
         self.top_p = w.FloatSlider(value=0.8 if s.top_p is None else s.top_p, min=0.01, max=1.0, step=0.01,
                                    description="top_p", readout_format=".2f", style=_LABEL)
         self.top_k = w.BoundedIntText(value=s.top_k or 0, min=0, max=1000, description="top_k (0: off)", style=_LABEL)
-        self.max_tokens = w.BoundedIntText(value=s.max_tokens or 0, min=0, max=131072, description="max tokens", style=_LABEL)
+        self.max_tokens = w.BoundedIntText(value=s.max_tokens or 0, min=0, max=131072, description="max tokens (0: off)", style=_LABEL)
         self.seed = w.Text(value="" if s.seed is None else str(s.seed), description="seed", placeholder="random", style=_LABEL)
         self.thinking = w.ToggleButtons(options=list(_THINKING), value=_label(s.thinking), description="thinking",
                                          style={**_LABEL, "button_width": "110px"})
@@ -55,7 +58,7 @@ class Panel:
         self.defaults_button = w.Button(description="Make these the %%qwen defaults", layout=w.Layout(width="auto"))
         self.output = w.VBox()
         self.result: Result | None = None
-        self._task: asyncio.Future | None = None
+        self._task: concurrent.futures.Future | None = None
         self.run_button.on_click(lambda _: self.run())
         self.stop_button.on_click(lambda _: self.stop())
         self.defaults_button.on_click(lambda _: self.make_defaults())
@@ -64,7 +67,7 @@ class Panel:
         self.widget = w.VBox([w.HBox([w.VBox(controls[:4]), w.VBox(controls[4:])]), self.system, self.prompt,
                               w.HBox([self.run_button, self.stop_button, self.defaults_button]), self.output])
         if list_models is not None:
-            asyncio.run_coroutine_threadsafe(self._add_listed(list_models), runner.background_loop())
+            runner.submit(self._add_listed(list_models))
 
     def options(self) -> str:
         """The controls as ``%qwen`` options."""
@@ -82,11 +85,10 @@ class Panel:
             tokens += ["-s", self.system.value]
         return shlex.join(tokens)
 
-    def run(self) -> asyncio.Future:
+    def run(self) -> concurrent.futures.Future:
         """Start a run in the background; the output streams into the panel."""
         self.stop()
-        self._task = asyncio.run_coroutine_threadsafe(self._run(self.options(), self.prompt.value),
-                                                      runner.background_loop())
+        self._task = runner.submit(self._run(self.options(), self.prompt.value))
         return self._task
 
     def stop(self) -> None:
@@ -110,7 +112,7 @@ class Panel:
             self.result = runner.refused(renderer, err, model=self.model.value)
             return self.result
         self.result = Result.for_request(request)
-        return await runner.stream_into(request, backend_for(request.protocol), renderer, self.result)
+        return await runner.drive(backend_for(request.protocol)(request), renderer, self.result)
 
     async def _add_listed(self, list_models: Callable[[], Any]) -> None:
         try:

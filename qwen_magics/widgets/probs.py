@@ -21,7 +21,7 @@ import ipywidgets as w
 
 _NO_LOGPROBS = "This result has no token probabilities: run the cell again with --logprobs 5"
 _KEPT_COLOUR = "#4c78a8"
-_CUT_COLOUR = "#d0d0d0"
+_CUT_TEXT = "#888"
 _VISIBLE = str.maketrans({" ": "␣", "\n": "⏎", "\t": "⇥"})
 
 
@@ -35,7 +35,7 @@ class _Entry(Protocol):
 
 @dataclass(frozen=True)
 class Bar:
-    """One alternative after reshaping; ``before_cut`` survives the top_p cut so the chart can grey it."""
+    """One alternative after reshaping; ``before_cut`` survives the top_p cut so the chart can say what it removed."""
 
     token: str
     before_cut: float
@@ -93,10 +93,10 @@ class ProbsWidget(w.VBox):
 
     def __init__(self, entries: list[_Entry], position: int) -> None:
         self.entries = entries
-        self.position = w.IntSlider(value=position, min=0, max=len(entries) - 1, description="position")
+        self.position = _slider(w.IntSlider, value=position, min=0, max=len(entries) - 1, description="position")
         self.text = w.HTML()
-        self.temperature = w.FloatSlider(value=1.0, min=0.0, max=1.99, step=0.05, description="temperature")
-        self.top_p = w.FloatSlider(value=1.0, min=0.01, max=1.0, step=0.01, description="top_p")
+        self.temperature = _slider(w.FloatSlider, value=1.0, min=0.0, max=1.99, step=0.05, description="temperature")
+        self.top_p = _slider(w.FloatSlider, value=1.0, min=0.01, max=1.0, step=0.01, description="top_p")
         self.chart = w.HTML()
         self.caption = w.HTML()
         for slider in (self.position, self.temperature, self.top_p):
@@ -111,10 +111,15 @@ class ProbsWidget(w.VBox):
         self.text.value = _text_html(self.entries, self.position.value)
         self.chart.value = _chart_html(bars, entry.token)
         self.caption.value = (
-            '<div style="color:#888;font-size:0.85em">Renormalised over the top '
+            '<div style="color:#888;font-size:0.85em;line-height:1.4">Renormalised over the top '
             f"K = {len(alternatives)} alternatives the model returned: "
             "an approximation of the full distribution.</div>"
         )
+
+
+def _slider(kind: type[w.Widget], **settings: object) -> w.Widget:
+    """A slider whose label is wide enough for "temperature" and whose track shrinks with the output area."""
+    return kind(style={"description_width": "6.5em"}, layout=w.Layout(width="auto", max_width="30em"), **settings)
 
 
 def _alternatives(entry: _Entry) -> Sequence[tuple[str, float]]:
@@ -136,22 +141,22 @@ def _text_html(entries: list[_Entry], position: int) -> str:
     """The answer up to ``position``, with that token highlighted."""
     before = html.escape("".join(e.token for e in entries[:position]))
     mark = f'<mark style="background:#ffe08a">{_show(entries[position].token)}</mark>'
-    return f'<div style="white-space:pre-wrap;font-family:monospace">{before}{mark}</div>'
+    style = "white-space:pre-wrap;overflow-wrap:anywhere;line-height:1.5;font-family:monospace"
+    return f'<div style="{style}">{before}{mark}</div>'
 
 
 def _chart_html(bars: list[Bar], chosen: str) -> str:
-    """Horizontal bars in plain HTML/CSS: kept in colour, cut in grey at their pre-cut share."""
+    """Horizontal bars in plain HTML/CSS: the kept ones share 100%; a cut one has an empty bar and its
+    pre-cut probability, labelled as such, so no figure of the old distribution reads as part of the new."""
     rows = []
     for bar in bars:
-        share = bar.probability if bar.kept else bar.before_cut
-        colour = _KEPT_COLOUR if bar.kept else _CUT_COLOUR
-        label = f"{share:.1%}" + ("" if bar.kept else " cut by top_p")
+        label = f"{bar.probability:.1%}" if bar.kept else f"cut by top_p (was {bar.before_cut:.1%})"
         note = " ◀ generated" if bar.token == chosen else ""
         rows.append(
             '<div style="display:flex;align-items:center;gap:6px;margin:2px 0">'
-            f'<code style="width:10em;overflow:hidden;text-align:right">{_show(bar.token)}</code>'
-            '<div style="flex:1;background:#f3f3f3">'
-            f'<div style="width:{share * 100:.1f}%;background:{colour};height:1em"></div></div>'
-            f'<span style="width:11em;color:{"#000" if bar.kept else "#888"}">{label}{note}</span></div>'
+            f'<code style="flex:0 1 10em;min-width:2em;overflow:hidden;text-align:right">{_show(bar.token)}</code>'
+            '<div style="flex:1 1 6em;min-width:2em;background:#f3f3f3">'
+            f'<div style="width:{bar.probability * 100:.1f}%;background:{_KEPT_COLOUR};height:1em"></div></div>'
+            f'<span style="flex:0 1 13em;color:{"#000" if bar.kept else _CUT_TEXT}">{label}{note}</span></div>'
         )
     return "".join(rows)

@@ -1,29 +1,31 @@
-"""Fixtures of the reliability suite, and the hooks that publish its figures in the README.
+"""Fixtures of the reliability suite, and the hooks that record its figures.
 
 Every in-process test (fixture ``ip``) and every real-kernel test (fixture ``kernel``) runs with a
 known fake key and is checked afterwards: no fragment of the key in anything shown, logged, repr'd or
-raised, and no thread, task or socket left behind.  The suite runs after the other tests; when all of it
-ran and passed, its figures go into the README's "Reliability" section.
+raised, and no thread, task or socket left behind.  The suite runs after the other tests.  After every
+full run of it, failures included, its figures go to a file outside the checkout
+(:func:`publish.figures_path`), and the run fails when one of them is not clean;
+``python -m tests.reliability.publish`` puts them into the README.
 """
 
 from __future__ import annotations
 
 import atexit
+import dataclasses
 import json
 import logging
 import os
-import re
 import time
+from collections import Counter
 from pathlib import Path
 
 import pytest
 
-from .support import (FIGURES, SECRET_KEY, SEEN, SNAPSHOT_SOURCE, Kernel, key_fragments_in, settled_leaks,
-                      snapshot)
+from .publish import figures_path, problems
+from .support import (FIGURES, SECRET_KEY, SEEN, SNAPSHOT_SOURCE, Kernel, cancel_package_tasks, key_fragments_in,
+                      settled_leaks, snapshot)
 
 HERE = Path(__file__).resolve().parent
-README = HERE.parents[1] / "README.md"
-BEGIN, END = "<!-- reliability -->", "<!-- /reliability -->"
 
 
 def port_of(server) -> int:
@@ -119,7 +121,11 @@ def ip(ip, dashscope, monkeypatch, allowance, capsys):
     before = snapshot(port)
     with _Logs() as logs:
         yield ip
-    problems = settled_leaks(lambda: snapshot(port), before, allowance.connections)
+    # Leftovers are measured before anything is cleaned up: a stream that a lost Ctrl-C left running goes
+    # on streaming past the settling time (the tests that press Ctrl-C stream for longer than that), so it
+    # is reported here as a task left on the package's loop.  Only then is it cancelled, for the next test.
+    leaks = settled_leaks(lambda: snapshot(port), before, allowance.connections)
+    cancel_package_tasks()
     printed = capsys.readouterr()
     texts = ([json.dumps(o["data"], default=str) for o in ip.display_pub.outputs] + logs.texts + SEEN
              + _reprs(ip.user_ns) + [printed.out, printed.err])
@@ -130,7 +136,7 @@ def ip(ip, dashscope, monkeypatch, allowance, capsys):
     atexit.unregister(ip.atexit_operations)
     ip.user_ns.clear()
     assert not found, found
-    assert not problems, problems
+    assert not leaks, leaks
 
 
 @pytest.fixture(scope="package")
@@ -154,25 +160,25 @@ def kernel(_kernel, dashscope, allowance):
     before = _kernel.snapshot()
     _kernel.sent.clear()
     yield _kernel
-    problems = settled_leaks(_kernel.snapshot, before, allowance.connections)
+    leaks = settled_leaks(_kernel.snapshot, before, allowance.connections)
     found = key_fragments_in([json.dumps(m, default=str) for m in _kernel.sent], "kernel iopub")
     _kernel.sent.clear()
     assert not found, found
-    assert not problems, problems
+    assert not leaks, leaks
 
 
-# ------------------------------------------------------------------------------ figures in the README
+# ------------------------------------------------------------------------------------------ figures
 
 class _Run:
-    """Which reliability tests were collected and ran, and whether any failed."""
+    """Which reliability tests were collected, how each one ended, and when the first one started."""
 
     def __init__(self) -> None:
         self.collected: set[str] = set()
-        self.done: set[str] = set()
-        self.failed = False
+        self.modules: set[str] = set()
+        self.outcomes: dict[str, str] = {}  # nodeid -> passed | failed | skipped | xfailed | xpassed
         self.deselected = False
         self.started: float | None = None
-        self.xfailed: dict[str, str] = {}  # nodeid -> reason, for the tests that failed as expected
+        self.lines: list[str] = []  # what the terminal summary says about the figures
 
 
 _RUN = _Run()
@@ -201,94 +207,55 @@ def pytest_runtest_logstart(nodeid, location):
 
 
 def pytest_runtest_logreport(report):
+    """A failure in any phase makes the test failed; pytest-timeout stopping it counts as a hang."""
     if not _ours(report.nodeid):
         return
     if report.failed:
-        _RUN.failed = True
-    elif report.when == "call" and (report.passed or hasattr(report, "wasxfail")):
-        _RUN.done.add(report.nodeid)
-        if report.skipped:  # xfailed
-            _RUN.xfailed[report.nodeid] = report.wasxfail.removeprefix("reason: ")
+        _RUN.outcomes[report.nodeid] = "failed"
+        if "from pytest-timeout" in report.longreprtext:
+            FIGURES.hangs[f"{report.nodeid} · the whole test"] = "stopped by pytest-timeout"
+    elif _RUN.outcomes.get(report.nodeid) != "failed":
+        if hasattr(report, "wasxfail"):
+            _RUN.outcomes[report.nodeid] = "xpassed" if report.passed else "xfailed"
+        elif report.skipped:
+            _RUN.outcomes[report.nodeid] = "skipped"
+        elif report.when == "call":
+            _RUN.outcomes[report.nodeid] = "passed"
+
+
+def report_of_the_run() -> dict:
+    """The run's figures and test outcomes, as ``publish.py`` reads them."""
+    figures = {name: sorted(value) if isinstance(value, set) else value
+               for name, value in dataclasses.asdict(FIGURES).items()}
+    counts = Counter(_RUN.outcomes.values())
+    return {"tests": len(_RUN.collected), "outcomes": {k: counts[k] for k in ("passed", "failed", "skipped",
+                                                                                "xfailed", "xpassed")},
+            "failed": sorted(n for n, o in _RUN.outcomes.items() if o in ("failed", "xpassed")),
+            "seconds": time.monotonic() - (_RUN.started or time.monotonic()), "cores": os.cpu_count(),
+            "figures": figures}
 
 
 def pytest_sessionfinish(session, exitstatus):
+    """After a full run (every module, nothing deselected, every test ended), write the figures; after any
+    run of the suite, fail it when a figure is not clean."""
+    if not _RUN.outcomes:
+        return
+    report = report_of_the_run()
     every_module = {p.name for p in HERE.glob("test_*.py")}
-    whole = (_RUN.collected and _RUN.done == _RUN.collected and getattr(_RUN, "modules", set()) == every_module
-             and not _RUN.deselected and not _RUN.failed and session.testsfailed == 0)
-    if whole:
-        seconds = time.monotonic() - (_RUN.started or time.monotonic())
-        write_readme(figures_markdown(FIGURES, len(_RUN.collected), seconds, _RUN.xfailed))
-
-
-def figures_markdown(f, tests: int, seconds: float, xfailed: dict[str, str] | None = None) -> str:
-    gaps = len(f.faults_tried) - len(f.faults_survived)
-    handled = list(f.bad_handled.values())
-    before, service, warned = (handled.count(h) for h in ("before sending", "by the service", "warned"))
-    bad_gaps = len(f.bad_tried) - len(handled)
-    load = f.load
-    rows = [
-        ("Faults tried and survived: HTTP 500/502/503, 429 with and without Retry-After, refused connection, "
-         "DNS failure, read timeout before the first byte and mid-stream, cut stream, stream without a finish "
-         "reason, malformed SSE line, empty stream, moderation of the input and of the answer, Ctrl-C before the "
-         "first byte, in the reasoning and in the answer; over `--api chat`, `responses` and `dashscope`, in "
-         "`%%qwen`, the panel and the comparison, in-process and in a real kernel",
-         f"**{len(f.faults_survived)} of {len(f.faults_tried)} survived**: what streamed stays shown, the result "
-         f"says `incomplete`/`stopped` and why, one clear line, the next cell runs"
-         + (f"; {gaps} known gap{'s' if gaps > 1 else ''} (below)" if gaps else "")),
-        ("Bad inputs tried: sampling values out of range, negative or huge max tokens, unknown options, unknown "
-         "model, empty prompts, unresolved `{name}`, raising expressions, a 50 MB variable, bytes and non-UTF-8 "
-         "text, missing and non-image files, malformed JSON schemas, odd conversation names",
-         f"**{len(handled)} of {len(f.bad_tried)} handled in one line**: {before} refused before anything was sent, "
-         f"{service} refused by the service, {warned} sent with a one-line warning"
-         + (f"; {bad_gaps} known gap{'s' if bad_gaps > 1 else ''} (below)" if bad_gaps else "")),
-        ("Secrets: a known fake key, scanned for in every iopub message, log record (DEBUG), repr, exception "
-         "message and a saved .ipynb",
-         f"{f.key_chars / 1e6:.1f} MB scanned after each of {f.key_scans} tests, {f.log_records:,} log records and "
-         f"a {f.notebook_chars / 1e3:.0f} kB .ipynb among them: **{f.key_found} fragments of the key found**"),
-        ("Untrusted output: `<script>`, event handlers, `javascript:` links, iframes and more, in answers and "
-         "reasoning, streamed into cells, columns and the panel",
-         f"{len(f.payloads)} hostile payloads, {f.html_audited:,} rendered HTML bundles and widget values audited: "
-         f"**{f.unsafe} executable or injected elements**"),
-        ("Load: 16 concurrent comparison columns per protocol and 200 sequential cells in a real kernel, random "
-         "faults in 10% of requests",
-         f"{load['complete'] + load['clear_errors']} runs ({load['columns']} columns, {load['cells']} cells) making "
-         f"{load['requests']} requests, {load['injected']} of them with an injected fault: {load['complete']} "
-         f"complete answers, {load['clear_errors']} clear one-line errors, **{load['hangs']} hangs**"),
-        ("Leaks: threads, tasks on the package's loop, sockets (beyond the SDKs' keep-alive pools), checked "
-         "after every test", f"{f.leak_checks} checks: **{f.leaks} leaks found**"),
-    ]
-    lines = ["| what was tried | outcome |", "|---|---|"] + [f"| {what} | {outcome} |" for what, outcome in rows]
-    lines.append(f"\n{tests} tests, {seconds:.0f} s on this machine ({os.cpu_count()} cores).")
-    if xfailed:
-        lines.append("\nKnown gaps, each an `xfail` test that names the bug: "
-                     + "; ".join(f"`{nodeid.split('::')[-1]}`: {reason}" for nodeid, reason in sorted(xfailed.items())))
-    return "\n".join(lines)
-
-
-SECTION = """## Reliability
-
-`tests/reliability/` runs with the other tests (`python -m pytest`). It drives `%%qwen`, the panel and
-`%%qwen_compare`, in-process and in real kernels, against the loopback server's fault switches over every
-protocol, and checks what a person would see: the partial answer, one clear line, a usable kernel, no
-leaked key, thread, task or socket. The suite writes these figures itself, after a run in which all of
-it passed.
-
-{begin}
-{body}
-{end}
-"""
-
-
-def write_readme(body: str, readme: Path = README) -> None:
-    """Put ``body`` between the markers; create the section (after the benchmarks, before the next section)."""
-    text = readme.read_text(encoding="utf-8")
-    if BEGIN in text and END in text:
-        head, rest = text.split(BEGIN, 1)
-        new = f"{head}{BEGIN}\n{body}\n{END}{rest.split(END, 1)[1]}"
+    full = _RUN.modules == every_module and not _RUN.deselected and set(_RUN.outcomes) == _RUN.collected
+    if full:
+        path = figures_path()
+        path.write_text(json.dumps(report, indent=1), encoding="utf-8")
+        _RUN.lines.append(f"reliability figures written to {path}; `python -m tests.reliability.publish` "
+                          "puts them into README.md")
     else:
-        section = SECTION.format(begin=BEGIN, body=body, end=END)
-        bench = re.search(r"^## Benchmarks\b.*?(?=^## |\Z)", text, flags=re.S | re.M)
-        at = bench.end() if bench else len(text)
-        new = text[:at].rstrip("\n") + "\n\n" + section + ("\n" + text[at:] if text[at:] else "")
-    if new != text:
-        readme.write_text(new, encoding="utf-8")
+        _RUN.lines.append("reliability figures not written: not a full run of tests/reliability")
+    unclean = problems(report)
+    _RUN.lines += [f"reliability figure not clean: {line}" for line in unclean]
+    if unclean and session.exitstatus == pytest.ExitCode.OK:
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+def pytest_terminal_summary(terminalreporter):
+    for line in _RUN.lines:
+        terminalreporter.write_line(line, red=line.startswith("reliability figure not clean"))

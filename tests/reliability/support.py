@@ -1,5 +1,6 @@
-"""What the reliability suite shares: the fake key and the scan for it, clear-line checks, leak probes,
-a real kernel to drive, an audit of rendered HTML, and the figures the suite publishes in the README.
+"""What the reliability suite shares: the fake key and the scan for it, clear-line checks, a watchdog
+that counts hangs, leak probes, a real kernel to drive, an audit of rendered HTML, and the figures the
+suite records (``publish.py`` puts them into the README).
 """
 
 from __future__ import annotations
@@ -61,6 +62,53 @@ def exception_texts(err: BaseException) -> list[str]:
     return out
 
 
+# ------------------------------------------------------------------------------------------ hangs
+
+def current_test() -> str:
+    """The node id of the test running now (pytest sets it in the environment)."""
+    return os.environ.get("PYTEST_CURRENT_TEST", "outside a test").rsplit(" (", 1)[0]
+
+
+class Watch:
+    """One run under the watchdog: ``hung`` turns true when its time ran out before it ended."""
+
+    def __init__(self, what: str, seconds: float) -> None:
+        self.what, self.seconds = what, seconds
+        self.hung = False
+        self.ended = threading.Event()
+        self.lock = threading.Lock()
+
+    def fail_if_hung(self) -> None:
+        assert not self.hung, f"hang: {self.what!r} did not end within {self.seconds:g} s"
+
+
+@contextmanager
+def watchdog(what: str, seconds: float, on_hang: Callable[[], None]) -> Iterator[Watch]:
+    """Run the block under a watchdog thread: if it has not ended after ``seconds``, the hang is counted in
+    the figures under the test's name and ``what``, and ``on_hang()`` (Ctrl-C, a kernel interrupt) ends it."""
+    watch = Watch(what, seconds)
+    FIGURES.watched += 1
+
+    def guard() -> None:
+        if watch.ended.wait(seconds):
+            return
+        with watch.lock:  # the block may end meanwhile: then it did not hang
+            if watch.ended.is_set():
+                return
+            watch.hung = True
+            FIGURES.hangs[f"{current_test()} · {what}"] = f"no end within {seconds:g} s"
+            on_hang()
+
+    thread = threading.Thread(target=guard, name="reliability-watchdog", daemon=True)
+    thread.start()
+    try:
+        yield watch
+    finally:
+        with watch.lock:
+            watch.ended.set()
+        thread.join()
+
+
 # ------------------------------------------------------------------------------------ running magics
 
 #: Exception texts of the cells run by :func:`ask` in the current test (scanned for the key afterwards).
@@ -76,19 +124,31 @@ class Asked:
     seconds: float
 
 
-def ask(ip, line: str, cell: str | None = None, magic: str = "qwen") -> Asked:
+def ask(ip, line: str, cell: str | None = None, magic: str = "qwen", hang_after: float = 60.0) -> Asked:
     """Run a magic as a cell would; a ``UsageError`` (the one-line message a person sees) is returned, not raised.
 
-    Any other exception propagates: a traceback where one line was due fails the test.
+    Any other exception propagates: a traceback where one line was due fails the test.  A run still going
+    after ``hang_after`` seconds is a hang: counted and named in the figures, stopped with Ctrl-C, and the
+    test fails.
     """
-    started = time.monotonic()
+    started, watch = time.monotonic(), None
     try:
-        value = ip.run_cell_magic(magic, line, cell) if cell is not None else ip.run_line_magic(magic, line)
-        error = None
-    except UsageError as err:
-        value, error = None, str(err)
-        SEEN.extend(exception_texts(err))
+        with watchdog(f"%{'%' if cell is not None else ''}{magic} {line}"[:80], hang_after, _press_ctrl_c) as watch:
+            try:
+                value = ip.run_cell_magic(magic, line, cell) if cell is not None else ip.run_line_magic(magic, line)
+                error = None
+            except UsageError as err:
+                value, error = None, str(err)
+                SEEN.extend(exception_texts(err))
+    except KeyboardInterrupt:  # the watchdog's Ctrl-C, when it lands after the magic ended
+        if watch is None or not watch.hung:
+            raise
+    watch.fail_if_hung()
     return Asked(value, error, time.monotonic() - started)
+
+
+def _press_ctrl_c() -> None:
+    os.kill(os.getpid(), signal.SIGINT)
 
 
 #: How every message a person may see starts; anything else (an "Unexpected error") is not a clear line.
@@ -338,13 +398,25 @@ class Kernel:
         self.sent: list[dict] = []  # every iopub message and reply of the kernel, for the key scan
 
     def run(self, code: str, timeout: float = 60.0, watch: Callable[[list[dict]], None] | None = None) -> Cell:
-        """Execute ``code``; ``watch(messages so far)`` is called every 20 ms and on every message."""
+        """Execute ``code``; ``watch(messages so far)`` is called every 20 ms and on every message.
+
+        A cell still running after ``timeout`` seconds is a hang: the watchdog counts and names it and
+        interrupts the kernel (so the next test finds it usable), and the test fails.
+        """
         msg_id = self.kc.execute(code)
         messages: list[dict] = []
-        deadline = time.monotonic() + timeout
+        with watchdog(code.splitlines()[0][:80] if code.strip() else "(empty cell)", timeout,
+                      self.km.interrupt_kernel) as dog:
+            reply = self._until_idle(msg_id, messages, time.monotonic() + timeout + 30, watch)
+        dog.fail_if_hung()
+        return Cell(reply, messages)
+
+    def _until_idle(self, msg_id: str, messages: list[dict], deadline: float,
+                    watch: Callable[[list[dict]], None] | None) -> dict:
+        """Collect the cell's iopub messages until the kernel is idle again; its execute_reply."""
         while True:
             left = deadline - time.monotonic()
-            assert left > 0, f"the kernel hung: no end of {code[:80]!r} within {timeout} s"
+            assert left > 0, "the kernel did not answer even to an interrupt"
             try:
                 msg = self.kc.get_iopub_msg(timeout=min(0.02, left) if watch else left)
             except queue.Empty:
@@ -363,7 +435,7 @@ class Kernel:
             reply = self.kc.get_shell_msg(timeout=max(1.0, deadline - time.monotonic()))
             self.sent.append(reply)
             if reply["parent_header"].get("msg_id") == msg_id:
-                return Cell(reply["content"], messages)
+                return reply["content"]
 
     def ok(self, code: str, timeout: float = 60.0) -> Cell:
         cell = self.run(code, timeout)
@@ -423,7 +495,7 @@ def audit_html(html: str) -> tuple[list[str], str]:
 
 @dataclass
 class Figures:
-    """What the suite tried and how it went; written into the README when the whole suite passed."""
+    """What the suite tried and how it went; ``conftest.py`` writes them to a file after a full run."""
 
     faults_tried: set[str] = field(default_factory=set)
     faults_survived: set[str] = field(default_factory=set)
@@ -440,7 +512,9 @@ class Figures:
     html_audited: int = 0
     unsafe: int = 0
     load: dict[str, int] = field(default_factory=lambda: {"requests": 0, "injected": 0, "complete": 0,
-                                                          "clear_errors": 0, "columns": 0, "cells": 0, "hangs": 0})
+                                                          "clear_errors": 0, "columns": 0, "cells": 0})
+    watched: int = 0  # runs (magics in-process, cells in kernels) done under the watchdog
+    hangs: dict[str, str] = field(default_factory=dict)  # "test · what ran" -> how it hung
 
 
 FIGURES = Figures()

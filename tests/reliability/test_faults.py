@@ -15,8 +15,8 @@ import time
 import pytest
 from loopback import Script
 
-from .support import (APIS, FAST_RETRY, assert_clear_line, ask, cancel_package_tasks, ctrl_c_when,
-                      fault_case, generation_requests, visible, wait_for, widget_html)
+from .support import (APIS, FAST_RETRY, assert_clear_line, ask, ctrl_c_when, fault_case, generation_requests, visible,
+                      wait_for, widget_html)
 
 TEXT = "alpha beta gamma delta epsilon"
 PARTIAL = "alpha beta g"  # what arrives before a fault after two 6-character pieces
@@ -84,7 +84,9 @@ def test_gateway_errors_are_retried_as_told_then_end_in_one_clear_line(ip, dashs
     with fault_case("%%qwen", api, f"HTTP {status}, every try"):
         dashscope.enqueue(Script(status=status, headers=FAST_RETRY, repeat=3))
         asked = ask(ip, f"--api {api} -m qwen-plus hi")
-        assert len(generation_requests(dashscope)) == 3 and max(gaps(dashscope)) < 0.3  # as the server asked
+        assert len(generation_requests(dashscope)) == 3
+        # as the server asked (10 ms each): the SDKs' own backoff would wait 1.1 s or more over the two retries
+        assert sum(gaps(dashscope)) < 1.1, gaps(dashscope)
         assert_survived(ip, dashscope, api, asked, f"server error ({status} ", "after 2 retries")
 
 
@@ -136,18 +138,18 @@ def test_an_unreachable_endpoint_is_one_clear_line_soon(ip, dashscope, monkeypat
 def test_a_read_timeout_before_the_first_byte_is_one_clear_line(ip, dashscope, api):
     with fault_case("%%qwen", api, "read timeout before the first byte"):
         ip.run_line_magic("config", "QwenMagics.max_retries = 1")
-        dashscope.enqueue(Script(first_byte_delay=3, repeat=2))
+        dashscope.enqueue(Script(first_byte_delay=20, repeat=2))
         asked = ask(ip, f"--api {api} -m qwen-plus --timeout 0.5 hi")
-        assert asked.seconds < 2.7  # two tries of 0.5 s and a backoff, not the 3 s the server waits
+        assert asked.seconds < 10  # two tries of 0.5 s and a backoff, not the 20 s the server waits
         assert_survived(ip, dashscope, api, asked, "No answer from singapore within 0.5 s", "raise --timeout")
 
 
 @pytest.mark.parametrize("api", APIS)
 def test_a_read_timeout_mid_stream_keeps_the_partial_answer(ip, dashscope, api):
     with fault_case("%%qwen", api, "read timeout mid-stream"):
-        dashscope.enqueue(streamed("stall", stall_seconds=3))
+        dashscope.enqueue(streamed("stall", stall_seconds=20))
         asked = ask(ip, f"--api {api} -m qwen-plus --timeout 0.5 hi")
-        assert asked.seconds < 2.5  # 0.5 s after the last piece, not the 3 s the server waits
+        assert asked.seconds < 10  # 0.5 s after the last piece, not the 20 s the server waits
         assert_survived(ip, dashscope, api, asked, "No answer from singapore within 0.5 s", partial=PARTIAL)
 
 
@@ -178,11 +180,11 @@ def test_moderation_of_the_input_is_one_clear_line_and_nothing_streams(ip, dashs
 
 
 SLOW = dict(chunk_chars=8, chunk_delay=0.01)
-# Ctrl-C is pressed while the model pauses (a 3 s stall after 4 pieces of reasoning or of the answer), so that
+# Ctrl-C is pressed while the model pauses (a 20 s stall after 4 pieces of reasoning or of the answer), so that
 # exactly what was kept is known; amid a fast stream, see test_ctrl_c_amid_a_fast_stream_stops_it_at_once.
-PAUSED = dict(chunk_chars=8, fault="stall", stall_seconds=3)
+PAUSED = dict(chunk_chars=8, fault="stall", stall_seconds=20)
 CTRL_C = {  # stage: (the script, when to press Ctrl-C)
-    "before the first byte": (Script(reasoning="r" * 80, text="t" * 80, first_byte_delay=3),
+    "before the first byte": (Script(reasoning="r" * 80, text="t" * 80, first_byte_delay=20),
                               lambda ip, server: generation_requests(server)),
     "during the reasoning": (Script(reasoning="thinking " * 60, text="answer " * 60, fault_after=4, **PAUSED),
                              lambda ip, server: (r := ip.user_ns.get("_qwen")) and len(r.reasoning) >= 32),
@@ -204,7 +206,7 @@ def test_ctrl_c_at_any_stage_keeps_what_streamed_and_marks_the_result_stopped(ip
         ip.user_ns["_qwen"] = None
         with ctrl_c_when(lambda: ready(ip, dashscope), delay=0.2):
             asked = ask(ip, f"--api {api} -m qwen-plus hi")
-        assert asked.seconds < 2.5  # stopped at once, not after the stall
+        assert asked.seconds < 10  # stopped at once, not after the 20 s stall
         thought = ip.user_ns["_qwen"].reasoning
         assert any(s.startswith("Thinking") and thought in s for s in visible(ip)) or not thought  # still shown
         text_kept, reasoning_kept = KEPT[stage]
@@ -217,20 +219,20 @@ def ctrl_c_amid_fast_streams(ip, server, apis: list[str], times: int) -> None:
 
     A Ctrl-C that lands as the next piece arrives is the one a timeout built on asyncio.wait_for loses
     (Python 3.11, gh-86296): the cell then waits out the runner's 5 s grace while the stream goes on.
+    Each stream would run 10 s, longer than the fixture's 3 s for things to settle, so a stream that a
+    lost Ctrl-C left running in the background is still a task on the package's loop when the fixture
+    looks (before it cleans anything up), and fails the test.
     """
     for api in apis:
         ask(ip, f"--api {api} -m qwen-plus warm up")  # the SDK's import is not part of stopping
-    try:
-        for attempt in range(times):
-            server.reset()
-            server.enqueue(Script(reasoning="", text="word " * 100, chunk_chars=5, chunk_delay=0.01))
-            ip.user_ns["_qwen"] = None
-            with ctrl_c_when(lambda: (r := ip.user_ns.get("_qwen")) and r.text):
-                asked = ask(ip, f"--api {apis[attempt % len(apis)]} -m qwen-plus hi")
-            assert asked.error.startswith("Stopped by user"), asked.error
-            assert asked.seconds < 2, f"Ctrl-C {attempt + 1} took {asked.seconds:.1f} s to stop the cell"
-    finally:
-        cancel_package_tasks()  # whatever a lost Ctrl-C left streaming in the background
+    for attempt in range(times):
+        server.reset()
+        server.enqueue(Script(reasoning="", text="word " * 1000, chunk_chars=5, chunk_delay=0.01))
+        ip.user_ns["_qwen"] = None
+        with ctrl_c_when(lambda: (r := ip.user_ns.get("_qwen")) and r.text):
+            asked = ask(ip, f"--api {apis[attempt % len(apis)]} -m qwen-plus hi")
+        assert asked.error.startswith("Stopped by user"), asked.error
+        assert asked.seconds < 4, f"Ctrl-C {attempt + 1} took {asked.seconds:.1f} s to stop the cell (5 s: lost)"
 
 
 def test_ctrl_c_amid_a_fast_stream_stops_it_at_once(ip, dashscope):

@@ -76,8 +76,8 @@ def test_sixteen_columns_at_once_with_random_faults_each_end_complete_or_in_one_
     allowance.connections = 18  # the client keeps the 16 connections it opened at once
     dashscope.inject_faults(RATE, FAULTS, seed=seed_injecting(2, 16), otherwise=PACED)
     asked = ask(ip, f"--api {api} -m qwen-plus -n 16 --concurrency 16 --timeout 1", "under load",
-                magic="qwen_compare")
-    assert asked.error is None and asked.seconds < 30  # nothing hangs
+                magic="qwen_compare", hang_after=30)  # longer is a hang: counted, named and failed
+    assert asked.error is None
     results = [column.result for column in asked.value.columns]
     assert len(results) == 16 and all(r is not None and r.state != "streaming" for r in results)
     for result in results:
@@ -129,7 +129,7 @@ def test_two_hundred_cells_in_a_real_kernel_with_random_faults_never_hang_and_le
     outcomes, early = Counter(), None
     for i in range(200):
         api = APIS[i % 3]
-        cell = kernel.run(f"%qwen --api {api} -m qwen-plus --timeout 1 cell {i}", timeout=30)  # else: a hang
+        cell = kernel.run(f"%qwen --api {api} -m qwen-plus --timeout 1 cell {i}", timeout=30)  # longer: a hang
         if cell.status == "ok":
             assert cell.visible[-1].startswith("qwen-plus · ") and " incomplete: " not in cell.visible[-1]
             outcomes["complete"] += 1

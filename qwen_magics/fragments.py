@@ -1,0 +1,52 @@
+"""HTML pieces of an answer's display: the thinking section, the footer, tool lines, the token view.
+
+Used by the streaming renderers and by a result's own display, which shows a
+finished answer the way it was streamed.  Everything is built from escaped
+text: model output never reaches the page as markup.
+"""
+
+from __future__ import annotations
+
+import html
+import math
+from typing import Any
+
+from .markdown import render_plain
+from .text import footer_text
+
+_THINK_STYLE = "color:#666;border-left:3px solid #ccc;padding-left:8px;font-size:0.92em"
+_FOOT_STYLE = "color:#888;font-size:0.85em;margin-top:4px"
+_TOOL_STYLE = "font-family:monospace;font-size:0.9em;background:#f4f6fa;padding:2px 6px;margin:2px 0"
+
+
+def reasoning_html(reasoning: str, open_: bool, title: str = "Thinking") -> str:
+    """A ``<details>`` section holding the reasoning as written."""
+    return (f'<details{" open" if open_ else ""} style="{_THINK_STYLE}"><summary>{html.escape(title)}</summary>'
+            f"{render_plain(reasoning)}</details>")
+
+
+def footer_html(result: Any) -> str:
+    return f'<div style="{_FOOT_STYLE}">{html.escape(footer_text(result))}</div>'
+
+
+def tool_html(text: str) -> str:
+    """A tool call line (``🔧 f(a=1) → output``)."""
+    return f'<div style="{_TOOL_STYLE}">{html.escape(text)}</div>'
+
+
+def token_view_html(logprobs) -> str:
+    """The answer token by token, tinted by probability (the less likely, the stronger); hover for alternatives."""
+    spans = []
+    for entry in logprobs:
+        p = math.exp(entry.logprob)
+        alternatives = ", ".join(f"{t!r} {math.exp(lp):.1%}" for t, lp in entry.top)
+        title = html.escape(f"p = {p:.1%}" + (f" | top: {alternatives}" if alternatives else ""), quote=True)
+        spans.append(f'<span title="{title}" style="background:rgba(255,120,0,{(1 - p) * 0.85:.2f})">'
+                     f"{html.escape(entry.token)}</span>")
+    return (f'<details open style="margin-top:4px"><summary>Token probabilities ({len(logprobs)} tokens; '
+            f"hover a token for its alternatives; %qwen_probs explores them)</summary>"
+            f'<div style="white-space:pre-wrap;font-family:monospace;line-height:1.6">{"".join(spans)}</div></details>')
+
+
+def token_view_text(logprobs) -> str:
+    return " ".join(f"{e.token!r}:{math.exp(e.logprob):.2f}" for e in logprobs)

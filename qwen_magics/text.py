@@ -1,0 +1,64 @@
+"""Plain-text lines about a run: its footer and its tool calls.
+
+Shared by every surface (a cell, a terminal, a comparison's export) and by the
+result's own display, so they read the same everywhere.  Values are read by
+attribute; nothing of the package is imported, so any module may use these.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+TOOL_OUTPUT_SHOWN = 500
+
+
+def footer_text(result: Any) -> str:
+    """``model · tokens · first token · speed · time · cost · state``: one line under an answer."""
+    u = result.usage
+    reasoning = f" / {u.reasoning} reasoning" if u.reasoning else ""
+    parts = [result.model, f"{u.input} in / {u.output} out{reasoning} tokens"]
+    if result.ttft is not None:
+        parts.append(f"first token {result.ttft:.2f} s")
+    if result.tokens_per_second:
+        parts.append(f"{result.tokens_per_second:.1f} tok/s")
+    if result.elapsed is not None:
+        parts.append(f"{result.elapsed:.2f} s")
+    if result.parameters.get("protocol") == "local":
+        parts.append("ran locally, free")
+    elif result.cost is not None:
+        parts.append(f"cost {result.cost:.4f}")
+    if result.state == "stopped":
+        parts.append("stopped by user: partial answer")
+    elif result.state == "incomplete":
+        parts.append(f"incomplete: {result.error}")
+    elif result.finish_reason and result.finish_reason != "stop":
+        parts.append(f"finish: {result.finish_reason}")
+    return " · ".join(parts)
+
+
+def call_text(name: str, arguments: str) -> str:
+    """``name(a=1, b='x')``: a call as shown to the person approving it (raw arguments if not a JSON object)."""
+    try:
+        args = json.loads(arguments or "{}")
+    except ValueError:
+        return f"{name}({arguments})"
+    if not isinstance(args, dict):
+        return f"{name}({arguments})"
+    return f"{name}({', '.join(f'{k}={v!r}' for k, v in args.items())})"
+
+
+def asked_text(call: dict[str, str]) -> str:
+    """A tool call the answer asked for and nobody ran (``--tools`` not given, or the rounds ran out)."""
+    return f"🔧 asks to call {call_text(call['name'], call['arguments'])}"
+
+
+def tool_run_text(run: Any) -> str:
+    """``🔧 f(a=1) → output`` (cut to a few hundred characters; the whole output is on the result)."""
+    if not run.ran and not run.error:
+        outcome = "not run: declined"
+    elif len(run.output) <= TOOL_OUTPUT_SHOWN:
+        outcome = run.output
+    else:
+        outcome = run.output[:TOOL_OUTPUT_SHOWN] + "…"
+    return f"🔧 {call_text(run.name, run.arguments)} → {outcome}"
