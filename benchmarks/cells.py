@@ -3,6 +3,10 @@
 Names start with ``_b_`` so they never collide with the package's (``_qwen``).
 """
 
+from __future__ import annotations
+
+import textwrap
+
 SETUP = """\
 import asyncio as _b_asyncio, gc as _b_gc, json as _b_json, os as _b_os, threading as _b_threading, time as _b_time
 get_ipython().run_line_magic("load_ext", "qwen_magics")
@@ -16,24 +20,53 @@ print("BENCH " + _b_json.dumps({{"elapsed": _b_dt, "chars": len(_qwen.text), "st
                                  "stream": _qwen.elapsed, "ttft": _qwen.ttft, "tokens": _qwen.usage.output{extra}}}))
 """
 
+# The cell of measurements 1 and 2: a plain answer, no reasoning.
+QWEN = MAGIC.format(magic="qwen", line="-m qwen-plus --no-thinking", prompt="bench", extra="")
+
 SDK_SETUP = """\
 import openai as _b_openai
 _b_client = _b_openai.AsyncOpenAI(base_url={base!r}, api_key={key!r})
 """
 
-# The bare loop: the same request body the magic sends, consumed by the SDK on the kernel's own loop.
-SDK = """\
-_b_t0 = _b_time.perf_counter()
+
+def sdk_loop(client: str) -> str:
+    """The bare loop: the same request body the magic sends, consumed by ``client`` (an AsyncOpenAI)."""
+    return f"""\
 _b_parts = []
-async for _b_chunk in await _b_client.chat.completions.create(
-        model="qwen-plus", messages=[{"role": "user", "content": "bench"}], stream=True,
-        stream_options={"include_usage": True}, extra_body={"enable_thinking": False}):
+async for _b_chunk in await {client}.chat.completions.create(
+        model="qwen-plus", messages=[{{"role": "user", "content": "bench"}}], stream=True,
+        stream_options={{"include_usage": True}}, extra_body={{"enable_thinking": False}}):
     if _b_chunk.choices and _b_chunk.choices[0].delta.content:
         if not _b_parts:
             print("FIRST", flush=True)
         _b_parts.append(_b_chunk.choices[0].delta.content)
+"""
+
+
+# The bare loop on the kernel's own loop.
+SDK = f"""\
+_b_t0 = _b_time.perf_counter()
+{sdk_loop("_b_client")}_b_dt = _b_time.perf_counter() - _b_t0
+print("BENCH " + _b_json.dumps({{"elapsed": _b_dt, "chars": len("".join(_b_parts))}}))
+"""
+
+# The bare loop as a coroutine on the package's loop thread, the cell waiting for it.
+SDK_ON_LOOP_SETUP = f"""\
+from qwen_magics import runner as _b_runner
+_b_loop_client = None
+
+async def _b_sdk_on_loop():
+    global _b_loop_client
+    if _b_loop_client is None:  # a client of its own: connections belong to the loop that opened them
+        _b_loop_client = _b_openai.AsyncOpenAI(base_url=_b_client.base_url, api_key=_b_client.api_key)
+{textwrap.indent(sdk_loop("_b_loop_client"), "    ")}    return "".join(_b_parts)
+"""
+
+SDK_ON_LOOP = """\
+_b_t0 = _b_time.perf_counter()
+_b_text = _b_asyncio.run_coroutine_threadsafe(_b_sdk_on_loop(), _b_runner.background_loop()).result()
 _b_dt = _b_time.perf_counter() - _b_t0
-print("BENCH " + _b_json.dumps({"elapsed": _b_dt, "chars": len("".join(_b_parts))}))
+print("BENCH " + _b_json.dumps({"elapsed": _b_dt, "chars": len(_b_text)}))
 """
 
 COMPARE = """\

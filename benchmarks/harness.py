@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from jupyter_client.kernelspec import KernelSpecManager
 from jupyter_client.manager import KernelManager
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -106,11 +107,16 @@ def kernel_env(server: LoopbackServer) -> dict[str, str]:
 
 
 class Kernel:
-    """A fresh kernel (python3 unless named); use as a context manager so it is always shut down."""
+    """A fresh kernel (python3 unless named, its kernelspec looked up in ``kernel_dirs`` when given).
 
-    def __init__(self, env: dict[str, str], kernel_name: str = "python3", ready_timeout: float = 60) -> None:
+    Use it as a context manager, so it is always shut down.
+    """
+
+    def __init__(self, env: dict[str, str], kernel_name: str = "python3", ready_timeout: float = 60,
+                 kernel_dirs: list[str] | None = None) -> None:
         self._cwd = tempfile.TemporaryDirectory(prefix="qwen-bench-")
-        self.km = KernelManager(kernel_name=kernel_name)
+        specs = {"kernel_spec_manager": KernelSpecManager(kernel_dirs=kernel_dirs)} if kernel_dirs else {}
+        self.km = KernelManager(kernel_name=kernel_name, **specs)
         self.kc = None
         try:
             self.km.start_kernel(env=env, cwd=self._cwd.name)

@@ -1,24 +1,22 @@
-"""Count the instructions of measurement 1's layers in a real kernel run under valgrind: no timing noise.
+"""Count the instructions of measurement 1's stream in a real kernel under valgrind: no timing noise.
 
-    python benchmarks/instructions.py                 # A, B, C, D below, 4,000 chunks (about 7 minutes)
-    python benchmarks/instructions.py --chunks 1000 --variants A,D --repeat 2
+    python benchmarks/instructions.py                        # A, B and D below, 4,000 chunks (about 3 minutes)
+    python benchmarks/instructions.py --chunks 500 --variants A,D --repeat 2
 
-Wall times on this host scatter by ±20% per run (see "A shared machine" in benchmarks/README.md), so a change
-worth 1% cannot be seen in 40 pairs.  Instruction counts can: the kernel runs under callgrind
-(``valgrind --tool=callgrind``, Debian package ``valgrind``), and each variant's cell dumps the counters of all
-kernel threads just before and just after its work (``callgrind_control -d``).  The same run repeated gives the
-same count to within about 0.2%.  The variants are those of ``decompose_stream.py``:
+The kernel runs under callgrind (``valgrind --tool=callgrind``, Debian package ``valgrind``), and each
+counted cell dumps the counters of all kernel threads just before and just after its work
+(``callgrind_control -d``).  The same run repeated gives the same count to within about 0.2%, where wall
+times on a shared virtual machine scatter by ±20% per run.  The variants:
 
-    A  the bare AsyncOpenAI loop on the kernel's own loop (the baseline)
-    B  the same loop on the package's background loop thread
-    C  `%%qwen` with a renderer that shows nothing
-    D  `%%qwen` as in a notebook
+    A  the bare AsyncOpenAI loop on the kernel's own loop (the baseline; measurement 1's bare cell)
+    B  the same loop on the package's background loop thread, the cell waiting for it
+    D  `%%qwen` as in a notebook (measurement 1's magic cell)
 
-What a count cannot show: time spent waiting (thread hand-offs, the GIL changing hands, a vCPU waking up)
-and how fast the instructions run.  The difference between D's wall-time ratio (``decompose_stream.py``) and its
-instruction ratio is that part.  Under valgrind the kernel runs about 50 times slower, so the refresh interval
-is scaled up (``--interval``) to keep display updates close to a normal run's (6–7 here against 9–11 natively);
-the count is printed, and each display message costs about 0.12% of A.
+B − A is what running on another thread costs, D − B the package's own work and the display.  A count
+cannot show time spent waiting (thread hand-offs, the GIL changing hands) nor how fast the instructions run.
+Under valgrind the kernel runs about 50 times slower, so ``QwenMagics.update_interval`` is scaled up
+(``--interval``) to keep the number of display updates close to a normal run's; the count is printed.
+``run.py`` calls :func:`count` for measurement 1a.
 """
 
 from __future__ import annotations
@@ -31,14 +29,17 @@ import shutil
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
-from cells import SDK_SETUP, SETUP
-from decompose_stream import HELPERS, variants
+from cells import QWEN, SDK, SDK_ON_LOOP, SDK_ON_LOOP_SETUP, SDK_SETUP, SETUP
 from harness import DEFAULT_KEY, Kernel, LoopbackServer, Script, kernel_env, text_of
-from profile_stream import TOOLS
 
 KERNEL = "qwen-bench-callgrind"
+VARIANTS = {"A": ("bare SDK loop, kernel's loop", SDK), "B": ("bare SDK loop, package's loop", SDK_ON_LOOP),
+            "D": ("%%qwen", QWEN)}
+INTERVAL = 5.0  # seconds between display updates under valgrind: about as many as 0.1 s natively
 
 MARKS = r'''
 import subprocess as _b_subprocess
@@ -54,16 +55,31 @@ _b_mark({label!r})
 """
 
 
+@dataclass
+class Count:
+    """One counted cell: instructions of all kernel threads from its start to its end, and its display messages."""
+
+    instructions: int
+    displays: int
+
+
+def missing() -> str | None:
+    """Why instructions cannot be counted here, or None."""
+    if shutil.which("valgrind") and shutil.which("callgrind_control"):
+        return None
+    return "valgrind is not installed (Debian/Ubuntu: apt-get install valgrind)"
+
+
 def kernelspec(folder: Path, dumps: Path) -> None:
-    """A kernelspec that starts ipykernel under callgrind, dumping into ``dumps``."""
-    spec = folder / "kernels" / KERNEL
+    """A kernelspec in ``folder`` that starts ipykernel under callgrind, dumping into ``dumps``."""
+    spec = folder / KERNEL
     spec.mkdir(parents=True)
     argv = ["valgrind", "-q", "--tool=callgrind", f"--callgrind-out-file={dumps}/cg.%p",
             os.path.realpath(sys.executable), "-m", "ipykernel_launcher", "-f", "{connection_file}"]
     (spec / "kernel.json").write_text(json.dumps({"argv": argv, "display_name": KERNEL, "language": "python"}))
 
 
-def counts(dumps: Path) -> dict[str, int]:
+def totals(dumps: Path) -> dict[str, int]:
     """Instructions per dump label, from callgrind's dump files."""
     out = {}
     for path in dumps.glob("cg.*"):
@@ -75,58 +91,71 @@ def counts(dumps: Path) -> dict[str, int]:
     return out
 
 
+def count(server: LoopbackServer, env: dict[str, str], variants: list[str], chunks: int, *, repeat: int = 1,
+          interval: float = INTERVAL, log: Callable[[str], None] = print) -> dict[str, list[Count]]:
+    """Each of ``variants`` (keys of :data:`VARIANTS`) on a ``chunks``-chunk unthrottled answer, ``repeat`` times.
+
+    One kernel under callgrind runs them all, in turn, after one warm-up each (first use imports
+    the SDK, opens connections, fills caches).
+    """
+    answer = Script(reasoning="", text=text_of(chunks * 5), chunk_chars=5)
+    warm = Script(reasoning="", text=text_of(1000), chunk_chars=5)
+    got: dict[str, list[int]] = {v: [] for v in variants}
+    with tempfile.TemporaryDirectory(prefix="qwen-bench-vg-") as tmp:
+        folder, dumps = Path(tmp) / "kernels", Path(tmp) / "dumps"
+        dumps.mkdir()
+        kernelspec(folder, dumps)
+        started = time.monotonic()
+        with Kernel(env, kernel_name=KERNEL, ready_timeout=600, kernel_dirs=[str(folder)]) as k:
+            k.execute(SETUP + MARKS, timeout=900)
+            k.execute(SDK_SETUP.format(base=server.url + "/compatible-mode/v1", key=DEFAULT_KEY) + SDK_ON_LOOP_SETUP
+                      + f"\nget_ipython().run_line_magic('config', 'QwenMagics.update_interval={interval}')",
+                      timeout=900)
+            for v in variants:
+                server.enqueue(warm)
+                k.execute(VARIANTS[v][1], timeout=900)
+            log(f"  kernel ready under callgrind in {time.monotonic() - started:.0f} s")
+            for run in range(repeat):
+                for v in variants:
+                    server.enqueue(answer)
+                    t0 = time.monotonic()
+                    ex = k.execute(COUNTED.format(body=VARIANTS[v][1], label=f"{v}-{run}"), timeout=1800)
+                    chars = ex.value()["chars"]
+                    if chars != len(answer.text):
+                        raise RuntimeError(f"variant {v} got {chars} of {len(answer.text)} characters")
+                    got[v].append(len(ex.displays()))
+                    log(f"  {v} run {run + 1}: {time.monotonic() - t0:.0f} s under valgrind, "
+                        f"{got[v][-1]} display messages")
+        time.sleep(1)  # the last dump file is written as the kernel exits
+        counted = totals(dumps)
+    return {v: [Count(counted[f"{v}-{run}"], shown) for run, shown in enumerate(got[v])] for v in variants}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--chunks", type=int, default=4000, help="chunks of 5 characters in the answer (default 4000)")
-    parser.add_argument("--variants", default="A,B,C,D", help="which of A, B, C, D (default all)")
+    parser.add_argument("--variants", default="A,B,D", help="which of A, B, D (default all; the first is the base)")
     parser.add_argument("--repeat", type=int, default=1, help="counted runs per variant (default 1)")
-    parser.add_argument("--interval", type=float, default=5.0,
-                        help="QwenMagics.update_interval under valgrind (default 5 s: about as many updates as 0.1 s natively)")
+    parser.add_argument("--interval", type=float, default=INTERVAL,
+                        help=f"QwenMagics.update_interval under valgrind (default {INTERVAL:g} s)")
     args = parser.parse_args(argv)
-    if not shutil.which("valgrind") or not shutil.which("callgrind_control"):
-        print("valgrind is not installed: apt-get install valgrind", file=sys.stderr)
+    if why := missing():
+        print(why, file=sys.stderr)
         return 2
-    named = {name[0]: (name, body) for name, body in variants(local=False).items()}  # "A" -> (its name, its cell)
     chosen = [v.strip().upper() for v in args.variants.split(",")]
-    if unknown := [v for v in chosen if v not in named]:
-        print(f"unknown variant(s) {', '.join(unknown)}: choose from {', '.join(named)}", file=sys.stderr)
+    if unknown := [v for v in chosen if v not in VARIANTS]:
+        print(f"unknown variant(s) {', '.join(unknown)}: choose from {', '.join(VARIANTS)}", file=sys.stderr)
         return 2
-    answer = Script(reasoning="", text=text_of(args.chunks * 5), chunk_chars=5)
-    warm = Script(reasoning="", text=text_of(1000), chunk_chars=5)
-    with tempfile.TemporaryDirectory(prefix="qwen-bench-vg-") as tmp:
-        folder, dumps = Path(tmp) / "jupyter", Path(tmp) / "dumps"
-        dumps.mkdir()
-        kernelspec(folder, dumps)
-        os.environ["JUPYTER_PATH"] = os.pathsep.join(filter(None, [str(folder), os.environ.get("JUPYTER_PATH")]))
-        displays: dict[str, list[int]] = {v: [] for v in chosen}
-        started = time.monotonic()
-        with LoopbackServer() as server, Kernel(kernel_env(server), kernel_name=KERNEL, ready_timeout=600) as k:
-            k.execute(SETUP + TOOLS + MARKS, timeout=900)
-            k.execute(SDK_SETUP.format(base=server.url + "/compatible-mode/v1", key=DEFAULT_KEY), timeout=900)
-            k.execute(HELPERS + f"\nget_ipython().run_line_magic('config', 'QwenMagics.update_interval={args.interval}')",
-                      timeout=900)
-            for v in chosen:  # warm-up: first use imports the SDK, opens connections, fills caches
-                server.enqueue(warm)
-                k.execute(named[v][1], timeout=900)
-            print(f"kernel ready under callgrind in {time.monotonic() - started:.0f} s", flush=True)
-            for run in range(args.repeat):
-                for v in chosen:
-                    server.enqueue(answer)
-                    t0 = time.monotonic()
-                    ex = k.execute(COUNTED.format(body=named[v][1], label=f"{v}-{run}"), timeout=1800)
-                    displays[v].append(len(ex.displays()))
-                    print(f"  {v} run {run + 1}: {time.monotonic() - t0:.0f} s under valgrind, "
-                          f"{displays[v][-1]} display messages", flush=True)
-        time.sleep(1)  # the last dump file is written as the kernel exits
-        got = counts(dumps)
-    base = min(got[f"{chosen[0]}-{run}"] for run in range(args.repeat))
+    with LoopbackServer() as server:
+        got = count(server, kernel_env(server), chosen, args.chunks, repeat=args.repeat, interval=args.interval)
+    base = min(c.instructions for c in got[chosen[0]])
     print(f"\n{args.chunks:,} chunks; instructions of all kernel threads, from the cell's start to its end")
     print(f"{'variant':34s} {'instructions':>14s} {'ratio to ' + chosen[0]:>11s}  display messages")
     for v in chosen:
-        runs = [got[f"{v}-{run}"] for run in range(args.repeat)]
+        runs = [c.instructions for c in got[v]]
         spread = f"  (runs: {', '.join(f'{r / 1e6:,.1f} M' for r in runs)})" if len(runs) > 1 else ""
-        print(f"{named[v][0]:34s} {min(runs) / 1e6:12,.1f} M {min(runs) / base:11.4f}  "
-              f"{', '.join(map(str, displays[v]))}{spread}")
+        print(f"{v} {VARIANTS[v][0]:32s} {min(runs) / 1e6:12,.1f} M {min(runs) / base:11.4f}  "
+              f"{', '.join(str(c.displays) for c in got[v])}{spread}")
     return 0
 
 

@@ -1,16 +1,14 @@
 """Run the qwen-magics benchmarks in real kernels and rewrite the results table in benchmarks/README.md.
 
-    python benchmarks/run.py            # the full run (5 minutes on a quiet machine, up to ~12 when busy)
-    python benchmarks/run.py --quick    # fewer pairs and a smaller curve (1.5 minutes quiet, ~3 busy)
+    python benchmarks/run.py            # the full run (8 minutes on a quiet machine, ~15 busy; 1a needs valgrind)
+    python benchmarks/run.py --quick    # fewer pairs, fewer chunks under valgrind, a smaller curve (3-5 minutes)
     python benchmarks/run.py --only 1,3 # some measurements only (the README is rewritten with those rows)
 
 Exit status: 0 every target met, 1 a target missed, 2 none missed but some were inconclusive (the machine
 was too busy for enough undisturbed runs).
 
 A loopback DashScope server runs in this process; every kernel is started with
-jupyter_client and shut down, and the server stopped, whatever happens.  Before
-and after the measurements, 3 s of :mod:`cpu_phases` say how fast each vCPU ran
-(this host switches them between two speeds, 2x apart): a slow hour reads there.
+jupyter_client and shut down, and the server stopped, whatever happens.
 """
 
 from __future__ import annotations
@@ -23,7 +21,6 @@ import time
 import traceback
 from pathlib import Path
 
-from cpu_phases import describe, sample
 from harness import LoopbackServer, Row, kernel_env, machine_line, results_markdown, write_results
 from measurements import ALL
 
@@ -34,21 +31,14 @@ def log(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
 
-def _speed() -> str:
-    """How fast each vCPU runs just now (3 s of :mod:`cpu_phases`), or why that is unknown."""
-    try:
-        return describe(sample(3))
-    except Exception as err:  # noqa: BLE001 - a diagnostic: the measurements go on without it
-        return f"not measured ({type(err).__name__}: {err})"
-
-
 def _terminate(signum, frame):  # SIGTERM unwinds like Ctrl-C, so kernels and the server are cleaned up
     raise KeyboardInterrupt(f"signal {signum}")
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="fewer rounds and a smaller curve (under ~3 minutes)")
+    parser.add_argument("--quick", action="store_true",
+                        help="fewer rounds, fewer chunks under valgrind and a smaller curve")
     parser.add_argument("--only", help="comma-separated measurement numbers, e.g. 1,3 (default: all six)")
     parser.add_argument("--readme", type=Path, default=HERE / "README.md", help="the README whose results to rewrite")
     parser.add_argument("--json", type=Path, help="also write the rows as JSON here")
@@ -58,9 +48,9 @@ def main(argv: list[str] | None = None) -> int:
 
     started = time.monotonic()
     machine = machine_line((" --quick" if args.quick else "") + (f" --only {args.only}" if args.only else ""))
+    if args.quick:
+        machine += "\n\n**A quick run**: fewer pairs and chunks than `python benchmarks/run.py`, so looser figures."
     log(machine)
-    speed_before = _speed()
-    log(f"vCPU speed before: {speed_before}")
     rows: list[Row] = []
     with LoopbackServer() as server:
         env = kernel_env(server)
@@ -76,10 +66,8 @@ def main(argv: list[str] | None = None) -> int:
                 rows.append(Row(f"{number}. {measure.__name__}", f"error: {type(err).__name__}: {err}"[:200],
                                 "—", False))
             log(f"   ({time.monotonic() - t0:.0f} s)")
-    speed = (f"vCPU speed (`benchmarks/cpu_phases.py`, 3 s before and after the measurements): before {speed_before}; "
-             f"after {_speed()}.")
     seconds = time.monotonic() - started
-    body = results_markdown(rows, f"{machine}\n\n{speed}", seconds)
+    body = results_markdown(rows, machine, seconds)
     write_results(args.readme, body)
     if args.json:
         args.json.write_text(json.dumps([row.__dict__ for row in rows], indent=2, ensure_ascii=False))

@@ -1,7 +1,7 @@
 """Where the time of a fast stream goes: per-thread CPU and cProfile of `%%qwen` vs the bare SDK loop.
 
-    python benchmarks/profile_stream.py              # 4,000 chunks, unthrottled, as in measurement 1
-    python benchmarks/profile_stream.py --chunks 1000 --top 30
+    python benchmarks/diagnostics/profile_stream.py              # 4,000 chunks, unthrottled, as in measurement 1
+    python benchmarks/diagnostics/profile_stream.py --chunks 1000 --top 30
 
 Runs in a real kernel against the loopback server.  Prints, for each side,
 the CPU each kernel thread used (from /proc/self/task), then cProfile of the
@@ -14,9 +14,12 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
-from cells import MAGIC, SDK, SDK_SETUP, SETUP
-from harness import DEFAULT_KEY, Kernel, LoopbackServer, Script, kernel_env, text_of
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the benchmarks' own modules
+
+from cells import QWEN, SDK, SDK_SETUP, SETUP  # noqa: E402
+from harness import DEFAULT_KEY, Kernel, LoopbackServer, Script, kernel_env, text_of  # noqa: E402
 
 TOOLS = r'''
 import cProfile as _b_cp, io as _b_io, pstats as _b_ps
@@ -71,10 +74,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--top", type=int, default=20, help="rows per profile")
     args = parser.parse_args(argv)
     script = Script(reasoning="", text=text_of(args.chunks * 5), chunk_chars=5, chunk_delay=args.delay)
-    magic = MAGIC.format(magic="qwen", line="-m qwen-plus --no-thinking", prompt="bench", extra="")
     sides = {
         "%%qwen": PROFILE.format(
-            body=magic, top=args.top, loop_on="_b_on_loop(_b_loop.enable)", loop_off="_b_on_loop(_b_loop.disable)",
+            body=QWEN, top=args.top, loop_on="_b_on_loop(_b_loop.enable)", loop_off="_b_on_loop(_b_loop.disable)",
             loop_report=f'_b_report("package loop thread, by own time", [_b_loop], {args.top})\n'
                         f'_b_report("package functions only (both threads)", [_b_main, _b_loop], {args.top}, '
                         f'"qwen_magics")'),
@@ -83,7 +85,7 @@ def main(argv: list[str] | None = None) -> int:
     with LoopbackServer() as server, Kernel(kernel_env(server)) as k:
         k.execute(SETUP + TOOLS)
         k.execute(SDK_SETUP.format(base=server.url + "/compatible-mode/v1", key=DEFAULT_KEY))
-        for code in (magic, SDK):  # warm-up
+        for code in (QWEN, SDK):  # warm-up
             server.enqueue(script)
             k.execute(code)
         for name, code in sides.items():

@@ -1,36 +1,31 @@
 """How fast each vCPU of this machine runs, tenth of a second by tenth of a second.
 
-    python benchmarks/cpu_phases.py               # 6 s, every vCPU at once
-    python benchmarks/cpu_phases.py --seconds 20
+    python benchmarks/diagnostics/cpu_phases.py               # 6 s, every vCPU at once
+    python benchmarks/diagnostics/cpu_phases.py --seconds 20
 
-The virtual machine these benchmarks were written on runs each vCPU at one of two speeds, about 2× apart,
-switching every second or few, not always in step with the other vCPU, whatever runs inside the machine
-(no steal time shows in /proc/stat). A 1.5-s run of measurement 1 lands in a fast phase, a slow one or
-across both, which is why single ratios scatter by ±20% and only many alternated pairs can be trusted.
+Some virtual machines run each vCPU at one of two speeds, about 2x apart, switching every second or few,
+whatever runs inside the machine (no steal time shows in /proc/stat).  A run of measurement 1 then lands in
+a fast phase, a slow one or across both, which is why wall-time ratios need many alternated pairs there and
+why 1a is decided by instruction counts.
 
-This times one fixed piece of Python work (a 50,000-step loop, about 1.4 ms at full speed there) over and
-over, in one process pinned to each vCPU, all at once; it prints a letter per 100 ms (F: within 25% of the
-fastest time seen, S: 1.6× it or slower, m: between), and for each vCPU the median time of the work and the
-shares of time it spent fast and slow. ``run.py`` takes a 3-s sample before and after its measurements and
-prints them above its table. :class:`Probe` watches one vCPU lightly while a measurement runs on it
-(``decompose_stream.py --pin``), so each run's wall time can be weighed by the speed it ran at.
+This times one fixed piece of Python work (a 50,000-step loop) over and over, in one process pinned to each
+vCPU, all at once; it prints a letter per 100 ms (F: within 25% of the fastest time seen, S: 1.6x it or
+slower, m: between), and for each vCPU the median time of the work and the shares of time it spent fast and
+slow.
 """
 
 from __future__ import annotations
 
 import argparse
-import bisect
 import json
 import os
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 
 FAST, SLOW = 1.25, 1.6  # times the fastest piece of work seen: at full speed, at half speed or worse
 BIN = 0.1
-PROBE_STEPS, PROBE_GAP = 2_000, 0.02  # about 0.2 ms of work at full speed every 20 ms: 1-2% of the vCPU
 
 
 def _work(steps: int = 50_000) -> int:
@@ -51,53 +46,6 @@ def _child(cpu: int, start: float, seconds: float) -> None:
         _work()
         out.append((now - start, time.perf_counter() - t0))
     print(json.dumps(out))
-
-
-def _probe(cpu: int, path: str) -> None:
-    """Pinned to ``cpu``: time a small piece of work every ``PROBE_GAP`` s until killed; append "start duration" lines."""
-    os.sched_setaffinity(0, {cpu})
-    with open(path, "w", buffering=1) as out:
-        while True:
-            t0 = time.perf_counter()
-            _work(PROBE_STEPS)
-            out.write(f"{t0:.6f} {time.perf_counter() - t0:.7f}\n")
-            time.sleep(PROBE_GAP)
-
-
-class Probe:
-    """A light watch on one vCPU's speed while a measurement runs there, to normalise its wall times.
-
-    A child process pinned to ``cpu`` times a small fixed piece of work every
-    20 ms (1-2% of the vCPU, taken from every variant alike), stamped with
-    ``time.perf_counter()``, which is the machine-wide monotonic clock on Linux,
-    so a kernel's own timestamps can be matched to it.
-    """
-
-    def __init__(self, cpu: int) -> None:
-        self._file = tempfile.NamedTemporaryFile("r", prefix="qwen-bench-probe-", suffix=".txt")
-        self._child = subprocess.Popen([sys.executable, __file__, "--probe", str(cpu), self._file.name])
-
-    def __enter__(self) -> "Probe":
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._child.kill()
-        self._child.wait()
-        self._file.close()
-
-    def speeds(self, spans: list[tuple[float, float]]) -> list[float | None]:
-        """For each (start, seconds), the vCPU's mean speed then, in pieces of work per second; None: no sample.
-
-        ``start`` is a ``perf_counter`` reading.  The samples so far are read once, for all the spans.
-        """
-        self._file.seek(0)
-        samples = [(float(t), float(d)) for t, d in (line.split() for line in self._file if line.endswith("\n"))]
-        starts = [t for t, _ in samples]  # in the order written, so sorted
-        out = []
-        for start, seconds in spans:
-            durations = [d for _, d in samples[bisect.bisect_left(starts, start):bisect.bisect_right(starts, start + seconds)]]
-            out.append(statistics.mean(1 / d for d in durations) if durations else None)
-        return out
 
 
 def sample(seconds: float) -> dict[int, list[tuple[float, float]]]:
@@ -130,7 +78,7 @@ def describe(samples: dict[int, list[tuple[float, float]]]) -> str:
     """``cpu0 1.45 ms, fast 100% · cpu1 2.61 ms, fast 40%, slow 55%``: median time of the work, and the shares.
 
     The shares are against the fastest time seen in the sample, so a sample spent wholly at the slow
-    speed reads as "fast 100%"; the median time tells it (1.4 ms at full speed on the host described above).
+    speed reads as "fast 100%"; the median time tells which speed that was.
     """
     parts = []
     for cpu, (fast, slow) in shares(samples).items():
@@ -156,11 +104,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=6.0, help="how long to watch (default 6)")
     parser.add_argument("--child", nargs=3, metavar=("CPU", "START", "SECONDS"), help=argparse.SUPPRESS)
-    parser.add_argument("--probe", nargs=2, metavar=("CPU", "PATH"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
-    if args.probe:
-        _probe(int(args.probe[0]), args.probe[1])
-        return 0
     if args.child:
         _child(int(args.child[0]), float(args.child[1]), float(args.child[2]))
         return 0
