@@ -11,14 +11,16 @@ __version__ = "0.1.0"
 
 def load_ipython_extension(ipython) -> None:
     """Register the magics (IPython calls this on ``%load_ext``): %%qwen, %qwen_chat, %qwen_local,
-    %qwen_panel, %%qwen_compare, %qwen_probs; and let ``%qwen What is X?`` ask rather than open help."""
+    %qwen_log, %qwen_panel, %%qwen_compare, %qwen_probs; and let ``%qwen What is X?`` ask rather than open help."""
     from . import line_help
     from .magics import QwenMagics
+    from .map_magics import QwenMapMagics
     from .widget_magics import QwenWidgetMagics
 
     settings = QwenMagics(ipython)
     ipython.register_magics(settings)
     ipython.register_magics(QwenWidgetMagics(ipython, settings))
+    ipython.register_magics(QwenMapMagics(ipython, settings))
     line_help.register(ipython)
 
 
@@ -30,6 +32,37 @@ def panel():
     if shell is None or "QwenWidgetMagics" not in shell.magics_manager.registry:
         raise RuntimeError("Load the extension first: %load_ext qwen_magics")
     return shell.magics_manager.registry["QwenWidgetMagics"].make_panel().widget
+
+
+def map(data, template: str, **options):
+    """One prompt over every row of ``data`` (as ``%%qwen_map``); options by their long names:
+    ``model=``, ``temperature=``, ``concurrency=``, ``limit=``, ``schema=`` (a name, class or dict), ...
+
+    Returns a DataFrame aligned with the input (a list of dicts without pandas).
+    """
+    from IPython import get_ipython
+
+    shell = get_ipython()
+    if shell is None or "QwenMapMagics" not in shell.magics_manager.registry:
+        raise RuntimeError("Load the extension first: %load_ext qwen_magics")
+    return shell.magics_manager.registry["QwenMapMagics"].map_from_python(data, template, options)
+
+
+def log():
+    """The run log (a :class:`~qwen_magics.runlog.RunLog`): the loaded extension's, else the default file.
+
+    ``log().path`` is the SQLite file and ``log().connect()`` an open
+    ``sqlite3`` connection to it, for SQL of your own (close it when done);
+    ``recent``, ``search``, ``get``, ``cost`` and ``to_dataframe`` query it.
+    """
+    from IPython import get_ipython
+
+    shell = get_ipython()
+    if shell is not None and "QwenMagics" in shell.magics_manager.registry:
+        return shell.magics_manager.registry["QwenMagics"].run_log.log()
+    from .runlog import RunLog
+
+    return RunLog()
 
 
 def probs_widget(result, position: int | None = None):

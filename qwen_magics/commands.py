@@ -1,4 +1,4 @@
-"""The work of the secondary magics: ``%qwen_chat``, ``%qwen_models`` and ``%qwen_local``.
+"""The work of the secondary magics: ``%qwen_chat``, ``%qwen_models``, ``%qwen_local`` and ``%qwen_log``.
 
 Each takes the magic's parsed arguments and prints or returns what the magic
 shows; errors are :class:`~qwen_magics.errors.QwenMagicsError`, turned into
@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import Any, Mapping
 
 from IPython.display import display
 
@@ -19,7 +20,10 @@ from .errors import InvalidInput
 from .markdown import render_markdown
 from .models import ModelTable, is_local, known, likely_typo
 from .options import endpoint_for
+from .recorder import Recorder
 from .request import Request
+
+_READ_WAIT = 2.0  # seconds %qwen_log waits for runs still being written, so the last cell's run is listed
 
 
 def chat(conversations: Conversations, args: argparse.Namespace) -> None:
@@ -90,3 +94,49 @@ def local_status(loaded: list[dict], default) -> str:
         return f"No local model loaded; the default is {default.title}, {where}. It loads on first use (-m local)."
     return "\n".join(f"{Path(m['file']).name}: {m['size'] / 2**20:,.0f} MiB, {m['threads']} threads, "
                      f"context {m['context']:,} tokens{', logits on' if m['logits_all'] else ''}" for m in loaded)
+
+
+def run_log(recorder: Recorder, args: argparse.Namespace, prices: Mapping[str, Any]) -> Any:
+    """List, search, show, total, export or delete logged runs; what the magic returns, if anything."""
+    from .log_view import ShownRun, cost_table, runs_table
+
+    log = recorder.log()
+    log.flush(_READ_WAIT)
+    if args.action == "path":
+        print(log.path)
+    elif args.action == "show":
+        record = log.get(_run_id(args, "show"))
+        if record is None:
+            raise InvalidInput(f"No run with id {args.id!r} in the log", "%qwen_log lists the runs and their ids")
+        price = prices.get(record.model)
+        return ShownRun(record, (float(price[0]), float(price[1])) if price else None)
+    elif args.action == "df":
+        return log.to_dataframe()
+    elif args.action == "cost":
+        since = f" since {args.since}" if args.since else ""
+        return cost_table(log.cost(args.since, prices=prices), f"Runs and tokens per model and day{since} ({log.path})")
+    elif args.action == "rm":
+        if args.before is not None:
+            if args.id:
+                raise InvalidInput("%qwen_log rm takes an id or --before DATE, not both", "give one of them")
+            print(f"Deleted {log.delete_before(args.before)} run(s) started before {args.before}.")
+        elif log.delete(_run_id(args, "rm")):
+            print(f"Deleted run {args.id}.")
+        else:
+            raise InvalidInput(f"No run with id {args.id!r} in the log", "%qwen_log lists the runs and their ids")
+    else:
+        if args.n < 1:
+            raise InvalidInput(f"-n {args.n} is not a number of runs", "give 1 or more, e.g. %qwen_log -n 50")
+        records = log.search(args.query, args.n) if args.query else log.recent(args.n)
+        which = f"matching {args.query!r}" if args.query else "latest"
+        title = (f"{len(records)} {which} run(s) in {log.path}" if records
+                 else f"No runs {which} in {log.path}" if args.query else f"No runs logged yet in {log.path}")
+        return runs_table(records, title)
+    return None
+
+
+def _run_id(args: argparse.Namespace, action: str) -> str:
+    if not (args.id or "").strip():
+        raise InvalidInput(f"%qwen_log {action} needs a run id",
+                           f"write e.g. %qwen_log {action} 1a2b3c4d (%qwen_log lists the ids)")
+    return args.id

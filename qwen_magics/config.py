@@ -75,6 +75,16 @@ def check_top_p(value: float | None) -> None:
         raise InvalidInput(f"top_p {value} is out of range", "use a value in (0, 1], e.g. --top-p 0.8")
 
 
+def check_penalties(presence: float | None, repetition: float | None) -> None:
+    """presence_penalty in [-2, 2]; repetition_penalty above 0 (1.0: none)."""
+    if presence is not None and not -2 <= presence <= 2:
+        raise InvalidInput(f"presence_penalty {presence} is out of range",
+                           "use a value in [-2, 2], e.g. --presence-penalty 1.5")
+    if repetition is not None and not repetition > 0:
+        raise InvalidInput(f"repetition_penalty {repetition} is out of range",
+                           "use a value above 0 (1.0 means none), e.g. --repetition-penalty 1.1")
+
+
 class QwenSettings(Configurable):
     """Defaults for every request; the traits behind ``%config QwenMagics``."""
 
@@ -91,6 +101,13 @@ class QwenSettings(Configurable):
     top_k = Int(None, allow_none=True, help="Top-k sampling (>= 1); None: the model's default.").tag(config=True)
     seed = Int(None, allow_none=True, help="Seed for repeatable sampling; None: random.").tag(config=True)
     max_tokens = Int(None, allow_none=True, help="Cap on answer tokens; None: the model's default.").tag(config=True)
+    presence_penalty = Float(None, allow_none=True,
+                             help="In [-2, 2]: above 0, words already used are less likely again; None: the "
+                                  "model's default.").tag(config=True)
+    repetition_penalty = Float(None, allow_none=True,
+                               help="Above 0 (1.0: none): above 1, repeating earlier tokens is penalised; None: "
+                                    "the model's default.").tag(config=True)
+    search = Bool(False, help="Web search on for every request (--search).").tag(config=True)
     thinking = Bool(None, allow_none=True, help="Ask for reasoning (True/False); None: the model's default.").tag(config=True)
     thinking_budget = Int(None, allow_none=True, help="Cap on reasoning tokens; None: the model's default.").tag(config=True)
     api = Enum(["chat", "responses", "dashscope"], "chat",
@@ -113,6 +130,11 @@ class QwenSettings(Configurable):
     max_tool_rounds = CInt(5, help="--tools: rounds of tool calls before the answer is given up as incomplete."
                            ).tag(config=True)
     local_context = CInt(4096, help="Context window (tokens) of the in-process local model.").tag(config=True)
+    log = Bool(True, help="Write every run to the run log (%qwen_log); --no-log skips one cell.").tag(config=True)
+    log_path = Unicode("", help="The run log's SQLite file; empty: $QWEN_MAGICS_LOG, else log.db in the user data "
+                       "folder.").tag(config=True)
+    cache = Bool(False, help="Answer a %%qwen cell identical to an earlier complete run from the run log, "
+                 "sending nothing (as --cache does).").tag(config=True)
     display_mode = Enum(["auto", "notebook", "terminal"], "auto",
                         help="Where answers stream: rich notebook output, plain terminal text, or auto.").tag(config=True)
 
@@ -123,6 +145,14 @@ class QwenSettings(Configurable):
     @validate("top_p")
     def _valid_top_p(self, proposal: dict) -> float | None:
         return _as_trait_error(check_top_p, proposal["value"])
+
+    @validate("presence_penalty")
+    def _valid_presence_penalty(self, proposal: dict) -> float | None:
+        return _as_trait_error(lambda value: check_penalties(value, None), proposal["value"])
+
+    @validate("repetition_penalty")
+    def _valid_repetition_penalty(self, proposal: dict) -> float | None:
+        return _as_trait_error(lambda value: check_penalties(None, value), proposal["value"])
 
     @validate("region")
     def _valid_region(self, proposal: dict) -> str:

@@ -13,17 +13,19 @@ from typing import Literal, Union
 
 @dataclass(frozen=True)
 class ReasoningDelta:
-    """A piece of the model's thinking (``reasoning_content``)."""
+    """A piece of the model's thinking (``reasoning_content``); ``choice``: which of ``-n K`` answers."""
 
     text: str
+    choice: int = 0
     type: Literal["reasoning"] = "reasoning"
 
 
 @dataclass(frozen=True)
 class TextDelta:
-    """A piece of the answer."""
+    """A piece of the answer; ``choice``: which of ``-n K`` answers (0 for the first, or only, one)."""
 
     text: str
+    choice: int = 0
     type: Literal["text"] = "text"
 
 
@@ -73,10 +75,20 @@ class Started:
 
 @dataclass(frozen=True)
 class Finished:
-    """The model ended its answer (``stop``, ``length``, ``tool_calls``, …)."""
+    """The model ended its answer (``stop``, ``length``, ``tool_calls``, …); ``choice`` as for text."""
 
     reason: str
+    choice: int = 0
     type: Literal["finished"] = "finished"
+
+
+@dataclass(frozen=True)
+class Source:
+    """A web page the answer drew on (``--search``), shown as a link under the answer."""
+
+    url: str
+    title: str = ""
+    type: Literal["source"] = "source"
 
 
 @dataclass(frozen=True)
@@ -92,4 +104,4 @@ class Failed:
     type: Literal["failed"] = "failed"
 
 
-Event = Union[ReasoningDelta, TextDelta, ToolCallDelta, TokenLogprob, Usage, Started, Finished, Failed]
+Event = Union[ReasoningDelta, TextDelta, ToolCallDelta, TokenLogprob, Usage, Started, Finished, Source, Failed]

@@ -34,6 +34,29 @@ def tool_html(text: str) -> str:
     return f'<div style="{_TOOL_STYLE}">{html.escape(text)}</div>'
 
 
+def sources_html(sources) -> str:
+    """The pages a web search drew on, as links; a URL that is not http(s) is shown as text, never linked."""
+    items = []
+    for source in sources:
+        label = html.escape(source.title or source.url)
+        if source.url.startswith(("https://", "http://")):
+            items.append(f'<li><a href="{html.escape(source.url, quote=True)}" target="_blank" '
+                         f'rel="noopener noreferrer nofollow">{label}</a></li>')
+        else:
+            items.append(f"<li>{label} ({html.escape(source.url)})</li>")
+    return f'<div style="{_FOOT_STYLE}">Sources<ol style="margin:2px 0">{"".join(items)}</ol></div>'
+
+
+def sources_text(sources) -> str:
+    return "Sources:\n" + "\n".join(f"{i}. {s.title or s.url} <{s.url}>" for i, s in enumerate(sources, start=1))
+
+
+def heading_bundle(text: str) -> dict[str, str]:
+    """A line naming what follows (``Answer 2 of 3`` above one of ``-n K`` answers)."""
+    return {"text/plain": f"── {text} ──",
+            "text/html": f'<div style="{_FOOT_STYLE};font-weight:bold">{html.escape(text)}</div>'}
+
+
 def token_view_html(logprobs) -> str:
     """The answer token by token, tinted by probability (the less likely, the stronger); hover for alternatives."""
     spans = []

@@ -16,12 +16,14 @@ from IPython.core.magic_arguments import argument, magic_arguments, parse_argstr
 from IPython.display import display
 
 from . import commands, runner
+from .recorder import Recorder
 from .backends import backend_for
 from .config import QwenSettings
 from .conversation import Conversations
 from .errors import QwenMagicsError, ToolApprovalUnavailable
 from .options import parse_options, prepare, split_line
 from .postprocess import code_of, parse_json, validate
+from .replay import replay
 from .render.notebook import NotebookRenderer
 from .render.terminal import TerminalRenderer
 from .result import Result
@@ -40,6 +42,8 @@ class QwenMagics(Magics, QwenSettings):
         self._live: list = []  # results and comparisons streamed into the running cell
         self._local_notice_shown = False
         self._listed: list[str] | None = None  # what %qwen_models last heard from the endpoint
+        self.run_log = Recorder(self, shell)
+        """Every run goes into the log through this (the widgets get its ``record`` as their callback)."""
         if shell is not None:
             shell.events.register("post_run_cell", self._end_of_cell)
             shown = shell.display_formatter.ipython_display_formatter
@@ -57,6 +61,16 @@ class QwenMagics(Magics, QwenSettings):
     @argument("--seed", type=int, help="seed for repeatable sampling")
     @argument("--max-tokens", type=int, help="cap on answer tokens")
     @argument("--stop", action="append", metavar="TEXT", help="stop when the model writes TEXT (repeatable)")
+    @argument("--presence-penalty", type=float, metavar="P",
+              help="in [-2, 2]: above 0, words already used are less likely again (new topics)")
+    @argument("--repetition-penalty", type=float, metavar="R",
+              help="above 0, 1.0 means none: above 1, repeating earlier tokens is penalised (less looping)")
+    @argument("-n", type=int, metavar="K", help="K answers to the prompt (1-4), one after another")
+    @argument("--search", action="store_const", const=True, default=None,
+              help="web search on (enable_search); the pages cited are listed under the answer where returned")
+    @argument("--param", action="append", metavar="KEY=VALUE",
+              help="any other request field, VALUE as JSON (else a string), e.g. --param search_options="
+                   "'{\"search_strategy\": \"pro\"}'; repeatable")
     @argument("--thinking", dest="thinking", action="store_const", const=True, default=None, help="ask for reasoning")
     @argument("--no-thinking", dest="thinking", action="store_const", const=False, help="ask for no reasoning")
     @argument("--thinking-budget", type=int, metavar="N", help="cap on reasoning tokens")
@@ -85,6 +99,9 @@ class QwenMagics(Magics, QwenSettings):
     @argument("--tools", metavar="F,G", help="let the model call these Python functions (schema from signature "
               "and docstring); each call is shown and run after you allow it")
     @argument("-y", "--yes", action="store_true", help="with --tools: run the calls without asking")
+    @argument("--no-log", action="store_true", help="keep this run out of the run log (a sensitive prompt)")
+    @argument("--cache", action="store_true", help="answer from the run log if this exact request ran before "
+              "(nothing is sent; not a new sample); default: %%config QwenMagics.cache")
     @argument("prompt", nargs="*", help="line mode: the prompt (cell mode: the cell body is the prompt)")
     @no_var_expand
     @line_cell_magic
@@ -129,17 +146,37 @@ class QwenMagics(Magics, QwenSettings):
             self._local_notice_shown = True
         for notice in prepared.notices:
             renderer.notice(notice)
-        backend = backend_for(request.protocol)  # imports the SDK now, so its import time is not counted as latency
-        if prepared.tools:
-            result = self._ask_with_tools(request, prepared.tools, backend, renderer, args)
+        self.run_log.show_warnings()
+        logged = self._cached(request, prepared, args, renderer)
+        if logged is not None:
+            result = self._replay(request, logged, renderer, args.out)
         else:
-            result = self._stream(request, backend, renderer, args.out)
+            result = self._answers(request, prepared, renderer, args)
         self.track_live(result)
         if result.error_kind is not None:  # the run failed: its line is in the footer, and is the cell's error
             raise UsageError(result.error)
         self._postprocess(args.format, result, prepared.validator)
         if conversation is not None and result.complete:
             conversation.add(prepared.prompt, result.text, self.history_turns)
+        return result
+
+    def _answers(self, request, prepared, renderer, args) -> Result:
+        """The answer, or with ``-n K`` where one request cannot carry ``n``, K answers from K requests in turn."""
+        backend = backend_for(request.protocol)  # imports the SDK now: its import time is not latency
+        results: list[Result] = []
+        for k in range(prepared.requests):
+            if k:
+                renderer = self._renderer(args.format)
+                renderer.heading(f"Answer {k + 1} of {prepared.requests}")
+            if prepared.tools:
+                results.append(self._ask_with_tools(request, prepared.tools, backend, renderer, args))
+            else:
+                results.append(self._stream(request, backend, renderer, args))
+            self._log(request, results[-1], args)
+            if not results[-1].complete:
+                break
+        result = results[0].with_choices(results[1:]) if len(results) > 1 else results[0]
+        self._store(result, args.out)
         return result
 
     def _ask_with_tools(self, request, tools, backend, first_renderer, args) -> Result:
@@ -149,7 +186,7 @@ class QwenMagics(Magics, QwenSettings):
         def one_round(req):
             if req is not request:  # a follow-up round: below the previous round's tool outputs
                 renderers.append(self._renderer(args.format))
-            return self._stream(req, backend, renderers[-1], args.out)
+            return self._stream(req, backend, renderers[-1], args)
 
         approve = (lambda run: True) if args.yes or self.run_tools == "auto" else self._approve
         result = converse(request, tools, one_round, approve, lambda run: renderers[-1].tool_run(run),
@@ -159,15 +196,45 @@ class QwenMagics(Magics, QwenSettings):
             renderers[-1].notice(result.error)
         return result
 
-    def _stream(self, request, backend, renderer, out: str | None) -> Result:
-        """One request streamed into one renderer; the result is in ``_qwen`` (and ``out``) from its start."""
+    def _stream(self, request, backend, renderer, args) -> Result:
+        """One request streamed into one renderer; the result is in ``_qwen`` (and ``-o``) from its start.
+
+        A run stopped with Ctrl-C is logged here, with its partial answer.
+        """
         result = Result.for_request(request)
-        self._store(result, out)
+        self._store(result, args.out)
         try:
             runner.run(backend(request), renderer, result)
         except KeyboardInterrupt:
+            self._log(request, result, args)
             raise UsageError("Stopped by user: the partial answer is kept in _qwen") from None
         return result
+
+    def _cached(self, request, prepared, args, renderer):
+        """With ``--cache`` (or ``QwenMagics.cache``): the logged run that answered this exact request, if any."""
+        if not (args.cache or self.cache):
+            return None
+        if not self.log:
+            renderer.notice("--cache reads the run log, which is off (%config QwenMagics.log = False): "
+                            "the request is sent")
+            return None
+        if prepared.tools or request.logprobs:
+            renderer.notice("--cache does not answer --tools or --logprobs cells (the tools run now; the log "
+                            "keeps no token probabilities): the request is sent")
+            return None
+        return self.run_log.cached(request)
+
+    def _replay(self, request, logged, renderer, out: str | None) -> Result:
+        """The logged answer shown through the driver as a live one would be; nothing is sent, nothing logged."""
+        result = Result.for_request(request)
+        result.cached_from = logged.id
+        self._store(result, out)
+        return runner.run(replay(logged), renderer, result)
+
+    def _log(self, request, result: Result, args) -> None:
+        """Queue the run for the run log (after its answer is shown), unless ``--no-log``."""
+        if not args.no_log:
+            self.run_log.record(request, result, conversation=args.chat)
 
     def _store(self, result: Result, out: str | None) -> None:
         self.shell.user_ns["_qwen"] = result
@@ -203,8 +270,9 @@ class QwenMagics(Magics, QwenSettings):
         display(value.bundle() if hasattr(value, "bundle") else value._repr_mimebundle_(), raw=True)
 
     def _end_of_cell(self, *_):
-        """After the cell that streamed a result, displaying it again shows it in full."""
+        """After the cell that streamed a result, displaying it again shows it in full; log warnings show here."""
         self._live.clear()
+        self.run_log.end_of_cell()
 
     def _renderer(self, fmt: str):
         if self.renders_in_notebook():
@@ -265,6 +333,39 @@ class QwenMagics(Magics, QwenSettings):
         if listed is not None:
             self._listed = listed
         return table
+
+    @magic_arguments()
+    @argument("action", nargs="?", default="list", choices=["list", "show", "df", "cost", "rm", "path"],
+              help="list (default) or search runs; show one; df: all as a DataFrame; cost: totals per model and day; "
+                   "rm: delete; path: where the log is")
+    @argument("id", nargs="?", help="with show or rm: a run's id (or its first characters)")
+    @argument("-n", type=int, default=20, metavar="N", help="list the last N runs (default 20)")
+    @argument("-q", "--query", metavar="TEXT", help="list the runs whose prompt or answer has every word of TEXT")
+    @argument("--since", metavar="DATE", help="with cost: from this day (2025-01-31) or time on")
+    @argument("--before", metavar="DATE", help="with rm: delete every run started before this day or time")
+    @line_magic
+    def qwen_log(self, line: str):
+        """The run log: every %%qwen cell, comparison column and panel run, kept in a SQLite file.
+
+        Examples::
+
+            %qwen_log                      the last 20 runs: time, model, prompt, tokens, state, id
+            %qwen_log -n 50 -q entropy     the last 50 runs whose prompt or answer mentions entropy
+            %qwen_log show 1a2b3c4d        a run as it was shown: reasoning, answer, footer
+            %qwen_log df                   every run as a pandas DataFrame
+            %qwen_log cost --since 2025-01-01   tokens (and cost, with QwenMagics.prices) per model and day
+            %qwen_log rm 1a2b3c4d          delete a run (rm --before 2025-01-01: every older run)
+            %qwen_log path                 the file (for sqlite3, or jupysql's %sql sqlite:///PATH)
+
+        ``%%qwen --no-log`` keeps one cell out; ``%config QwenMagics.log = False``
+        turns the log off; ``QwenMagics.log_path`` or ``$QWEN_MAGICS_LOG`` moves it.
+        """
+        try:
+            return commands.run_log(self.run_log, parse_argstring(self.qwen_log, line), self.prices)
+        except QwenMagicsError as err:
+            raise UsageError(err.line()) from None
+        finally:
+            self.run_log.show_warnings()
 
     @magic_arguments()
     @argument("action", nargs="?", default="status", choices=["status", "unload", "install"],

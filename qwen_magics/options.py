@@ -8,6 +8,7 @@ and never change them.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import re
@@ -18,11 +19,11 @@ from typing import Any, Mapping
 from IPython.core.error import UsageError
 
 from . import local_model
-from .config import QwenSettings, check_temperature, check_top_p, dashscope_root, find_region
+from .config import QwenSettings, check_penalties, check_temperature, check_top_p, dashscope_root, find_region
 from .errors import InvalidInput, missing_key
 from .expand import expand
 from .media import media_url, user_content
-from .models import is_local, likely_typo
+from .models import is_local, known, likely_typo
 from .request import Endpoint, Request, Sampling
 from .tools import Tool, tools_from
 
@@ -110,6 +111,8 @@ class Prepared:
     validator: Any = None
     """The pydantic model class of ``--schema``, to validate the parsed answer."""
     tools: tuple[Tool, ...] = ()
+    requests: int = 1
+    """How many times to send the request: ``-n K`` where one request cannot carry ``n`` (K answers, K requests)."""
 
 
 def prepare(settings: QwenSettings, args: argparse.Namespace, template: str, namespace: Mapping[str, Any], *,
@@ -139,11 +142,37 @@ def prepare(settings: QwenSettings, args: argparse.Namespace, template: str, nam
     tools = tuple(tools_from(args.tools, namespace)) if getattr(args, "tools", None) else ()
     model, model_notice = choose_model(args, settings)
     request = make_request(args, settings, messages, model, schema, tuple(t.spec for t in tools))
-    notices = list(expansion.warnings if expansion else ())
+    notices = [*(expansion.warnings if expansion else ()), *replaced_fields(request)]
+    answers = getattr(args, "n", None) or 1
+    requests = 1
+    if answers > 1:
+        why = why_not_n(request)
+        if why is None:
+            request = dataclasses.replace(request, n=answers)
+        else:
+            requests = answers
+            notices.append(f"-n {answers}: {why}, so the {answers} answers are made as {answers} requests")
     if guess := likely_typo(model, listed):
         notices.insert(0, f"{model!r} is not a model this package knows: did you mean {guess!r}? "
                           "(sent as written; %qwen_models lists what the endpoint offers)")
-    return Prepared(request, prompt, tuple(notices), model_notice, validator, tools)
+    return Prepared(request, prompt, tuple(notices), model_notice, validator, tools, requests)
+
+
+def why_not_n(request: Request) -> str | None:
+    """Why one request cannot ask for several answers (``n``), or None when it can.
+
+    Model Studio takes ``n`` on Chat Completions, for models answering without thinking and without tools.
+    """
+    if request.protocol == "local":
+        return "the local model samples one answer at a time"
+    if request.protocol != "chat":
+        return f"--api {request.protocol} takes one answer per request"
+    if request.tools:
+        return "a request with --tools takes one answer"
+    model = known(request.model)
+    if request.thinking or (request.thinking is None and model is not None and model.thinks_by_default):
+        return f"{request.model} thinks here, and a thinking request takes one answer"
+    return None
 
 
 def choose_model(args: argparse.Namespace, settings: QwenSettings) -> tuple[str, str | None]:
@@ -196,11 +225,18 @@ def make_request(args: argparse.Namespace, settings: QwenSettings, messages: lis
 
     ``schema`` is the JSON Schema from --schema, ``tools`` the tool specs from --tools.
     """
-    pick = lambda name: getattr(args, name) if getattr(args, name) is not None else getattr(settings, name)  # noqa: E731
+    def pick(name: str) -> Any:
+        """The option if given, else the setting (None where neither exists)."""
+        value = getattr(args, name, None)
+        return value if value is not None else getattr(settings, name, None)
+
+    _check_range("n", getattr(args, "n", None), 1, 4, "-n 3")
     sampling = Sampling(temperature=pick("temperature"), top_p=pick("top_p"), top_k=pick("top_k"), seed=pick("seed"),
-                        max_tokens=pick("max_tokens"), stop=tuple(args.stop or ()))
+                        max_tokens=pick("max_tokens"), stop=tuple(args.stop or ()),
+                        presence_penalty=pick("presence_penalty"), repetition_penalty=pick("repetition_penalty"))
     check_temperature(sampling.temperature)
     check_top_p(sampling.top_p)
+    check_penalties(sampling.presence_penalty, sampling.repetition_penalty)
     _check_range("top_k", sampling.top_k, 1, None, "--top-k 20")
     _check_range("seed", sampling.seed, 0, 2**31 - 1, "--seed 42")
     _check_range("max_tokens", sampling.max_tokens, 1, MAX_TOKENS_LIMIT, "--max-tokens 512")
@@ -216,6 +252,14 @@ def make_request(args: argparse.Namespace, settings: QwenSettings, messages: lis
                                "drop --thinking, or drop --prefix")
         thinking = False
     api = args.api or settings.api
+    extra = extra_params(getattr(args, "param", None))
+    if api == "responses":
+        for name, flag in (("presence_penalty", "--presence-penalty"), ("repetition_penalty", "--repetition-penalty")):
+            if getattr(sampling, name) is not None:
+                raise InvalidInput(f"{flag} is not available with --api responses", "use --api chat or dashscope")
+    if extra and is_local(model):
+        raise InvalidInput("--param is not available with the local models: llama.cpp takes no extra fields",
+                           "drop --param, or use a Model Studio model or --base-url")
     if api == "responses" and args.logprobs:
         raise InvalidInput("--logprobs is not available with --api responses", "use --api chat for token probabilities")
     if api == "responses" and messages and messages[-1].get("partial"):
@@ -235,7 +279,31 @@ def make_request(args: argparse.Namespace, settings: QwenSettings, messages: lis
         price=(0.0, 0.0) if is_local(model) else _price(settings.prices.get(model)),
         thinking=thinking, thinking_budget=budget, response_format=response_format(args.format, schema),
         stream=settings.stream and not args.no_stream, protocol="local" if is_local(model) else api, tools=tools,
+        search=bool(pick("search")), extra=extra,
     )
+
+
+def extra_params(items: list[str] | None) -> tuple[tuple[str, Any], ...]:
+    """``--param KEY=VALUE`` pairs: VALUE as JSON (numbers, booleans, objects), else as the string written."""
+    out = []
+    for item in items or ():
+        key, sep, raw = item.partition("=")
+        if not sep or not key.strip().isidentifier():
+            raise InvalidInput(f"--param {item!r} is not KEY=VALUE",
+                               "write e.g. --param enable_search=true or --param search_options='{\"forced_search\": true}'")
+        try:
+            value = json.loads(raw)
+        except ValueError:
+            value = raw
+        out.append((key.strip(), value))
+    return tuple(out)
+
+
+def replaced_fields(request: Request) -> list[str]:
+    """One line for each ``--param`` that replaces a value the package sets itself."""
+    own = {**dataclasses.replace(request, extra=()).parameters(), "messages": "(the prompt)"}
+    return [f"--param {key} replaces the {key} this request would send ({own[key]!r} becomes {value!r})"
+            for key, value in request.extra if key in own]
 
 
 def system_prompt(args: argparse.Namespace, settings: QwenSettings) -> str:

@@ -27,6 +27,10 @@ class Sampling:
     seed: int | None = None
     max_tokens: int | None = None
     stop: tuple[str, ...] = ()
+    presence_penalty: float | None = None
+    """In [-2, 2]: above 0, tokens already in the text are less likely again (new topics); below 0, more."""
+    repetition_penalty: float | None = None
+    """Above 0; 1.0 means none: above 1, repeating any earlier token is penalised (less looping)."""
 
     def sent(self) -> dict[str, Any]:
         """The settings that were set, as they are reported in a result."""
@@ -70,6 +74,13 @@ class Request:
     """Price per million input and output tokens, where known (``QwenMagics.prices``; 0 for local)."""
     tools: tuple[dict[str, Any], ...] = ()
     """Functions the model may call: ``{"name", "description", "parameters"}`` (see :mod:`qwen_magics.tools`)."""
+    n: int = 1
+    """Answers asked for in this one request (``-n K`` where the protocol and model allow it)."""
+    search: bool = False
+    """Web search on (``enable_search``; the Responses API's ``web_search`` tool)."""
+    extra: tuple[tuple[str, Any], ...] = ()
+    """Request fields the package does not model (``--param KEY=VALUE``), sent as they are where the protocol
+    takes extra fields; one that names a field the package sets replaces it (the user was told)."""
 
     def parameters(self) -> dict[str, Any]:
         """The settings this request sends, for the result object and the footer."""
@@ -84,6 +95,11 @@ class Request:
             params["logprobs"] = self.logprobs
         if self.tools:
             params["tools"] = [t["name"] for t in self.tools]
+        if self.n > 1:
+            params["n"] = self.n
+        if self.search:
+            params["enable_search"] = True
+        params.update(self.extra)
         params["stream"] = self.stream
         params["protocol"] = self.protocol
         return params

@@ -9,6 +9,7 @@ model's raw HTML escaped).  ``state`` says whether the answer is whole:
 from __future__ import annotations
 
 import time
+import dataclasses
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -18,6 +19,7 @@ from .markdown import render_markdown
 from .request import Request
 
 State = Literal["streaming", "complete", "incomplete", "stopped"]
+_PER_CHOICE = (ev.TextDelta, ev.ReasoningDelta, ev.Finished)
 
 
 @dataclass
@@ -44,11 +46,16 @@ class Result:
     """The parsed object when the answer was asked for as JSON (``-f json``)."""
     logprobs: list[ev.TokenLogprob] = field(default_factory=list, repr=False)
     """One entry per generated token when asked for with ``--logprobs K``."""
+    sources: list[ev.Source] = field(default_factory=list, repr=False)
+    """With ``--search``: the web pages the answer drew on, where the protocol names them."""
+    _others: dict[int, "Result"] = field(default_factory=dict, repr=False)
     _tool_calls: dict[int, dict[str, str]] = field(default_factory=dict, repr=False)
     rounds: list["Result"] = field(default_factory=list, repr=False)
     """With ``--tools``: every round's result, this one last (the others ended in tool calls)."""
     tool_runs: list[Any] = field(default_factory=list, repr=False)
     """With ``--tools``: every call the model made (:class:`~qwen_magics.tools.ToolRun`), in order."""
+    cached_from: str | None = None
+    """With ``--cache``: the id of the logged run this answer was replayed from (nothing was sent)."""
 
     @classmethod
     def for_request(cls, request: Request) -> "Result":
@@ -57,8 +64,15 @@ class Result:
                    price=request.price)
 
     def apply(self, event: ev.Event, at: float | None = None) -> None:
-        """Fold one event into the result; ``at`` is when it arrived (monotonic)."""
+        """Fold one event into the result; ``at`` is when it arrived (monotonic).
+
+        Text, reasoning and the finish of answers after the first (``-n K``) fold into their own results
+        (:attr:`choices`); usage and failures belong to the request, so to this one.
+        """
         at = time.monotonic() if at is None else at
+        if type(event) in _PER_CHOICE and event.choice:
+            self.choice(event.choice).apply(dataclasses.replace(event, choice=0), at)
+            return
         if isinstance(event, (ev.TextDelta, ev.ReasoningDelta, ev.ToolCallDelta)) and self.ttft is None:
             self.ttft = at - self.started
         if isinstance(event, ev.TextDelta):
@@ -79,14 +93,40 @@ class Result:
             self.model = event.model or self.model
         elif isinstance(event, ev.Finished):
             self.finish_reason = event.reason
+        elif isinstance(event, ev.Source):
+            if all(source.url != event.url for source in self.sources):
+                self.sources.append(event)
         elif isinstance(event, ev.Failed):
             self.state, self.error, self.error_kind = event.state, event.message, event.kind
+            for other in self._others.values():
+                other.apply(event, at)
 
     def close(self, at: float | None = None) -> None:
         """Mark the end of the run: complete unless a failure was recorded."""
         self.elapsed = (time.monotonic() if at is None else at) - self.started
         if self.state == "streaming":
             self.state = "complete"
+        for other in self._others.values():
+            other.close(at)
+
+    def choice(self, index: int) -> "Result":
+        """Answer ``index`` of ``-n K`` (0 is this one), made on first use."""
+        if index == 0:
+            return self
+        if index not in self._others:
+            self._others[index] = Result(model=self.model, parameters=self.parameters, messages=self.messages,
+                                         started=self.started, price=None)
+        return self._others[index]
+
+    @property
+    def choices(self) -> list["Result"]:
+        """Every answer to the request, in order: this one, then the others of ``-n K``."""
+        return [self, *(self._others[i] for i in sorted(self._others))]
+
+    def with_choices(self, others: list["Result"]) -> "Result":
+        """This result, with the answers of separate requests made for ``-n K`` as its other choices."""
+        self._others = dict(enumerate(others, start=1))
+        return self
 
     @property
     def tool_calls(self) -> list[dict[str, str]]:
@@ -117,7 +157,7 @@ class Result:
     @property
     def cost(self) -> float | None:
         """What the tokens cost, where the model's price is known."""
-        if self.price is None:
+        if self.price is None or self.cached_from is not None:
             return None
         return (self.usage.input * self.price[0] + (self.usage.output) * self.price[1]) / 1_000_000
 

@@ -143,12 +143,13 @@ async def drive(events, renderer, result: Result) -> Result:
     timer: asyncio.TimerHandle | None = None
     pending: list[str] = []
     pending_kind: type | None = None
+    pending_choice = 0
     pending_at = 0.0
 
     def flush() -> None:
         nonlocal pending_kind
         if pending_kind is not None:
-            event = pending_kind("".join(pending))
+            event = pending_kind("".join(pending), pending_choice)
             pending.clear()
             pending_kind = None
             result.apply(event, pending_at)
@@ -172,9 +173,9 @@ async def drive(events, renderer, result: Result) -> Result:
         async for event in events:
             kind = type(event)
             if kind in _JOINABLE:
-                if kind is not pending_kind:
+                if kind is not pending_kind or event.choice != pending_choice:
                     flush()
-                    pending_kind, pending_at = kind, time.monotonic()
+                    pending_kind, pending_choice, pending_at = kind, event.choice, time.monotonic()
                 pending.append(event.text)
                 if timer is None:
                     if renderer.seconds_until_allowed() == 0:

@@ -14,20 +14,28 @@ TOOL_OUTPUT_SHOWN = 500
 
 
 def footer_text(result: Any) -> str:
-    """``model · tokens · first token · speed · time · cost · state``: one line under an answer."""
+    """``model · tokens · first token · speed · time · cost · state``: one line under an answer.
+
+    An answer replayed from the run log (``--cache``) names the logged run
+    instead of timings and cost, which would describe the replay, not a sample.
+    """
     u = result.usage
     reasoning = f" / {u.reasoning} reasoning" if u.reasoning else ""
     parts = [result.model, f"{u.input} in / {u.output} out{reasoning} tokens"]
-    if result.ttft is not None:
-        parts.append(f"first token {result.ttft:.2f} s")
-    if result.tokens_per_second:
-        parts.append(f"{result.tokens_per_second:.1f} tok/s")
-    if result.elapsed is not None:
-        parts.append(f"{result.elapsed:.2f} s")
-    if result.parameters.get("protocol") == "local":
-        parts.append("ran locally, free")
-    elif result.cost is not None:
-        parts.append(f"cost {result.cost:.4f}")
+    cached_from = getattr(result, "cached_from", None)
+    if cached_from:
+        parts.append(f"from the run log (run {cached_from[:8]}), not a new sample")
+    else:
+        if result.ttft is not None:
+            parts.append(f"first token {result.ttft:.2f} s")
+        if result.tokens_per_second:
+            parts.append(f"{result.tokens_per_second:.1f} tok/s")
+        if result.elapsed is not None:
+            parts.append(f"{result.elapsed:.2f} s")
+        if result.parameters.get("protocol") == "local":
+            parts.append("ran locally, free")
+        elif result.cost is not None:
+            parts.append(f"cost {result.cost:.4f}")
     if result.state == "stopped":
         parts.append("stopped by user: partial answer")
     elif result.state == "incomplete":

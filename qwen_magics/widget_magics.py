@@ -9,6 +9,9 @@ imported here on first use, not when the extension loads.
 from __future__ import annotations
 
 import argparse
+import re
+import uuid
+from functools import partial
 
 from IPython.core.error import UsageError
 from IPython.core.magic import Magics, cell_magic, line_magic, magics_class, no_var_expand
@@ -24,9 +27,11 @@ from .options import choose_model, endpoint_for, parse_options, prepare, split_l
 from .request import Request
 from .text import footer_text
 
-_AXES = {"model": "-m", "temperature": "-t", "top_p": "--top-p", "seed": "--seed", "thinking": "--thinking"}
+_AXES = {"model": "-m", "temperature": "-t", "top_p": "--top-p", "seed": "--seed", "thinking": "--thinking",
+         "presence_penalty": "--presence-penalty", "repetition_penalty": "--repetition-penalty"}
 _COMMON = {"system": "-s", "max_tokens": "--max-tokens", "top_k": "--top-k", "region": "--region",
            "base_url": "--base-url", "logprobs": "--logprobs", "timeout": "--timeout", "api": "--api"}
+_VARIANT_SEPARATOR = re.compile(r"^[ \t]*---[ \t]*$", re.M)
 
 
 @magics_class
@@ -52,10 +57,14 @@ class QwenWidgetMagics(Magics):
             if not text.strip():
                 raise InvalidInput("The prompt is empty", "type a prompt first")
             for flag, value in (("--tools", args.tools), ("--image", args.image), ("--video", args.video),
-                                ("--prefix", args.prefix), ("--schema", args.schema), ("-c/--chat", args.chat)):
+                                ("--prefix", args.prefix), ("--schema", args.schema), ("-c/--chat", args.chat),
+                                ("--cache", args.cache)):
                 if value:
                     raise InvalidInput(f"{flag} works in %%qwen cells, not in comparisons or the panel",
                                        "drop it from these options")
+            if args.no_log:
+                raise InvalidInput("--no-log applies to a whole comparison, not to one column",
+                                   "put it on the %%qwen_compare line, or %config QwenMagics.log = False")
             args.no_expand = True  # the prompt was expanded once, for every column
             return prepare(self.settings, args, text, self.shell.user_ns).request
 
@@ -82,7 +91,12 @@ class QwenWidgetMagics(Magics):
             listing = (lambda: list_models(endpoint)) if endpoint.api_key() or not endpoint.key_required else None
         except QwenMagicsError:
             listing = None
-        return Panel(self.settings, lambda options, prompt: make(options, prompt), listing, model=model)
+        return Panel(self.settings, lambda options, prompt: make(options, prompt), listing, model=model,
+                     on_result=self._logger("panel"))
+
+    def _logger(self, kind: str):
+        """The callback a widget calls with each finished run: into the run log, grouped under one new id."""
+        return partial(self.settings.run_log.record, group_id=uuid.uuid4().hex, group_kind=kind)
 
     @magic_arguments()
     @argument("-m", "--model", help="models, comma-separated: -m qwen3.5-plus,qwen-flash,local")
@@ -91,6 +105,10 @@ class QwenWidgetMagics(Magics):
     @argument("--seed", help="seeds, comma-separated: --seed 1,2,3")
     @argument("--thinking", nargs="?", const="on", help="on, off, or on,off (compare reasoning against none)")
     @argument("--no-thinking", dest="thinking", action="store_const", const="off", help="no reasoning, every column")
+    @argument("--presence-penalty", help="presence penalties, comma-separated: --presence-penalty 0,1.5")
+    @argument("--repetition-penalty", help="repetition penalties, comma-separated: --repetition-penalty 1,1.3")
+    @argument("--variants", action="store_true",
+              help="the cell holds several prompts, separated by lines of only ---: each is a column (an axis)")
     @argument("--grid", action="store_true", help="cross the lists (e.g. a temperature x top_p grid) instead of zipping them")
     @argument("-n", "--repeat", type=int, default=1, metavar="K", help="run each setting K times to show sampling variance")
     @argument("-s", "--system", help="system prompt for every column")
@@ -104,6 +122,7 @@ class QwenWidgetMagics(Magics):
     @argument("--concurrency", type=int, default=4, help="columns streaming at once (default 4)")
     @argument("-o", "--out", metavar="NAME", help="also store the comparison in NAME (always in _qwen_compare)")
     @argument("--no-expand", action="store_true", help="send {braces} as written")
+    @argument("--no-log", action="store_true", help="keep this comparison's runs out of the run log")
     @no_var_expand
     @cell_magic
     def qwen_compare(self, line: str, cell: str):
@@ -138,13 +157,15 @@ class QwenWidgetMagics(Magics):
         axes = {option: _split(getattr(args, name)) for name, option in _AXES.items()}
         common = [tok for name, option in _COMMON.items() if getattr(args, name) is not None
                   for tok in (option, str(getattr(args, name)))]
-        specs = column_specs(axes, args.grid, args.repeat, common)
+        variants = _variants(prompt) if args.variants else []
+        specs = column_specs(axes, args.grid, args.repeat, common, variants)
         make = self.request_factory(prompt)
-        requests = [make(spec.options) for spec in specs]  # every column is checked before anything is sent
+        requests = [make(spec.options, spec.prompt or prompt) for spec in specs]  # all checked before sending
         for request in requests:
             backend_for(request.protocol)  # and its SDK imported now, not in the first column's latency
         comparison = Comparison(prompt, specs, make, concurrency=args.concurrency,
-                                interval=self.settings.update_interval)
+                                interval=self.settings.update_interval,
+                                on_result=None if args.no_log else self._logger("comparison"))
         for warning in [*(expansion.warnings if expansion else ()), *_turns_notice(requests)]:
             print(f"⚠ {warning}")
         self.shell.user_ns["_qwen_compare"] = comparison
@@ -203,6 +224,15 @@ def _turns_notice(requests: list[Request]) -> list[str]:
         return []
     others = ", the other columns at the same time" if local < len(requests) else ""
     return [f"The local model answers one column at a time: its {local} columns run one after another{others}"]
+
+
+def _variants(prompt: str) -> list[str]:
+    """``--variants``: the prompts of a cell, separated by lines holding only ``---``."""
+    variants = [part.strip() for part in _VARIANT_SEPARATOR.split(prompt)]
+    if len(variants) < 2 or not all(variants):
+        raise InvalidInput("--variants needs two or more prompts separated by lines holding only ---",
+                           "write each phrasing of the prompt, with a line of --- between them")
+    return variants
 
 
 def _split(value: str | None) -> list[str]:

@@ -27,6 +27,14 @@ def server():
 
 
 @pytest.fixture(autouse=True)
+def run_log_in_a_temporary_folder(tmp_path_factory, monkeypatch):
+    """Every test's run log, and that of every kernel or process it starts, is a file of its own, never the user's."""
+    path = tmp_path_factory.mktemp("runlog") / "log.db"
+    monkeypatch.setenv("QWEN_MAGICS_LOG", str(path))
+    return path
+
+
+@pytest.fixture(autouse=True)
 def no_task_left_on_the_package_loop():
     """Every test leaves the package's loop idle: no stream of its own goes on into the next test.
 

@@ -8,7 +8,9 @@ Stdlib only.  Tests point the real ``openai`` SDK at it::
         server.enqueue(Script(text="hi", fault="cut", fault_after=1))
 
 Routes: ``POST /compatible-mode/v1/chat/completions`` and
-``GET /compatible-mode/v1/models`` here; the Responses API (``POST
+``GET /compatible-mode/v1/models`` here; the Batch API's files and batches
+(``/compatible-mode/v1/files``, ``/compatible-mode/v1/batches``) in
+:mod:`loopback_batch`; the Responses API (``POST
 /api/v2/apps/protocols/compatible-mode/v1/responses``, also
 ``/compatible-mode/v1/responses``) and native DashScope (``POST
 /api/v1/services/aigc/{text,multimodal}-generation/generation``) in
@@ -66,7 +68,7 @@ from urllib.parse import urlsplit
 
 __all__ = ["LoopbackServer", "Script", "Recorded", "DEFAULT_KEY", "DEFAULT_MODELS", "tool_call_wire",
            "CHAT_PATH", "MODELS_PATH", "RESPONSES_PATH", "RESPONSES_PATHS", "NATIVE_TEXT_PATH",
-           "NATIVE_MULTIMODAL_PATH", "default_reasoning", "default_answer"]
+           "NATIVE_MULTIMODAL_PATH", "FILES_PATH", "BATCHES_PATH", "default_reasoning", "default_answer"]
 
 log = logging.getLogger("qwen_magics.tests.loopback")
 
@@ -82,6 +84,8 @@ RESPONSES_PATH = "/api/v2/apps/protocols/compatible-mode/v1/responses"
 RESPONSES_PATHS = frozenset({RESPONSES_PATH, "/compatible-mode/v1/responses"})
 NATIVE_TEXT_PATH = "/api/v1/services/aigc/text-generation/generation"
 NATIVE_MULTIMODAL_PATH = "/api/v1/services/aigc/multimodal-generation/generation"
+FILES_PATH = "/compatible-mode/v1/files"  # the Batch API's routes, served by loopback_batch
+BATCHES_PATH = "/compatible-mode/v1/batches"
 BLOCK_MARKER = "[[blocked]]"
 _LONG = re.compile(r"\[\[long:(\d+)\]\]")
 _CREATED = 1_735_689_600  # fixed "created" for the models list
@@ -152,6 +156,9 @@ class Script:
     # The answer calls these tools: [{"name": ..., "arguments": {...} or "raw text", "id": optional}]; the text
     # defaults to "" and finish_reason to "tool_calls".  Arguments stream in pieces of chunk_chars.
     tool_calls: Optional[list[dict]] = None
+    # Web search (chat and native with enable_search and search_options.enable_source; Responses with the
+    # web_search tool): the pages the answer cites, [{"title", "url"}]; None: DEFAULT_SOURCES.
+    sources: Optional[list[dict]] = None
 
     def __post_init__(self) -> None:
         if self.tool_calls is not None:
@@ -323,6 +330,112 @@ def _check_number(body: dict, name: str, ok, rng: str) -> Optional[tuple[int, di
     return None
 
 
+def check_chat_body(body: Any, models: set[str], rid: str) -> Optional[tuple[int, dict]]:
+    """The chat route's checks after the key (model -> parameter ranges -> tools -> input moderation):
+    the refusal's status and body, or None."""
+    if not isinstance(body, dict):
+        return 400, _error_body("invalid_parameter_error", "The request body is not valid JSON.", rid)
+    model = body.get("model")
+    if not isinstance(model, str) or not model:
+        return 400, _error_body("invalid_parameter_error", "The parameter `model` is required.", rid,
+                                param="model")
+    if model not in models:
+        return 404, _error_body("model_not_found",
+                                f"The model `{model}` does not exist or you do not have access to it.", rid)
+    msgs = body.get("messages")
+    if not isinstance(msgs, list) or not msgs:
+        return 400, _error_body("invalid_parameter_error", "The parameter `messages` must be a non-empty list.",
+                                rid, param="messages")
+    for bad in (_check_number(body, "temperature", lambda v: 0 <= v < 2, "[0.0, 2.0)"),
+                _check_number(body, "top_p", lambda v: 0 < v <= 1, "(0.0, 1.0]"),
+                _check_number(body, "max_tokens", lambda v: isinstance(v, int) and v >= 1, "[1, inf)")):
+        if bad:
+            err = bad[1]
+            return bad[0], _error_body(err["code"], err["message"], rid, param=err["param"])
+    for problem in (check_tools(body.get("tools")), check_tool_messages(msgs)):
+        if problem:
+            return 400, _error_body("invalid_parameter_error", problem, rid)
+    for msg in msgs:
+        if isinstance(msg, dict) and msg.get("role") == "user" and BLOCK_MARKER in _text_of(msg.get("content")):
+            return 400, _error_body("data_inspection_failed", None, rid)
+    return None
+
+
+DEFAULT_SOURCES = [{"title": "Entropy - a reference", "url": "https://example.org/entropy"},
+                   {"title": "Sampling explained", "url": "https://example.org/sampling"}]
+
+
+def sources_of(script: Script) -> list[dict]:
+    return DEFAULT_SOURCES if script.sources is None else script.sources
+
+
+def search_info(script: Script) -> dict:
+    """DashScope's ``search_info``: the pages a web search found."""
+    return {"search_results": [{"index": i, "title": s["title"], "url": s["url"], "site_name": "", "icon": ""}
+                               for i, s in enumerate(sources_of(script), start=1)]}
+
+
+def wants_sources(options: dict) -> bool:
+    """Chat body or native parameters asking for search with its sources returned."""
+    return options.get("enable_search") is True and (options.get("search_options") or {}).get("enable_source") is True
+
+
+def other_choices(body: dict, pieces: list[tuple[str, str]]) -> list[list[tuple[str, str]]]:
+    """With ``n`` > 1: the pieces of answers 2..n, each the first answer marked with its number."""
+    n = body.get("n") if isinstance(body.get("n"), int) else 1
+    return [[("text", f"({k}) ")] + [(kind, p) for kind, p in pieces if kind == "text"] for k in range(2, n + 1)]
+
+
+def answer_pieces(body: dict, script: Script) -> list[tuple[str, str]]:
+    """The reply as ("reasoning" | "text", piece) pairs: the script's, else the defaults for this body."""
+    if script.chunks is not None:
+        return [(kind, piece) for kind, piece in script.chunks]
+    reasoning = script.reasoning if script.reasoning is not None else default_reasoning(body)
+    text = script.text if script.text is not None else default_answer(body)
+    out = [("reasoning", p) for p in _split(reasoning or "", script.chunk_chars)]
+    return out + [("text", p) for p in _split(text, script.chunk_chars)]
+
+
+def chat_answer(body: dict, script: Script) -> tuple[list[tuple[str, str]], str, dict]:
+    """A checked chat body's reply: its pieces (cut at ``max_tokens``), finish reason and usage."""
+    pieces = answer_pieces(body, script)
+    finish = script.finish_reason
+    max_tokens = body.get("max_tokens")
+    if isinstance(max_tokens, int) and max_tokens < len(pieces):
+        pieces, finish = pieces[:max_tokens], "length"
+    n_reason = sum(1 for kind, _ in pieces if kind == "reasoning")
+    words = sum(len(_text_of(m.get("content")).split()) for m in body["messages"] if isinstance(m, dict))
+    usage = script.usage or {
+        "prompt_tokens": words + 10, "completion_tokens": len(pieces), "total_tokens": words + 10 + len(pieces),
+        "completion_tokens_details": {"reasoning_tokens": n_reason},
+        "prompt_tokens_details": {"cached_tokens": 0},
+    }
+    return pieces, finish, usage
+
+
+def completion_object(body: dict, script: Script, cid: str, pieces: list[tuple[str, str]], finish: str,
+                      usage: dict) -> dict:
+    """The non-stream ``chat.completion`` object for a reply (faults not applied)."""
+    reasoning = "".join(p for k, p in pieces if k == "reasoning")
+    message: dict[str, Any] = {"role": "assistant", "content": "".join(p for k, p in pieces if k == "text")}
+    if any(k == "reasoning" for k, _ in pieces):
+        message["reasoning_content"] = reasoning
+    if script.tool_calls:
+        message["tool_calls"] = [{"id": c["id"], "type": "function", "index": i,
+                                  "function": {"name": c["name"], "arguments": c["arguments"]}}
+                                 for i, c in enumerate(tool_call_wire(script.tool_calls))]
+    others = [{"index": k, "message": {"role": "assistant", "content": "".join(p for _, p in extra)},
+               "finish_reason": finish, "logprobs": None}
+              for k, extra in enumerate(other_choices(body, pieces), start=1)]
+    obj = {"id": cid, "object": "chat.completion", "created": int(time.time()), "model": body["model"],
+           "system_fingerprint": None,
+           "choices": [{"index": 0, "message": message, "finish_reason": finish, "logprobs": None}, *others],
+           "usage": usage}
+    if wants_sources(body):
+        obj["search_info"] = search_info(script)
+    return obj
+
+
 # ---------------------------------------------------------------- server
 
 class _HTTPServer(ThreadingHTTPServer):
@@ -387,6 +500,7 @@ class _Handler(BaseHTTPRequestHandler):
         owner = self.server.owner
         started = time.monotonic()
         raw = self._read_body()
+        self._raw = raw  # the batch routes' multipart uploads are not JSON
         body: Any = None
         if raw:
             try:
@@ -410,6 +524,8 @@ class _Handler(BaseHTTPRequestHandler):
                 self._models()
             elif route in _PROTOCOL_ROUTES and self.command == "POST":
                 _protocols.serve(self, route, body)
+            elif route.startswith(_BATCH_ROUTES):
+                _batch.serve(self, route, body)
             else:
                 rid = str(uuid.uuid4())
                 self._send_error(404, _error_body("not_found", f"Not found: {self.command} {route}", rid), rid)
@@ -503,32 +619,7 @@ class _Handler(BaseHTTPRequestHandler):
         owner = self.server.owner
         if not owner._authorized(self.headers.get("Authorization")):
             return 401, _error_body("invalid_api_key", None, rid)
-        if not isinstance(body, dict):
-            return 400, _error_body("invalid_parameter_error", "The request body is not valid JSON.", rid)
-        model = body.get("model")
-        if not isinstance(model, str) or not model:
-            return 400, _error_body("invalid_parameter_error", "The parameter `model` is required.", rid,
-                                    param="model")
-        if model not in owner.models:
-            return 404, _error_body("model_not_found",
-                                    f"The model `{model}` does not exist or you do not have access to it.", rid)
-        msgs = body.get("messages")
-        if not isinstance(msgs, list) or not msgs:
-            return 400, _error_body("invalid_parameter_error", "The parameter `messages` must be a non-empty list.",
-                                    rid, param="messages")
-        for bad in (_check_number(body, "temperature", lambda v: 0 <= v < 2, "[0.0, 2.0)"),
-                    _check_number(body, "top_p", lambda v: 0 < v <= 1, "(0.0, 1.0]"),
-                    _check_number(body, "max_tokens", lambda v: isinstance(v, int) and v >= 1, "[1, inf)")):
-            if bad:
-                err = bad[1]
-                return bad[0], _error_body(err["code"], err["message"], rid, param=err["param"])
-        for problem in (check_tools(body.get("tools")), check_tool_messages(msgs)):
-            if problem:
-                return 400, _error_body("invalid_parameter_error", problem, rid)
-        for msg in msgs:
-            if isinstance(msg, dict) and msg.get("role") == "user" and BLOCK_MARKER in _text_of(msg.get("content")):
-                return 400, _error_body("data_inspection_failed", None, rid)
-        return None
+        return check_chat_body(body, owner.models, rid)
 
     def _chat(self, body: Any) -> None:
         owner = self.server.owner
@@ -546,46 +637,15 @@ class _Handler(BaseHTTPRequestHandler):
                              rid, script.retry_after, script.headers)
             return
 
-        pieces = self._pieces(body, script)
-        finish = script.finish_reason
-        max_tokens = body.get("max_tokens")
-        if isinstance(max_tokens, int) and max_tokens < len(pieces):
-            pieces, finish = pieces[:max_tokens], "length"
-        n_reason = sum(1 for kind, _ in pieces if kind == "reasoning")
-        words = sum(len(_text_of(m.get("content")).split()) for m in body["messages"] if isinstance(m, dict))
-        usage = script.usage or {
-            "prompt_tokens": words + 10, "completion_tokens": len(pieces), "total_tokens": words + 10 + len(pieces),
-            "completion_tokens_details": {"reasoning_tokens": n_reason},
-            "prompt_tokens_details": {"cached_tokens": 0},
-        }
+        pieces, finish, usage = chat_answer(body, script)
         cid = f"chatcmpl-{uuid.uuid4()}"
         if body.get("stream") is True:
             self._stream(body, script, rid, cid, pieces, finish, usage)
         else:
             self._complete(body, script, rid, cid, pieces, finish, usage)
 
-    @staticmethod
-    def _pieces(body: dict, script: Script) -> list[tuple[str, str]]:
-        if script.chunks is not None:
-            return [(kind, piece) for kind, piece in script.chunks]
-        reasoning = script.reasoning if script.reasoning is not None else default_reasoning(body)
-        text = script.text if script.text is not None else default_answer(body)
-        out = [("reasoning", p) for p in _split(reasoning or "", script.chunk_chars)]
-        return out + [("text", p) for p in _split(text, script.chunk_chars)]
-
     def _complete(self, body, script, rid, cid, pieces, finish, usage) -> None:
-        reasoning = "".join(p for k, p in pieces if k == "reasoning")
-        message: dict[str, Any] = {"role": "assistant", "content": "".join(p for k, p in pieces if k == "text")}
-        if any(k == "reasoning" for k, _ in pieces):
-            message["reasoning_content"] = reasoning
-        if script.tool_calls:
-            message["tool_calls"] = [{"id": c["id"], "type": "function", "index": i,
-                                      "function": {"name": c["name"], "arguments": c["arguments"]}}
-                                     for i, c in enumerate(tool_call_wire(script.tool_calls))]
-        obj = {"id": cid, "object": "chat.completion", "created": int(time.time()), "model": body["model"],
-               "system_fingerprint": None,
-               "choices": [{"index": 0, "message": message, "finish_reason": finish, "logprobs": None}],
-               "usage": usage}
+        obj = completion_object(body, script, cid, pieces, finish, usage)
         fault = script.fault
         if fault == "no_finish":
             obj["choices"][0]["finish_reason"] = None
@@ -617,11 +677,14 @@ class _Handler(BaseHTTPRequestHandler):
         created = int(time.time())
         model = body["model"]
 
-        def chunk(delta: dict, finish_reason: Optional[str] = None, logprobs: Optional[dict] = None) -> bytes:
+        def chunk(delta: dict, finish_reason: Optional[str] = None, logprobs: Optional[dict] = None,
+                  index: int = 0) -> bytes:
             return _dumps({"id": cid, "object": "chat.completion.chunk", "created": created, "model": model,
                            "system_fingerprint": None,
-                           "choices": [{"index": 0, "delta": delta, "finish_reason": finish_reason,
+                           "choices": [{"index": index, "delta": delta, "finish_reason": finish_reason,
                                         "logprobs": logprobs}]})
+
+        others = other_choices(body, pieces)
 
         self._start(200, "text/event-stream;charset=UTF-8", rid, script.headers)
         if fault == "empty":
@@ -633,6 +696,9 @@ class _Handler(BaseHTTPRequestHandler):
             has_reasoning = any(k == "reasoning" for k, _ in pieces)
             self._frame(chunk({"content": "", "reasoning_content": "" if has_reasoning else None,
                                "role": "assistant"}), split)
+        if wants_sources(body):
+            self._frame(_dumps({"id": cid, "object": "chat.completion.chunk", "created": created, "model": model,
+                                "system_fingerprint": None, "choices": [], "search_info": search_info(script)}))
         for i, (kind, piece) in enumerate(pieces):
             if i == script.fault_after and fault is not None:
                 if fault == "cut":
@@ -661,6 +727,9 @@ class _Handler(BaseHTTPRequestHandler):
             wants_logprobs = kind == "text" and body.get("logprobs") is True
             self._frame(chunk(delta, logprobs=token_logprobs(piece, i, body.get("top_logprobs") or 0)
                               if wants_logprobs else None), split)
+            for k, extra in enumerate(others, start=1):  # the other answers interleave with the first
+                if i < len(extra):
+                    self._frame(chunk({"content": extra[i][1], "role": "assistant"}, index=k))
         if fault in ("cut", "reset", "moderation_mid") and script.fault_after >= len(pieces):
             # fault_after beyond the last piece: fault right before the finish chunk
             if fault == "moderation_mid":
@@ -681,6 +750,9 @@ class _Handler(BaseHTTPRequestHandler):
                 self._frame(chunk({"content": None, "role": "assistant", "tool_calls": [
                     {"index": i, "id": "", "type": "function", "function": {"arguments": piece}}]}))
         if fault != "no_finish":
+            for k, extra in enumerate(others, start=1):
+                rest = "".join(p for _, p in extra[len(pieces):])
+                self._frame(chunk({"content": rest, "role": "assistant"}, finish, index=k))
             self._frame(chunk({"content": "", "reasoning_content": None, "role": "assistant"}, finish), split)
         if (body.get("stream_options") or {}).get("include_usage") is True:
             self._frame(_dumps({"id": cid, "object": "chat.completion.chunk", "created": created, "model": model,
@@ -712,6 +784,7 @@ class LoopbackServer:
         self._stored: dict[str, list[dict]] = {}  # Responses API: response id -> its conversation
         self._random_faults: Optional[tuple[float, list[Script], random.Random, Optional[Script]]] = None
         self._injected: list[Script] = []
+        self.batches = _batch.Batches()  # files and batch jobs: see loopback_batch
         self._threads: set[threading.Thread] = set()
         self._conns: set[socket.socket] = set()
         self._stopping = threading.Event()
@@ -799,6 +872,7 @@ class LoopbackServer:
             self._stored.clear()
             self._random_faults = None
             self._injected.clear()
+        self.batches.clear()
 
     # -- random faults (load tests): on top of the queue, never instead of it
     def inject_faults(self, rate: float, scripts: Iterable[Script], seed: int = 0,
@@ -835,8 +909,11 @@ class LoopbackServer:
 # The Responses API and native DashScope routes live in loopback_protocols, which imports this module's
 # helpers: it is imported last, as a module object, so either module may be imported first.
 if __package__:
+    from . import loopback_batch as _batch
     from . import loopback_protocols as _protocols
 else:
+    import loopback_batch as _batch
     import loopback_protocols as _protocols
 
 _PROTOCOL_ROUTES = RESPONSES_PATHS | {NATIVE_TEXT_PATH, NATIVE_MULTIMODAL_PATH}
+_BATCH_ROUTES = (FILES_PATH, BATCHES_PATH)

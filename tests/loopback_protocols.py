@@ -93,12 +93,12 @@ from typing import Any, Callable, Optional
 
 if __package__:
     from .loopback import (BLOCK_MARKER, NATIVE_MULTIMODAL_PATH, RESPONSES_PATHS, Script, _Abort, _dumps,
-                           _error_body, _STATUS_CODES, _text_of, check_tool_messages, check_tools,
-                           token_logprobs, tool_call_wire)
+                           _error_body, _STATUS_CODES, _text_of, answer_pieces, check_tool_messages,
+                           check_tools, search_info, sources_of, token_logprobs, tool_call_wire, wants_sources)
 else:
     from loopback import (BLOCK_MARKER, NATIVE_MULTIMODAL_PATH, RESPONSES_PATHS, Script, _Abort, _dumps,
-                          _error_body, _STATUS_CODES, _text_of, check_tool_messages, check_tools,
-                          token_logprobs, tool_call_wire)
+                          _error_body, _STATUS_CODES, _text_of, answer_pieces, check_tool_messages,
+                          check_tools, search_info, sources_of, token_logprobs, tool_call_wire, wants_sources)
 
 #: Models that the native API serves only on the multimodal-generation endpoint.
 MULTIMODAL_ONLY = re.compile(r"^(qwen3\.[5-9]|qwen3-vl|qwen-vl|qwen2\.5-vl|qvq|qwen-omni|qwen3-omni)")
@@ -187,9 +187,10 @@ class _Route:
         self.body = body
         self.owner = h.server.owner
         self.rid = str(uuid.uuid4())
+        self.script = Script()
 
     def take_script(self) -> Script:
-        script = self.owner._next_script() or Script()
+        script = self.script = self.owner._next_script() or Script()
         self.rid = script.request_id or self.rid
         self.h._sleep(script.first_byte_delay)
         return script
@@ -202,7 +203,7 @@ class _Route:
         return None
 
     def pieces(self, chatlike: dict, script: Script, limit: Any) -> tuple[list[tuple[str, str]], str]:
-        pieces = self.h._pieces(chatlike, script)
+        pieces = answer_pieces(chatlike, script)
         finish = script.finish_reason
         if isinstance(limit, int) and not isinstance(limit, bool) and limit < len(pieces):
             pieces, finish = pieces[:limit], "length"
@@ -304,9 +305,10 @@ class _Responses(_Route):
                                 "previous_response_id")
         tools = body.get("tools")
         if tools is not None and not (isinstance(tools, list) and all(
-                isinstance(t, dict) and t.get("type") == "function" and isinstance(t.get("name"), str)
-                for t in tools)):
-            return _Refusal(400, "invalid_parameter_error", "invalid tools: each needs type 'function' and a name",
+                isinstance(t, dict) and (t == {"type": "web_search"} or (
+                    t.get("type") == "function" and isinstance(t.get("name"), str))) for t in tools)):
+            return _Refusal(400, "invalid_parameter_error",
+                            "invalid tools: each needs type 'function' and a name, or is {'type': 'web_search'}",
                             "tools")
         problem = check_tool_messages(self.input_messages())
         if problem:
@@ -376,10 +378,18 @@ class _Responses(_Route):
         return {"id": f"fc_{call['id']}", "type": "function_call", "call_id": call["id"], "name": call["name"],
                 "arguments": arguments, "status": status}
 
-    @staticmethod
-    def message_item(item_id: str, text: Optional[str], status: str) -> dict:
-        content = [] if text is None else [{"type": "output_text", "text": text, "annotations": []}]
+    def message_item(self, item_id: str, text: Optional[str], status: str) -> dict:
+        annotations = self.citations(text) if text is not None else []
+        content = [] if text is None else [{"type": "output_text", "text": text, "annotations": annotations}]
         return {"id": item_id, "type": "message", "role": "assistant", "status": status, "content": content}
+
+    def citations(self, text: str) -> list[dict]:
+        """With the web_search tool: the script's pages as url_citation annotations over the whole text."""
+        tools = self.body.get("tools") or []
+        if not any(isinstance(t, dict) and t.get("type") == "web_search" for t in tools):
+            return []
+        return [{"type": "url_citation", "start_index": 0, "end_index": len(text), "url": page["url"],
+                 "title": page["title"]} for page in sources_of(self.script)]
 
     def store(self, text: str) -> None:
         with self.owner._lock:
@@ -451,9 +461,12 @@ class _Responses(_Route):
                      part={"type": "summary_text", "text": text})
                 item = self.reasoning_item(current["id"], text)
             else:
+                for n, annotation in enumerate(self.citations(text)):
+                    emit("response.output_text.annotation.added", **ids, content_index=0, annotation_index=n,
+                         annotation=annotation)
                 emit("response.output_text.done", **ids, content_index=0, text=text, logprobs=[])
                 emit("response.content_part.done", **ids, content_index=0,
-                     part={"type": "output_text", "text": text, "annotations": []})
+                     part={"type": "output_text", "text": text, "annotations": self.citations(text)})
                 item = self.message_item(current["id"], text, "incomplete" if self.incomplete else "completed")
             emit("response.output_item.done", output_index=current["index"], item=item)
             output.append(item)
@@ -634,7 +647,10 @@ class _Native(_Route):
         choice: dict[str, Any] = {"finish_reason": finish, "message": message}
         if logprobs is not None:
             choice["logprobs"] = logprobs
-        return {"choices": [choice]}
+        out: dict[str, Any] = {"choices": [choice]}
+        if wants_sources(self.params):
+            out["search_info"] = search_info(self.script)
+        return out
 
     def wants_logprobs(self) -> bool:
         return self.params.get("logprobs") is True

@@ -145,16 +145,21 @@ def test_terminal_ipython_streams_plain_text(kernel_env, tmp_path):
     assert "[qwen3.5-plus · " in out.stdout and "<" not in out.stdout.replace("<Result", "")
 
 
+@pytest.mark.timeout(400)  # one comparison runs on the local model
 def test_compare_sampling_notebook_runs_in_a_kernel(kernel_env, tmp_path):
     nb = nbformat.read(ROOT / "notebooks" / "compare_sampling.ipynb", as_version=4)
-    NotebookClient(nb, timeout=120, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}).execute()
+    NotebookClient(nb, timeout=300, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}).execute()
     outputs = [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])]
     assert not [o for o in outputs if o.get("output_type") == "error"]
     widgets = [o for o in outputs if "application/vnd.jupyter.widget-view+json" in o.get("data", {})]
-    assert len(widgets) == 5  # one comparison widget per %%qwen_compare cell
+    assert len(widgets) == 7  # one comparison widget per %%qwen_compare cell
     # Saved without a widget manager, each comparison still shows as HTML: settings, answers and the summary.
-    assert all("<h3>-t " in o["data"]["text/html"] or "<h3>--seed" in o["data"]["text/html"] for o in widgets)
+    assert all(any(f"<h3>{head}" in o["data"]["text/html"] for head in ("-t ", "--seed", "-m local", "variant 1"))
+               for o in widgets)
     assert any("distinct" in o["data"]["text/html"] for o in widgets)
     plain = "\n".join(o.get("text", "") + o.get("data", {}).get("text/plain", "") for o in outputs)
     assert "finish_reason" in plain and "temperature" in plain  # the DataFrame cell
-    assert len(kernel_env.requests) == 3 + 6 + 3 + 4 + 3
+    repetition = next(o["data"]["text/html"] for o in widgets if "<h3>-m local" in o["data"]["text/html"])
+    assert "--repetition-penalty 1.3" in repetition and "--presence-penalty 1.5" in repetition
+    assert "ran locally, free" in repetition  # the penalty columns ran on the local model, offline
+    assert len(kernel_env.requests) == 3 + 6 + 3 + 4 + 3 + 2  # the two phrasings: two requests

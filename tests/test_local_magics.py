@@ -166,7 +166,41 @@ def test_a_comparison_of_local_columns_only_says_they_take_turns_and_nothing_of_
     assert out.count("its 2 columns run one after another") == 1 and "other columns" not in out
 
 
+def test_with_no_key_the_panel_starts_on_the_local_model_and_a_refused_run_says_so_once(offline):
+    from test_widgets import wait_for
+
+    panel = offline.magics_manager.registry["QwenWidgetMagics"].make_panel()
+    assert panel.model.value == "local"  # as %%qwen chooses with no key
+    panel.prompt.value, panel.max_tokens.value, panel.temperature.value = PROMPT, 8, 0
+    panel.run_button.click()
+    wait_for(lambda: panel.result is not None and panel.result.state != "streaming", timeout=120)
+    assert panel.result.complete and panel.result.parameters["protocol"] == "local"
+    panel.model.value = "qwen-plus"  # a Model Studio model, and no key
+    panel.run_button.click()
+    wait_for(lambda: panel.result is not None and panel.result.state == "incomplete")
+    shown = [part.value for part in panel.output.children]
+    assert len(shown) == 1 and "No API key" in shown[0]
+
+
+def test_a_local_footer_says_the_run_was_local_and_free_not_cost_0(offline):
+    result = offline.run_line_magic("qwen", f"-m local:0.5b -t 0 --max-tokens 4 {PROMPT}")
+    footer = offline.display_pub.outputs[-1]["data"]["text/plain"]
+    assert result.complete and "ran locally, free" in footer and "cost" not in footer
+
+
 def test_local_structured_output_follows_the_schema(offline):
     offline.user_ns["colour"] = {"type": "object", "properties": {"name": {"type": "string"}}, "required": ["name"]}
     result = offline.run_line_magic("qwen", "-m local:0.5b -t 0 --max-tokens 40 --schema colour Name a colour as JSON.")
     assert isinstance(result.data, dict) and isinstance(result.data["name"], str)
+
+
+def test_the_local_model_honours_both_penalties(offline):
+    """The 0.5B loops at temperature 0; a repetition penalty (llama.cpp's repeat_penalty) changes its answer."""
+    plain = offline.run_line_magic("qwen", "-m local:0.5b -t 0 --max-tokens 48 List the numbers from 1 to 30.")
+    penalised = offline.run_line_magic("qwen", "-m local:0.5b -t 0 --max-tokens 48 --repetition-penalty 1.6 "
+                                               "List the numbers from 1 to 30.")
+    present = offline.run_line_magic("qwen", "-m local:0.5b -t 0 --max-tokens 48 --presence-penalty 2 "
+                                             "List the numbers from 1 to 30.")
+    assert plain.complete and penalised.complete and present.complete
+    assert penalised.text != plain.text and present.text != plain.text
+    assert penalised.parameters["repetition_penalty"] == 1.6 and present.parameters["presence_penalty"] == 2

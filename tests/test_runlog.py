@@ -13,6 +13,7 @@ import subprocess
 import sys
 import tempfile
 import textwrap
+import threading
 import time
 import uuid
 from dataclasses import replace
@@ -25,6 +26,7 @@ from qwen_magics.errors import InvalidInput
 from qwen_magics.request import Endpoint, Request, Sampling
 from qwen_magics.result import Result
 from qwen_magics.runlog import Record, RunLog, cache_key_of, default_path, record_from
+from qwen_magics.runlog.writer import Writer
 
 PNG = b"\x89PNG\r\n\x1a\n" + bytes(range(256)) * 40
 SECRET = "sk-runlogtest0123456789abcdef"
@@ -413,6 +415,26 @@ def test_write_async_stores_off_the_callers_thread_and_flush_waits(log):
     log.write_async(Record(model="m"))
     log.close()  # drains the queue
     assert count(log.path) == 51
+
+
+def test_an_idle_writer_ends_its_thread_and_a_later_row_starts_another():
+    stored, idled = [], []
+    before = set(threading.enumerate())
+    writer = Writer(stored.extend, idle=0.1, on_idle=lambda: idled.append(True))
+
+    def settled(times):
+        deadline = time.monotonic() + 10
+        while len(idled) < times or set(threading.enumerate()) - before:
+            assert time.monotonic() < deadline, "the writer's thread did not end"
+            time.sleep(0.02)
+
+    writer.put({"n": 1})
+    assert writer.flush(5) and stored == [{"n": 1}]
+    settled(1)
+    assert writer.flush(5)  # nothing running, nothing to wait for
+    writer.put({"n": 2})
+    assert writer.flush(5) and stored == [{"n": 1}, {"n": 2}]
+    settled(2)
 
 
 def test_to_dataframe_has_every_run(log):

@@ -121,6 +121,28 @@ def test_a_column_can_be_edited_and_rerun_alone_and_stop_cancels(ip, dashscope):
     assert comparison.results[0].state == "complete"  # the other column is untouched
 
 
+def test_a_rerun_with_edited_options_shows_them_in_its_header_and_in_the_summary(ip, dashscope):
+    comparison = ip.run_cell_magic("qwen_compare", "-t 0,1 --no-thinking", "hi")
+    column = comparison.columns[1]
+    column.options.value = "-t 0.25 --top-p 0.5 --no-thinking"
+    comparison.start(column)
+    wait_for(lambda: column.result is not None and column.result.parameters.get("top_p") == 0.5
+             and column.result.state == "complete")
+    assert column.header.value == "<b>-t 0.25 --top-p 0.5 --no-thinking</b>"
+    wait_for(lambda: "-t 0.25 --top-p 0.5" in comparison.summary.value)
+    assert "-t 1 " not in comparison.summary.value and "-t 1<" not in comparison.summary.value
+    assert "-t 0.25 --top-p 0.5" in comparison.to_markdown()
+
+
+def test_to_dataframe_without_pandas_is_one_line_that_names_the_fix(ip, dashscope, monkeypatch):
+    comparison = ip.run_cell_magic("qwen_compare", "-m qwen-plus,qwen-flash --no-thinking", "hi")
+    monkeypatch.setitem(__import__("sys").modules, "pandas", None)  # what `import pandas` meets when it is absent
+    with pytest.raises(QwenMagicsError, match=r"^to_dataframe\(\) needs pandas, which is not installed\. "
+                                              r"Run `pip install pandas`, or use \.rows"):
+        comparison.to_dataframe()
+    assert [row["model"] for row in comparison.rows] == ["qwen-plus", "qwen-flash"]
+
+
 def test_results_as_data_and_a_static_export(ip, dashscope):
     ip.run_cell_magic("qwen_compare", "-m qwen3.5-plus,qwen-flash -o runs", "Explain <b>entropy</b>")
     runs = ip.user_ns["runs"]

@@ -51,3 +51,15 @@ def detail(details: Any, name: str) -> int:
         return 0
     value = details.get(name) if isinstance(details, dict) else getattr(details, name, None)
     return value or 0
+
+
+def search_fields(request: Request) -> dict[str, Any]:
+    """DashScope's web search: on, and asked to return the pages it found (chat and native alike)."""
+    return {"enable_search": True, "search_options": {"enable_source": True}} if request.search else {}
+
+
+def sources_of(search_info: Any) -> list[ev.Source]:
+    """DashScope's ``search_info.search_results`` (with ``search_options.enable_source``): the pages searched."""
+    results = (search_info or {}).get("search_results") or () if isinstance(search_info, dict) else ()
+    return [ev.Source(str(item.get("url")), str(item.get("title") or "")) for item in results
+            if isinstance(item, dict) and item.get("url")]

@@ -20,7 +20,7 @@ from typing import Any, AsyncIterator
 from .. import errors as e
 from .. import events as ev
 from ..request import Request
-from .common import detail, guarded, present
+from .common import detail, guarded, present, search_fields, sources_of
 from .errors import from_status
 
 _MULTIMODAL = re.compile(r"^(qwen3\.5|qwen3-vl|qwen-vl|qvq|qwen-omni|qwen3-omni|qwen2\.5-vl)")
@@ -85,10 +85,13 @@ def build_call(request: Request) -> dict[str, Any]:
     if request.stream:
         call["incremental_output"] = True
     call.update(present(temperature=s.temperature, top_p=s.top_p, top_k=s.top_k, seed=s.seed,
-                        max_tokens=s.max_tokens, stop=list(s.stop), enable_thinking=request.thinking,
+                        max_tokens=s.max_tokens, stop=list(s.stop), presence_penalty=s.presence_penalty,
+                        repetition_penalty=s.repetition_penalty, enable_thinking=request.thinking,
                         thinking_budget=request.thinking_budget, response_format=request.response_format,
                         logprobs=True if request.logprobs else None, top_logprobs=request.logprobs,
                         tools=[{"type": "function", "function": spec} for spec in request.tools]))
+    call.update(search_fields(request))
+    call.update(request.extra)  # the SDK sends keyword arguments it does not know as parameters
     return call
 
 
@@ -201,7 +204,7 @@ async def _once(reply):
 
 
 def _from_frame(frame) -> list[ev.Event]:
-    out: list[ev.Event] = []
+    out: list[ev.Event] = sources_of((frame.output or {}).get("search_info"))
     for choice in (frame.output or {}).get("choices") or ():
         message = choice.get("message") or {}
         reasoning = message.get("reasoning_content")

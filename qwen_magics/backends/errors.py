@@ -51,8 +51,10 @@ def from_status(status: int | None, code: str | None, message: str, request: Req
     low = (code or "").lower().replace("_", "").replace(".", "")  # data_inspection_failed ~ DataInspectionFailed
     kw = {"status": status, "code": code}
     if "datainspection" in low:
-        # An error inside a stream has no status (compatible mode) or says "Output data ..." (native, 400)
-        answer = not status or message.lower().startswith("output")
+        # An error inside a stream has no status (compatible mode) or says "Output data ..." (native, 400);
+        # a batch's error line has no status either, and says "Input data ..." when the prompt was refused.
+        said = message.lower()
+        answer = said.startswith("output") or (not status and not said.startswith("input"))
         return e.ContentBlocked(f"Content moderation refused the {'answer' if answer else 'input'}{tag}",
                                 "rephrase the prompt; sending the same text again will not help", **kw)
     if status == 401 or "invalidapikey" in low:
@@ -72,7 +74,7 @@ def from_status(status: int | None, code: str | None, message: str, request: Req
     if status == 429 or "throttling" in low or "limitrequests" in low:
         return e.RateLimited(f"Rate limited{tag}{_after(request.endpoint.max_retries)}",
                              "wait a minute and run the cell again, or raise %config QwenMagics.max_retries", **kw)
-    if status is not None and status >= 500:
+    if (status is not None and status >= 500) or (status is None and "internalerror" in low):
         return e.ServerError(f"Model Studio had a server error{tag}{_after(request.endpoint.max_retries)}",
                              "try again shortly", **kw)
     if status == 400 or "invalidparameter" in low:

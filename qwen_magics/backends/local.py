@@ -38,7 +38,7 @@ _JOIN_TIMEOUT = 10.0
 _HANDOVER = 0.05
 _DONE = object()
 # create_chat_completion's defaults, used where the request leaves a setting unset.
-_DEFAULTS = {"temperature": 0.2, "top_p": 0.95, "top_k": 40}
+_DEFAULTS = {"temperature": 0.2, "top_p": 0.95, "top_k": 40, "presence_penalty": 0.0, "repeat_penalty": 1.0}
 
 Emit = Callable[[Any], None]
 
@@ -222,7 +222,8 @@ def _token_text(llm: Any, token: int) -> str:
 def _sampling(request: Request) -> dict[str, Any]:
     """Request settings as llama.cpp's keywords; temperature 0 selects its greedy sampler."""
     sampling = request.sampling
-    settings = {"temperature": sampling.temperature, "top_p": sampling.top_p, "top_k": sampling.top_k}
+    settings = {"temperature": sampling.temperature, "top_p": sampling.top_p, "top_k": sampling.top_k,
+                "presence_penalty": sampling.presence_penalty, "repeat_penalty": sampling.repetition_penalty}
     return {**{key: _DEFAULTS[key] if value is None else value for key, value in settings.items()},
             "seed": sampling.seed, "max_tokens": sampling.max_tokens}
 

@@ -2,7 +2,8 @@
 
 Speaks DashScope's OpenAI-compatible mode and any other OpenAI-compatible
 server.  DashScope's own fields (``enable_thinking``, ``thinking_budget``,
-``top_k``) travel in ``extra_body`` as the docs say; ``reasoning_content`` in
+``top_k``, ``repetition_penalty``) travel in ``extra_body`` as the docs say, and
+so do the fields of ``--param`` (the SDK merges them into the body); ``reasoning_content`` in
 the deltas becomes reasoning events.  The SDK's own retries (exponential
 backoff, ``Retry-After`` honoured) cover rate limits, server errors and
 dropped connections before the first byte.  A stream that ends without a
@@ -20,7 +21,7 @@ import openai
 from .. import events as ev
 from ..errors import missing_key
 from ..request import Endpoint, Request
-from .common import detail, guarded, present
+from .common import detail, guarded, present, search_fields, sources_of
 
 _clients: dict[tuple, Any] = {}
 _NO_KEY = "no-key-needed"  # OpenAI-compatible servers without auth still need a non-empty key in the SDK
@@ -50,11 +51,13 @@ def build_body(request: Request) -> dict[str, Any]:
     if request.stream:
         body["stream_options"] = {"include_usage": True}
     body.update(present(temperature=s.temperature, top_p=s.top_p, seed=s.seed, max_tokens=s.max_tokens,
-                        stop=list(s.stop), response_format=request.response_format,
+                        stop=list(s.stop), presence_penalty=s.presence_penalty,
+                        n=request.n if request.n > 1 else None, response_format=request.response_format,
                         tools=[{"type": "function", "function": spec} for spec in request.tools]))
     if request.logprobs:
         body.update(logprobs=True, top_logprobs=request.logprobs)
-    extra = present(enable_thinking=request.thinking, thinking_budget=request.thinking_budget, top_k=s.top_k)
+    extra = {**present(enable_thinking=request.thinking, thinking_budget=request.thinking_budget, top_k=s.top_k,
+                       repetition_penalty=s.repetition_penalty), **search_fields(request), **dict(request.extra)}
     if extra:
         body["extra_body"] = extra
     return body
@@ -103,22 +106,25 @@ async def close(stream) -> None:
 def _from_chunk(chunk) -> list[ev.Event]:
     out: list[ev.Event] = []
     for choice in chunk.choices or ():
-        delta = choice.delta
+        delta, index = choice.delta, choice.index or 0
         reasoning = _reasoning_of(delta)
         if reasoning:
-            out.append(ev.ReasoningDelta(reasoning))
+            out.append(ev.ReasoningDelta(reasoning, index))
         if delta.content:
-            out.append(ev.TextDelta(delta.content))
-        if choice.logprobs:
+            out.append(ev.TextDelta(delta.content, index))
+        if choice.logprobs and not index:
             out += _logprobs(choice.logprobs)
         for call in delta.tool_calls or ():
             fn = call.function
             out.append(ev.ToolCallDelta(call.index, call.id, fn.name if fn else None, (fn.arguments or "") if fn else ""))
         if choice.finish_reason:
-            out.append(ev.Finished(choice.finish_reason))
+            out.append(ev.Finished(choice.finish_reason, index))
+    if chunk.model_extra and "search_info" in chunk.model_extra:
+        out += sources_of(chunk.model_extra["search_info"])
     if chunk.usage:
         out.append(_usage(chunk.usage))
     return out
+
 
 
 def _reasoning_of(delta) -> str | None:
@@ -131,19 +137,22 @@ def _reasoning_of(delta) -> str | None:
 
 def _from_completion(completion) -> list[ev.Event]:
     out: list[ev.Event] = [ev.Started(request_id=completion.id, model=completion.model)]
-    choice = completion.choices[0]
-    message = choice.message
-    reasoning = _reasoning_of(message)
-    if reasoning:
-        out.append(ev.ReasoningDelta(reasoning))
-    if message.content:
-        out.append(ev.TextDelta(message.content))
-    out += _logprobs(choice.logprobs)
-    for i, call in enumerate(message.tool_calls or ()):
-        out.append(ev.ToolCallDelta(i, call.id, call.function.name, call.function.arguments))
+    for choice in completion.choices:
+        message, index = choice.message, choice.index or 0
+        reasoning = _reasoning_of(message)
+        if reasoning:
+            out.append(ev.ReasoningDelta(reasoning, index))
+        if message.content:
+            out.append(ev.TextDelta(message.content, index))
+        if not index:
+            out += _logprobs(choice.logprobs)
+            for i, call in enumerate(message.tool_calls or ()):
+                out.append(ev.ToolCallDelta(i, call.id, call.function.name, call.function.arguments))
+    if completion.model_extra and "search_info" in completion.model_extra:
+        out += sources_of(completion.model_extra["search_info"])
     if completion.usage:
         out.append(_usage(completion.usage))
-    out.append(ev.Finished(choice.finish_reason or "stop"))
+    out += [ev.Finished(choice.finish_reason or "stop", choice.index or 0) for choice in completion.choices]
     return out
 
 

@@ -3,8 +3,8 @@
 Model Studio serves it under its own base path per region
 (``/api/v2/apps/protocols/compatible-mode/v1``).  Reasoning arrives as
 ``response.reasoning_summary_text.delta`` (or ``reasoning_text``) events, the
-answer as ``response.output_text.delta``, and the usage only with
-``response.completed``: all become the same events the renderers already
+answer as ``response.output_text.delta``, the pages a web search cited as
+``url_citation`` annotations, and the usage only with ``response.completed``: all become the same events the renderers already
 consume.  A stream that ends without ``response.completed`` was cut.
 """
 
@@ -30,13 +30,13 @@ def build_body(request: Request) -> dict[str, Any]:
                             "input": [item for m in request.messages if m["role"] != "system" for item in _items(m)]}
     if system:
         body["instructions"] = "\n\n".join(system)
-    body.update(present(temperature=s.temperature, top_p=s.top_p, max_output_tokens=s.max_tokens,
-                        tools=[{"type": "function", **spec} for spec in request.tools]))
+    tools = [{"type": "function", **spec} for spec in request.tools] + ([{"type": "web_search"}] if request.search else [])
+    body.update(present(temperature=s.temperature, top_p=s.top_p, max_output_tokens=s.max_tokens, tools=tools))
     if request.response_format:
         fmt = request.response_format
         body["text"] = {"format": {"type": fmt["type"], **fmt.get("json_schema", {})}}  # Responses flattens the schema
-    extra = present(enable_thinking=request.thinking, thinking_budget=request.thinking_budget, top_k=s.top_k,
-                    seed=s.seed, stop=list(s.stop))
+    extra = {**present(enable_thinking=request.thinking, thinking_budget=request.thinking_budget, top_k=s.top_k,
+                       seed=s.seed, stop=list(s.stop)), **dict(request.extra)}
     if extra:
         body["extra_body"] = extra
     return body
@@ -86,8 +86,11 @@ async def _events(request: Request) -> AsyncIterator[ev.Event]:
                 yield ev.ToolCallDelta(item.output_index, item.item.call_id, item.item.name, item.item.arguments or "")
             elif kind == "response.function_call_arguments.delta":
                 yield ev.ToolCallDelta(item.output_index, None, None, item.delta)
+            elif kind == "response.output_text.annotation.added":
+                for event in _cited([item.annotation]):
+                    yield event
             elif kind in ("response.completed", "response.incomplete"):
-                for event in _closing(item.response):
+                for event in _sources(item.response) + _closing(item.response):
                     yield event
             elif kind in ("response.failed", "error"):
                 error = getattr(item, "response", None) and item.response.error or item
@@ -109,7 +112,22 @@ def _from_response(response) -> list[ev.Event]:
                 out.append(ev.TextDelta(text))
         elif item.type == "function_call":
             out.append(ev.ToolCallDelta(len(out), item.call_id, item.name, item.arguments or ""))
-    return out + _closing(response)
+    return out + _sources(response) + _closing(response)
+
+
+def _sources(response) -> list[ev.Source]:
+    """The web pages the answer cites (``url_citation`` annotations of its text, with the web_search tool)."""
+    return _cited(annotation for item in response.output or () if item.type == "message"
+                  for part in item.content or () for annotation in getattr(part, "annotations", None) or ())
+
+
+def _cited(annotations) -> list[ev.Source]:
+    out = []
+    for annotation in annotations:
+        get = annotation.get if isinstance(annotation, dict) else lambda name, a=annotation: getattr(a, name, None)
+        if get("type") == "url_citation" and get("url"):
+            out.append(ev.Source(str(get("url")), str(get("title") or "")))
+    return out
 
 
 def _closing(response) -> list[ev.Event]:

@@ -55,6 +55,9 @@ class Renderer:
     def notice(self, text: str) -> None:
         """Show a one-line warning or note above the answer."""
 
+    def heading(self, text: str) -> None:
+        """Show a line that names what follows (``Answer 2 of 3``)."""
+
     def on_event(self, event: ev.Event, result: Result) -> None:
         """Record an event (cheap: no display traffic here)."""
 

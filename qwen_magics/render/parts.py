@@ -25,7 +25,8 @@ import re
 from typing import TYPE_CHECKING, Callable
 
 from .. import events as ev
-from ..fragments import footer_html, reasoning_html, token_view_html, token_view_text, tool_html
+from ..fragments import (footer_html, heading_bundle, reasoning_html, sources_html, sources_text, token_view_html,
+                         token_view_text, tool_html)
 from ..markdown import block_starts, render_markdown, render_plain
 from ..text import asked_text, footer_text, tool_run_text
 from .base import Renderer
@@ -125,7 +126,12 @@ class PartsRenderer(Renderer):
         self.new_part({"text/plain": f"⚠ {text}",
                        "text/html": f'<div style="color:#a65e00">⚠ {html.escape(text)}</div>'})
 
+    def heading(self, text: str) -> None:
+        self.new_part(heading_bundle(text))
+
     def on_event(self, event: ev.Event, result: Result) -> None:
+        if getattr(event, "choice", 0):  # the other answers of -n K are shown whole, after this one
+            return
         if isinstance(event, ev.TextDelta):
             if self._thinking_open:
                 self._close_thinking(result)
@@ -155,6 +161,15 @@ class PartsRenderer(Renderer):
             self.new_part({"text/plain": text, "text/html": tool_html(text)})
         if result.logprobs:
             self.new_part({"text/plain": token_view_text(result.logprobs), "text/html": token_view_html(result.logprobs)})
+        if result.sources:
+            self.new_part({"text/plain": sources_text(result.sources), "text/html": sources_html(result.sources)})
+        choices = result.choices
+        for index, other in enumerate(choices[1:], start=1):
+            self.new_part(heading_bundle(f"Answer {index + 1} of {len(choices)}"))
+            if other.reasoning:
+                self.new_part({"text/plain": f"Thinking: {other.reasoning}",
+                               "text/html": reasoning_html(other.reasoning, open_=False)})
+            self.new_part({"text/plain": other.text, "text/html": self.answer.render(other.text)})
         self.new_part({"text/plain": footer_text(result), "text/html": footer_html(result)})
 
     def _close_thinking(self, result: Result, open_: bool = False) -> None:

@@ -8,6 +8,7 @@ from typing import TextIO
 from typing import TYPE_CHECKING
 
 from .. import events as ev
+from ..fragments import sources_text
 from ..text import asked_text, footer_text, tool_run_text
 from .base import Renderer
 
@@ -28,7 +29,12 @@ class TerminalRenderer(Renderer):
     def notice(self, text: str) -> None:
         print(f"⚠ {text}", file=self.out, flush=True)
 
+    def heading(self, text: str) -> None:
+        print(f"── {text} ──", file=self.out, flush=True)
+
     def on_event(self, event: ev.Event, result: Result) -> None:
+        if getattr(event, "choice", 0):  # the other answers of -n K are printed whole, after this one
+            return
         if isinstance(event, ev.ReasoningDelta):
             if self._mode is None:
                 self.out.write(f"{self._dim}Thinking: ")
@@ -50,5 +56,9 @@ class TerminalRenderer(Renderer):
     def finish(self, result: Result) -> None:
         end = self._reset if self._mode == "reasoning" else ""
         calls = "".join(f"\n{asked_text(call)}" for call in result.tool_calls)
-        self.out.write(f"{end}{calls}\n{self._dim}[{footer_text(result)}]{self._reset}\n")
+        sources = f"\n{sources_text(result.sources)}" if result.sources else ""
+        count = len(result.choices)
+        others = "".join(f"\n\n── Answer {i + 1} of {count} ──\n{other.text}" for i, other in enumerate(result.choices)
+                         if i)
+        self.out.write(f"{end}{calls}{sources}{others}\n{self._dim}[{footer_text(result)}]{self._reset}\n")
         self.out.flush()

@@ -67,7 +67,7 @@ class RunLog:
         self._conn: sqlite3.Connection | None = None
         self._fts = False
         self._lock = threading.RLock()
-        self._writer = Writer(self._insert_rows)
+        self._writer = Writer(self._insert_rows, on_idle=self._release)
 
     def __repr__(self) -> str:
         return f"<RunLog {str(self.path)!r}>"
@@ -89,6 +89,10 @@ class RunLog:
     def close(self) -> None:
         """Store what is queued, then close the file (it reopens if used again)."""
         self._writer.stop()
+        self._release()
+
+    def _release(self) -> None:
+        """Close the file until the next use (also when the writer has been idle a moment)."""
         with self._lock:
             if self._conn is not None:
                 self._conn.close()

@@ -9,49 +9,60 @@ import threading
 from typing import Any, Callable
 
 _BATCH = 100
+_IDLE = 1.0  # seconds without rows after which the thread ends (the next row starts another)
 
 
 class Writer:
     """Hands queued rows to ``store`` in batches on one daemon thread, started by the first row.
 
-    At interpreter exit the queue is drained (for up to five seconds), so the
-    last cell's run is kept.
+    The thread ends once nothing has come for ``idle`` seconds, calling
+    ``on_idle`` (which closes the file), so a kernel keeps no thread and no
+    open file between runs.  At interpreter exit the queue is drained (for up
+    to five seconds), so the last cell's run is kept.
     """
 
-    def __init__(self, store: Callable[[list[dict[str, Any]]], Any]) -> None:
-        self._store = store
+    def __init__(self, store: Callable[[list[dict[str, Any]]], Any], *, idle: float = _IDLE,
+                 on_idle: Callable[[], None] | None = None) -> None:
+        self._store, self._idle, self._on_idle = store, idle, on_idle
         self._queue: queue.SimpleQueue[dict[str, Any] | threading.Event | None] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()  # held to start, feed or end the thread, so no item is left unread
 
     def put(self, row: dict[str, Any]) -> None:
         with self._lock:
-            if self._thread is None or not self._thread.is_alive():
+            if self._thread is None:
                 self._thread = threading.Thread(target=self._loop, name="qwen-magics-runlog", daemon=True)
                 self._thread.start()
                 atexit.register(self.flush, 5.0)
-        self._queue.put(row)
+            self._queue.put(row)
 
     def flush(self, timeout: float | None = None) -> bool:
         """Wait until everything queued so far is stored; ``False`` if ``timeout`` ran out first."""
-        if self._thread is None or not self._thread.is_alive():
-            return True
         done = threading.Event()
-        self._queue.put(done)
+        with self._lock:
+            if self._thread is None:
+                return True
+            self._queue.put(done)
         return done.wait(timeout)
 
     def stop(self) -> None:
         """Store what is queued and end the thread (a later ``put`` starts a new one)."""
-        thread = self._thread
-        if thread is not None and thread.is_alive():
+        with self._lock:
+            thread = self._thread
+            if thread is None:
+                return
             self._queue.put(None)
-            thread.join()
-        atexit.unregister(self.flush)
+        thread.join()
 
     def _loop(self) -> None:
         pending: list[dict[str, Any]] = []
         while True:
-            item = self._queue.get()
+            try:
+                item = self._queue.get(timeout=self._idle)
+            except queue.Empty:
+                if self._ended():
+                    break
+                continue
             if isinstance(item, dict):
                 pending.append(item)
                 if len(pending) < _BATCH and not self._queue.empty():
@@ -64,5 +75,16 @@ class Writer:
                 pending = []
             if isinstance(item, threading.Event):
                 item.set()
-            elif item is None:
-                return
+            elif item is None and self._ended():  # rows queued after the stop are stored first
+                break
+        if self._on_idle is not None:
+            self._on_idle()
+
+    def _ended(self) -> bool:
+        """End the thread if nothing is queued; ``True`` if it ends."""
+        with self._lock:
+            if not self._queue.empty():
+                return False
+            self._thread = None
+            atexit.unregister(self.flush)
+            return True

@@ -31,27 +31,35 @@ from ..result import Result
 from ..text import footer_text
 from ..summary import diff_html, summarize, summary_html, summary_markdown
 
-RequestFactory = Callable[[str], Request]
-"""Builds the request of a column from its option string; raises QwenMagicsError on bad options."""
+RequestFactory = Callable[[str, str], Request]
+"""Builds the request of a column from its option string and prompt; raises QwenMagicsError on bad options."""
+OnResult = Callable[[Request, Result], None]
+"""Called with each column's request and finished result (a re-run too); a refused column is not a run."""
 
 _COLUMN_STYLE = dict(border="1px solid #ddd", padding="6px", margin="0 6px 6px 0", min_width="240px", flex="1 1 0%")
 
 
 @dataclass(frozen=True)
 class ColumnSpec:
-    """One column: its options, a label, and the group of repeats it belongs to."""
+    """One column: its options, a label, the group of repeats it belongs to, and its prompt variant if any."""
 
     options: str
     label: str
     group: str
+    prompt: str | None = None
+    """With ``--variants``: this column's phrasing of the prompt (None: the comparison's prompt)."""
 
 
-def column_specs(axes: dict[str, list[str]], grid: bool, repeats: int, common: list[str]) -> list[ColumnSpec]:
+def column_specs(axes: dict[str, list[str]], grid: bool, repeats: int, common: list[str],
+                 variants: list[str] | None = None) -> list[ColumnSpec]:
     """Columns from option lists: crossed with ``grid``, else zipped (one list, or lists of equal length).
 
-    ``axes`` maps an option (``-m``, ``-t``, ``--top-p``, ``--seed``, ``--thinking``) to its values.
+    ``axes`` maps an option (``-m``, ``-t``, ``--top-p``, ...) to its values; ``variants``, the prompt
+    phrasings of ``--variants``, are one more axis.
     """
     axes = {k: v for k, v in axes.items() if v}
+    if variants:
+        axes = {_VARIANT: variants, **axes}  # the first axis: a grid groups each phrasing's columns together
     lengths = {len(v) for v in axes.values() if len(v) > 1}
     if grid:
         combos = list(itertools.product(*axes.values()))
@@ -63,12 +71,24 @@ def column_specs(axes: dict[str, list[str]], grid: bool, repeats: int, common: l
         combos = [tuple(v[i] if len(v) > 1 else v[0] for v in axes.values()) for i in range(n)]
     specs = []
     for combo in combos:
-        tokens = [tok for option, value in zip(axes, combo) for tok in _tokens(option, value)]
-        label = " ".join(tokens) or "defaults"
+        chosen = dict(zip(axes, combo))
+        prompt = chosen.pop(_VARIANT, None)
+        tokens = [tok for option, value in chosen.items() for tok in _tokens(option, value)]
+        label = " ".join(([f"variant {variants.index(prompt) + 1} “{_first_words(prompt)}”"] if prompt else [])
+                         + tokens) or "defaults"
         for k in range(repeats):
             suffix = f" #{k + 1}" if repeats > 1 else ""
-            specs.append(ColumnSpec(shlex.join(tokens + common), label + suffix, label))
+            specs.append(ColumnSpec(shlex.join(tokens + common), label + suffix, label, prompt))
     return specs
+
+
+def _first_words(text: str, words: int = 5) -> str:
+    """How the summary names a prompt variant: its first few words."""
+    first = text.split()
+    return " ".join(first[:words]) + ("…" if len(first) > words else "")
+
+
+_VARIANT = "variant"
 
 
 def _tokens(option: str, value: str) -> list[str]:
@@ -95,9 +115,10 @@ class Comparison:
     """Runs, widgets and results of one comparison; ``rows`` are the runs, in column order."""
 
     def __init__(self, prompt: str, specs: list[ColumnSpec], make_request: RequestFactory, *,
-                 concurrency: int = 4, interval: float = 0.1) -> None:
+                 concurrency: int = 4, interval: float = 0.1, on_result: OnResult | None = None) -> None:
         self.prompt = prompt
         self.make_request = make_request
+        self.on_result = on_result
         self.interval = interval
         self._concurrency = concurrency
         self._limits: tuple[asyncio.Semaphore, asyncio.Lock] | None = None
@@ -139,7 +160,7 @@ class Comparison:
         options = column.options.value.strip()
         if options != column.spec.options:
             label = options or "defaults"
-            column.spec = ColumnSpec(options, label, label)
+            column.spec = ColumnSpec(options, label, label, column.spec.prompt)
             column.header.value = f"<b>{html.escape(label)}</b>"
         runner.submit(self._run(column))
 
@@ -155,13 +176,15 @@ class Comparison:
         semaphore, local_lock = self._get_limits()
         renderer = WidgetRenderer(column.output, interval=self.interval)
         try:
-            request = self.make_request(column.options.value)
+            request = self.make_request(column.options.value, column.spec.prompt or self.prompt)
         except QwenMagicsError as err:
             result = runner.refused(renderer, err, model="?")
         else:
             async with local_lock if is_local(request.model) else semaphore:
                 result = Result.for_request(request)  # its clock starts when its turn comes
                 await runner.drive(backend_for(request.protocol)(request), renderer, result)
+            if self.on_result is not None:
+                self.on_result(request, result)
         column.result, column.task = result, None
         self._show_summary()
         return result
@@ -223,8 +246,9 @@ class Comparison:
         results = self.results
         labels = [c.spec.label for c in self.columns if c.result is not None]
         parts = [f"**Comparison** of {len(results)} runs for the prompt:\n\n> {_quote(self.prompt)}\n"]
-        for label, result in zip(labels, results):
-            parts.append(f"### {_escape_md(label)}\n\n{result.text}\n\n*{footer_text(result)}*\n")
+        for column, result in ((c, c.result) for c in self.columns if c.result is not None):
+            variant = f"> {_quote(column.spec.prompt)}\n\n" if column.spec.prompt else ""
+            parts.append(f"### {_escape_md(column.spec.label)}\n\n{variant}{result.text}\n\n*{footer_text(result)}*\n")
         if results:
             parts.append(summary_markdown(summarize([r.text for r in results],
                                                     [c.spec.group for c in self.columns if c.result]), labels))

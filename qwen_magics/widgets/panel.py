@@ -24,6 +24,8 @@ from ..result import Result
 
 RequestFactory = Callable[[str, str], Request]
 """Builds a request from an option string and a prompt; raises QwenMagicsError on bad input."""
+OnResult = Callable[[Request, Result], None]
+"""Called with each run's request and finished result; a refused run (bad settings) is not a run."""
 
 _THINKING = {"default": None, "on": True, "off": False}
 _LABEL = {"description_width": "110px"}
@@ -33,10 +35,11 @@ class Panel:
     """Controls, Run/Stop, and a streaming output with the magics' footer."""
 
     def __init__(self, settings: Any, make_request: RequestFactory, list_models: Callable[[], list[str]] | None = None,
-                 model: str | None = None):
+                 model: str | None = None, on_result: OnResult | None = None):
         """``model``: the model to start with, chosen as ``%%qwen`` would (default: the configured one)."""
         self.settings = settings
         self.make_request = make_request
+        self.on_result = on_result
         s = settings
         self.model = w.Combobox(value=model or s.model, options=picker_options(), description="model",
                                 ensure_option=False, style=_LABEL)
@@ -51,6 +54,14 @@ class Panel:
                                          style={**_LABEL, "button_width": "110px"})
         self.thinking_budget = w.BoundedIntText(value=s.thinking_budget or 0, min=0, max=131072,
                                                 description="budget (0: off)", style=_LABEL)
+        self.presence_penalty = w.FloatSlider(value=s.presence_penalty or 0.0, min=-2, max=2, step=0.1,
+                                              description="presence pen.", readout_format=".1f", style=_LABEL,
+                                              tooltip="above 0: words already used are less likely again (0: off)")
+        self.repetition_penalty = w.FloatSlider(value=s.repetition_penalty or 1.0, min=0.5, max=2, step=0.05,
+                                                description="repetition pen.", readout_format=".2f", style=_LABEL,
+                                                tooltip="above 1: repeating earlier tokens is penalised (1: off)")
+        self.search = w.Checkbox(value=bool(s.search), description="web search", indent=False,
+                                 tooltip="enable_search: the model may search the web; cited pages are listed")
         self.system = w.Textarea(value=s.system, placeholder="system prompt (optional)", layout=w.Layout(width="100%"))
         self.prompt = w.Textarea(placeholder="prompt", layout=w.Layout(width="100%", height="80px"))
         self.run_button = w.Button(description="Run", icon="play", button_style="primary")
@@ -62,9 +73,10 @@ class Panel:
         self.run_button.on_click(lambda _: self.run())
         self.stop_button.on_click(lambda _: self.stop())
         self.defaults_button.on_click(lambda _: self.make_defaults())
-        controls = [self.model, self.temperature, self.top_p, self.top_k, self.max_tokens, self.seed, self.thinking,
-                    self.thinking_budget]
-        self.widget = w.VBox([w.HBox([w.VBox(controls[:4]), w.VBox(controls[4:])]), self.system, self.prompt,
+        controls = [self.model, self.temperature, self.top_p, self.top_k, self.presence_penalty, self.max_tokens,
+                    self.seed, self.thinking, self.thinking_budget, self.repetition_penalty]
+        self.widget = w.VBox([w.HBox([w.VBox(controls[:5]), w.VBox(controls[5:])]), self.search, self.system,
+                              self.prompt,
                               w.HBox([self.run_button, self.stop_button, self.defaults_button]), self.output])
         if list_models is not None:
             runner.submit(self._add_listed(list_models))
@@ -78,6 +90,12 @@ class Panel:
                 tokens += [flag, str(value)]
         if self.seed.value.strip():
             tokens += ["--seed", self.seed.value.strip()]
+        if self.presence_penalty.value:
+            tokens += ["--presence-penalty", f"{self.presence_penalty.value:g}"]
+        if self.repetition_penalty.value != 1:
+            tokens += ["--repetition-penalty", f"{self.repetition_penalty.value:g}"]
+        if self.search.value:
+            tokens.append("--search")
         thinking = _THINKING[self.thinking.value]
         if thinking is not None:
             tokens.append("--thinking" if thinking else "--no-thinking")
@@ -102,6 +120,9 @@ class Panel:
         s.top_k, s.max_tokens = self.top_k.value or None, self.max_tokens.value or None
         s.seed = int(self.seed.value) if self.seed.value.strip().isdigit() else None
         s.thinking, s.thinking_budget = _THINKING[self.thinking.value], self.thinking_budget.value or None
+        s.presence_penalty = self.presence_penalty.value or None
+        s.repetition_penalty = None if self.repetition_penalty.value == 1 else self.repetition_penalty.value
+        s.search = self.search.value
         s.system = self.system.value
 
     async def _run(self, options: str, prompt: str) -> Result:
@@ -111,8 +132,11 @@ class Panel:
         except QwenMagicsError as err:
             self.result = runner.refused(renderer, err, model=self.model.value)
             return self.result
-        self.result = Result.for_request(request)
-        return await runner.drive(backend_for(request.protocol)(request), renderer, self.result)
+        self.result = result = Result.for_request(request)
+        await runner.drive(backend_for(request.protocol)(request), renderer, result)
+        if self.on_result is not None:
+            self.on_result(request, result)
+        return result
 
     async def _add_listed(self, list_models: Callable[[], Any]) -> None:
         try:

@@ -140,10 +140,11 @@ def ip(ip, dashscope, monkeypatch, allowance, capsys):
 
 
 @pytest.fixture(scope="package")
-def _kernel(server, accept_the_secret_key):
+def _kernel(server, accept_the_secret_key, tmp_path_factory):
     from jupyter_client.manager import start_new_kernel
 
-    env = dict(os.environ, QWEN_MAGICS_DASHSCOPE_URL=server.url, DASHSCOPE_API_KEY=SECRET_KEY, PYTHONUNBUFFERED="1")
+    env = dict(os.environ, QWEN_MAGICS_DASHSCOPE_URL=server.url, DASHSCOPE_API_KEY=SECRET_KEY, PYTHONUNBUFFERED="1",
+               QWEN_MAGICS_LOG=str(tmp_path_factory.mktemp("kernel-runlog") / "log.db"))
     km, kc = start_new_kernel(kernel_name="python3", env=env)
     kernel = Kernel(km, kc, port_of(server))
     kernel.ok("%load_ext qwen_magics\n" + SNAPSHOT_SOURCE)

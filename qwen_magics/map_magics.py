@@ -1,0 +1,174 @@
+"""``%%qwen_map``: one prompt over every row of a dataset, live and resumable (and ``qwen_magics.map``).
+
+The magic parses options and hands the work to :mod:`~qwen_magics.datamap`
+(rows, requests, the run) and :mod:`~qwen_magics.render.progress` (the live
+view), imported on first use, so loading the extension opens no SQLite.  It
+shares the one ``QwenMagics`` settings object, its request defaults and its
+run log.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from typing import Any, Mapping
+
+from IPython.core.error import UsageError
+from IPython.core.magic import Magics, cell_magic, magics_class, no_var_expand
+from IPython.core.magic_arguments import argument, magic_arguments
+from IPython.utils.process import arg_split
+
+from . import runner
+from .backends import backend_for
+from .errors import InvalidInput, QwenMagicsError
+from .options import parse_options
+
+_CANCEL_GRACE = 10.0
+
+
+@magics_class
+class QwenMapMagics(Magics):
+    """``%%qwen_map`` over the settings of ``QwenMagics`` (passed in: one configuration object)."""
+
+    def __init__(self, shell, settings) -> None:
+        super().__init__(shell=shell)
+        self.settings = settings
+
+    @magic_arguments()
+    @argument("data", help="the rows: a DataFrame, a Series, a list of strings or dicts, or an expression giving "
+              "one (quote it if it has spaces)")
+    @argument("-m", "--model", help="model name (default: %%config QwenMagics.model); -m local runs in this kernel")
+    @argument("-s", "--system", help="system prompt for every row")
+    @argument("-t", "--temperature", type=float, help="sampling temperature in [0, 2)")
+    @argument("--top-p", type=float, help="nucleus sampling, (0, 1]")
+    @argument("--top-k", type=int, help="sample from the k most likely tokens")
+    @argument("--seed", type=int, help="seed for repeatable sampling")
+    @argument("--max-tokens", type=int, help="cap on answer tokens, per row")
+    @argument("--thinking", dest="thinking", action="store_const", const=True, default=None, help="ask for reasoning")
+    @argument("--no-thinking", dest="thinking", action="store_const", const=False, help="ask for no reasoning")
+    @argument("-f", "--format", choices=["text", "json"], default="text",
+              help="text (default), or json: JSON mode, each answer parsed into columns")
+    @argument("--schema", metavar="NAME", help="structured output: a JSON Schema dict or pydantic model class NAME; "
+              "each answer's fields become columns")
+    @argument("--api", choices=["chat", "responses", "dashscope"], help="protocol (default: %%config QwenMagics.api)")
+    @argument("--region", help="Model Studio region")
+    @argument("--base-url", help="any OpenAI-compatible server")
+    @argument("--timeout", type=float, metavar="SECONDS", help="seconds to wait for the next byte, per row")
+    @argument("--concurrency", type=int, default=8, metavar="N", help="rows in flight at most (default 8)")
+    @argument("--dry-run", action="store_true", help="show the first three prompts, the row count and an input-token "
+              "estimate; send nothing")
+    @argument("--limit", type=int, metavar="N", help="run the first N rows only (to try a prompt)")
+    @argument("--fresh", action="store_true", help="send every row, even those answered before (in the run log)")
+    @argument("-o", "--out", metavar="NAME", help="also store the result in NAME (always in _qwen_map)")
+    @argument("--batch", action="store_true", help="send the rows as a Model Studio Batch job")
+    @argument("--no-wait", action="store_true", help="with --batch: submit and return at once")
+    @no_var_expand
+    @cell_magic
+    def qwen_map(self, line: str, cell: str):
+        """Run the cell's prompt once per row of DATA; answers come back as a DataFrame.
+
+        Examples::
+
+            %%qwen_map reviews -m qwen-flash --schema Label -o labels
+            Label the sentiment of this review: {text}
+
+            %%qwen_map questions --limit 10 --dry-run
+            Answer in one sentence: {item}
+
+        ``{field}`` is the row's value (a column, a dict key; ``{item}`` for a
+        list of strings or a Series); other ``{expr}`` come from the notebook;
+        ``{{ }}`` are literal.  The result (in ``_qwen_map``, or NAME with
+        ``-o``) has the input's columns plus answer, state, error, tokens,
+        elapsed and request_id.  Ctrl-C stops and returns the rows so far;
+        running the cell again sends only the rows not yet answered (``--fresh``
+        sends all).  Python: ``qwen_magics.map(data, template, **options)``.
+        """
+        args = parse_options(self.qwen_map.parser, arg_split(line), "qwen_map")
+        try:
+            data = eval(args.data, self.shell.user_ns)  # noqa: S307 - the user's own expression, in their namespace
+        except NameError as err:
+            raise UsageError(f"DATA {args.data!r}: name {getattr(err, 'name', None) or args.data!r} is not defined: "
+                             "define it in a cell first") from None
+        except Exception as err:  # noqa: BLE001 - the user's expression failed: one line
+            raise UsageError(f"DATA {args.data!r} raised {type(err).__name__}: {err}") from None
+        try:
+            return self.run_map(args, data, cell, self.shell.user_ns)
+        except QwenMagicsError as err:
+            raise UsageError(err.line()) from err
+
+    def map_from_python(self, data: Any, template: str, options: Mapping[str, Any]) -> Any:
+        """``qwen_magics.map``: the options as keyword arguments (``model=``, ``temperature=``, ...)."""
+        parser = self.qwen_map.parser
+        known = {a.dest for a in parser._actions if a.option_strings}
+        tokens, schemas = ["(data)"], {}
+        for key, value in options.items():
+            if key not in known:
+                raise InvalidInput(f"map() has no option {key!r}",
+                                   f"use the long names of %%qwen_map's options: {', '.join(sorted(known))}")
+            if key == "thinking" and value is not None:
+                tokens.append("--thinking" if value else "--no-thinking")
+            elif value is True:
+                tokens.append("--" + key.replace("_", "-"))
+            elif value is not None and value is not False:
+                if key == "schema" and not isinstance(value, str):  # a class or dict given as itself
+                    schemas[getattr(value, "__name__", "schema")] = value
+                    value = next(iter(schemas))
+                tokens += ["--" + key.replace("_", "-"), str(value)]
+        try:
+            args = parse_options(parser, tokens, "qwen_map")
+        except UsageError as err:
+            raise InvalidInput(str(err)) from None
+        return self.run_map(args, data, template, self.shell.user_ns, schemas)
+
+    def run_map(self, args: argparse.Namespace, data: Any, template: str, namespace: dict[str, Any],
+                schemas: Mapping[str, Any] | None = None) -> Any:
+        from . import datamap
+        from .render.progress import Progress
+
+        if args.batch or args.no_wait:
+            raise InvalidInput("--batch is not available yet", "drop --batch and --no-wait to map the rows live")
+        if args.out is not None and not args.out.isidentifier():
+            raise InvalidInput(f"-o {args.out!r} is not a Python name", "use e.g. -o labels")
+        if args.concurrency < 1 or (args.limit is not None and args.limit < 1):
+            raise InvalidInput("--concurrency and --limit must be 1 or more", "e.g. --concurrency 8 --limit 10")
+        request_args = self._request_args(args)
+        job = datamap.plan(self.settings, request_args, data, template, namespace,
+                           {**namespace, **schemas} if schemas else None)
+        log = self.settings.run_log.log() if self.settings.log else None
+        if args.dry_run:
+            print(datamap.dry_run_text(job, log))
+            return None
+        concurrency = args.concurrency
+        if job.requests and job.requests[0].protocol == "local" and concurrency > 1:
+            job.notices.append(f"The local model takes rows in turn: --concurrency {concurrency} runs as 1")
+            concurrency = 1
+        for notice in job.notices:
+            print(f"⚠ {notice}")
+        if log is not None and not args.fresh:
+            datamap.recall(job, log)
+        backend = backend_for(job.requests[0].protocol) if job.requests else None  # the SDK imported now, once
+        price = job.requests[0].price if job.requests else None
+        progress = Progress(len(job), notebook=self.settings.renders_in_notebook(), priced=bool(price and any(price)),
+                            interval=self.settings.update_interval)
+        mapping = datamap.MapRun(job, progress, log, concurrency, backend, kernel_id=self.settings.run_log.kernel_id(),
+                                  notebook=os.environ.get("JPY_SESSION_NAME") or None)
+        future = runner.submit(mapping.run())
+        try:
+            runner.wait(future)
+        except KeyboardInterrupt:
+            future.cancel()
+            mapping.done.wait(_CANCEL_GRACE)
+        result = datamap.outcome(job)
+        self.shell.user_ns["_qwen_map"] = result
+        if args.out:
+            self.shell.user_ns[args.out] = result
+        return result
+
+    def _request_args(self, args: argparse.Namespace) -> argparse.Namespace:
+        """The map's options over the defaults of every ``%%qwen`` option, as ``prepare`` reads them."""
+        merged = self.settings.qwen.parser.parse_args([])
+        for name, value in vars(args).items():
+            if hasattr(merged, name):
+                setattr(merged, name, value)
+        merged.limit = args.limit
+        return merged
