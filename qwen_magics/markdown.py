@@ -10,7 +10,7 @@ styles, no scripts), as in chat interfaces.
 from __future__ import annotations
 
 import html
-from functools import lru_cache
+from functools import lru_cache, partial
 
 
 _CODE_BOX = ('<pre style="background:#f6f8fa;color:#1f2328;padding:8px 12px;border-radius:6px;'
@@ -26,9 +26,9 @@ def _parser():
     return parser.enable(["table", "strikethrough"])
 
 
-def _highlight(code: str, lang: str, _attrs: str) -> str:
-    """A fenced block in its box: Pygments spans when ``lang`` names a lexer, else the code escaped."""
-    lexer = _lexer(lang) if lang else None
+def _highlight(code: str, lang: str, _attrs: str, colour: bool = True) -> str:
+    """A fenced block in its box: Pygments spans when ``lang`` names a lexer (and ``colour``), else the code escaped."""
+    lexer = _lexer(lang) if lang and colour else None
     if lexer is None:
         body = html.escape(code, quote=False)
     else:
@@ -101,12 +101,27 @@ def _opens_block(tok) -> bool:
     return tok.level == 0 and bool(tok.map) and tok.nesting >= 0
 
 
-def render_markdown(text: str) -> str:
-    """HTML for markdown text, with any HTML in the text shown as text."""
+def render_markdown(text: str, colour: bool = True) -> str:
+    """HTML for markdown text, with any HTML in the text shown as text.
+
+    ``colour=False`` leaves code uncoloured (in the same box): the open tail of
+    a streaming answer is rendered at every refresh, and colouring it each time
+    would cost more than the rest of the refresh; it is coloured once, when it
+    is frozen or the answer ends.
+    """
     if not text:
         return ""
     parser = _parser()
-    return parser.renderer.render(_tokens(text), parser.options, {})
+    options = parser.options if colour else _uncoloured(parser)
+    return parser.renderer.render(_tokens(text), options, {})
+
+
+@lru_cache(maxsize=1)
+def _uncoloured(parser):
+    """The parser's options with code boxed but not coloured."""
+    from markdown_it.utils import OptionsDict
+
+    return OptionsDict({**parser.options, "highlight": partial(_highlight, colour=False)})
 
 
 def render_plain(text: str) -> str:

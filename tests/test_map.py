@@ -192,14 +192,6 @@ def test_limit_runs_the_first_rows_only(mp, dashscope):
     assert prompts(dashscope) == REVIEWS[:2] and list(frame.index) == ["r0", "r1"]
 
 
-def test_batch_is_refused_in_one_line_until_it_lands(mp, dashscope):
-    with pytest.raises(UsageError, match=r"^--batch is not available yet\. Drop --batch"):
-        mp.run_cell_magic("qwen_map", "reviews --batch", "{text}")
-    assert sent(dashscope) == 0
-
-
-# stopping and resuming
-
 def test_ctrl_c_stops_sending_and_returns_the_partial_frame(mp, dashscope, log_path):
     mp.user_ns["many"] = [f"q{i}" for i in range(40)]
     dashscope.enqueue(Script(first_byte_delay=0.1, repeat=40))

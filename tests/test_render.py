@@ -256,3 +256,19 @@ def test_pygments_loads_only_for_a_block_with_a_language():
              "print('pygments' in sys.modules)\n")
     out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60)
     assert out.stdout.split() == ["False", "True"], out.stderr
+
+
+def test_an_open_code_block_is_coloured_once_when_it_is_final_not_at_every_refresh(shell, monkeypatch):
+    """Colouring costs more than the rest of a refresh: the open tail is shown boxed but plain until the end."""
+    import pygments
+
+    coloured = []
+    highlight = pygments.highlight
+    monkeypatch.setattr(pygments, "highlight", lambda *a: coloured.append(1) or highlight(*a))
+    clock = Clock()
+    code = "```python\n" + "".join(f"x{i} = {i}\n" for i in range(40)) + "```\n"
+    stream(NotebookRenderer(interval=0.1, clock=clock, tail_limit=100_000), clock, chunks(code), seconds_per_piece=0.02)
+    shown = visible(shell)
+    assert len(shell.display_pub.outputs) > 5  # the open block was refreshed many times...
+    assert len(coloured) == 1  # ...and coloured once, at the end
+    assert '<span style="color:' in shown[0]["text/html"] and shown[0]["text/plain"] == code

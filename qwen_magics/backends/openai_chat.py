@@ -106,54 +106,56 @@ async def close(stream) -> None:
 def _from_chunk(chunk) -> list[ev.Event]:
     out: list[ev.Event] = []
     for choice in chunk.choices or ():
-        delta, index = choice.delta, choice.index or 0
-        reasoning = _reasoning_of(delta)
-        if reasoning:
-            out.append(ev.ReasoningDelta(reasoning, index))
-        if delta.content:
-            out.append(ev.TextDelta(delta.content, index))
-        if choice.logprobs and not index:
-            out += _logprobs(choice.logprobs)
-        for call in delta.tool_calls or ():
+        index = choice.index or 0
+        out += _from_message(choice.delta, index, choice.logprobs)
+        for call in choice.delta.tool_calls or ():
             fn = call.function
             out.append(ev.ToolCallDelta(call.index, call.id, fn.name if fn else None, (fn.arguments or "") if fn else ""))
         if choice.finish_reason:
             out.append(ev.Finished(choice.finish_reason, index))
-    if chunk.model_extra and "search_info" in chunk.model_extra:
-        out += sources_of(chunk.model_extra["search_info"])
-    if chunk.usage:
-        out.append(_usage(chunk.usage))
-    return out
-
-
-
-def _reasoning_of(delta) -> str | None:
-    """DashScope's ``reasoning_content``: an extra field to the SDK (a declared one, should it become so).
-
-    Read from the model's dicts: ``getattr`` on an absent extra costs more than the rest of the chunk.
-    """
-    return (delta.model_extra or {}).get("reasoning_content") or delta.__dict__.get("reasoning_content")
+    return _with_extras(chunk, out)
 
 
 def _from_completion(completion) -> list[ev.Event]:
     out: list[ev.Event] = [ev.Started(request_id=completion.id, model=completion.model)]
     for choice in completion.choices:
-        message, index = choice.message, choice.index or 0
-        reasoning = _reasoning_of(message)
-        if reasoning:
-            out.append(ev.ReasoningDelta(reasoning, index))
-        if message.content:
-            out.append(ev.TextDelta(message.content, index))
-        if not index:
-            out += _logprobs(choice.logprobs)
-            for i, call in enumerate(message.tool_calls or ()):
-                out.append(ev.ToolCallDelta(i, call.id, call.function.name, call.function.arguments))
-    if completion.model_extra and "search_info" in completion.model_extra:
-        out += sources_of(completion.model_extra["search_info"])
-    if completion.usage:
-        out.append(_usage(completion.usage))
-    out += [ev.Finished(choice.finish_reason or "stop", choice.index or 0) for choice in completion.choices]
+        out += _from_message(choice.message, choice.index or 0, choice.logprobs)
+        out += [ev.ToolCallDelta(i, call.id, call.function.name, call.function.arguments)
+                for i, call in enumerate(choice.message.tool_calls or ())]
+    out = _with_extras(completion, out)
+    return out + [ev.Finished(choice.finish_reason or "stop", choice.index or 0) for choice in completion.choices]
+
+
+def _from_message(message, index: int, logprobs) -> list[ev.Event]:
+    """One choice's delta (streamed) or message (whole): its reasoning and text, and for the first answer
+    its token probabilities (``-n`` answers after the first come without)."""
+    out: list[ev.Event] = []
+    reasoning = _reasoning_of(message)
+    if reasoning:
+        out.append(ev.ReasoningDelta(reasoning, index))
+    if message.content:
+        out.append(ev.TextDelta(message.content, index))
+    if logprobs and not index:
+        out += _logprobs(logprobs)
     return out
+
+
+def _with_extras(reply, out: list[ev.Event]) -> list[ev.Event]:
+    """``out`` and what a chunk or a completion carries besides its choices: the pages searched, the usage."""
+    extra = reply.model_extra
+    if extra and "search_info" in extra:
+        out += sources_of(extra["search_info"])
+    if reply.usage:
+        out.append(_usage(reply.usage))
+    return out
+
+
+def _reasoning_of(message) -> str | None:
+    """DashScope's ``reasoning_content``: an extra field to the SDK (a declared one, should it become so).
+
+    Read from the model's dicts: ``getattr`` on an absent extra costs more than the rest of the chunk.
+    """
+    return (message.model_extra or {}).get("reasoning_content") or message.__dict__.get("reasoning_content")
 
 
 def _logprobs(logprobs) -> list[ev.TokenLogprob]:

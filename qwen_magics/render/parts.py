@@ -82,29 +82,36 @@ class Slot:
 
 
 class Chain:
-    """The answer as a chain of parts: frozen ones never change, the last one is the tail."""
+    """The answer as a chain of parts: frozen ones never change, the last one is the tail.
 
-    def __init__(self, new_part: NewPart, render: Callable[[str], str], markdown: bool, limit: int) -> None:
+    ``render(text, colour)`` makes a part's HTML: the open tail is rendered
+    without colouring its code (it is rendered again at every refresh), a
+    frozen part and the final tail with it (once).
+    """
+
+    def __init__(self, new_part: NewPart, render: Callable[[str, bool], str], markdown: bool, limit: int) -> None:
         self.new_part, self.render, self.markdown, self.limit = new_part, render, markdown, limit
         self.source = ""
         self.tail = Slot(new_part)
-        self.sent: str | None = None
+        self.sent: Bundle | None = None
 
     def refresh(self, final: bool = False) -> bool:
         """Send one message: a finished block, else the tail.  True when the tail is left for the next refresh."""
         frozen, tail = ("", self.source) if final else split_blocks(self.source, self.limit, self.markdown)
         self.source = tail
         if frozen:
-            self.tail.put(self._bundle(frozen))
+            self.tail.put(self._bundle(frozen, colour=True))
             self.tail, self.sent = Slot(self.new_part), None
             return bool(tail)
-        if tail and tail != self.sent:
-            self.tail.put(self._bundle(tail))
-            self.sent = tail
+        if tail and (self.sent is None or tail != self.sent["text/plain"] or final):
+            bundle = self._bundle(tail, colour=final)
+            if bundle != self.sent:
+                self.tail.put(bundle)
+                self.sent = bundle
         return False
 
-    def _bundle(self, source: str) -> Bundle:
-        return {"text/plain": source, "text/html": self.render(source)}
+    def _bundle(self, source: str, colour: bool) -> Bundle:
+        return {"text/plain": source, "text/html": self.render(source, colour)}
 
 
 class PartsRenderer(Renderer):
@@ -115,7 +122,8 @@ class PartsRenderer(Renderer):
         super().__init__(**kw)
         self.new_part = new_part
         markdown = fmt not in ("text", "json")  # text and JSON are shown exactly as written
-        self.answer = Chain(new_part, render_markdown if markdown else render_plain, markdown, tail_limit)
+        self.answer = Chain(new_part, render_markdown if markdown else lambda text, _colour: render_plain(text),
+                            markdown, tail_limit)
         self.thinking_window = thinking_window
         self._thinking = Slot(new_part)
         self._thinking_sent = 0
@@ -169,7 +177,7 @@ class PartsRenderer(Renderer):
             if other.reasoning:
                 self.new_part({"text/plain": f"Thinking: {other.reasoning}",
                                "text/html": reasoning_html(other.reasoning, open_=False)})
-            self.new_part({"text/plain": other.text, "text/html": self.answer.render(other.text)})
+            self.new_part({"text/plain": other.text, "text/html": self.answer.render(other.text, True)})
         self.new_part({"text/plain": footer_text(result), "text/html": footer_html(result)})
 
     def _close_thinking(self, result: Result, open_: bool = False) -> None:
