@@ -287,6 +287,7 @@ def local_overhead(server: LoopbackServer, env: dict, quick: bool, log: Log) -> 
                         False, [f"the warm-up raw run took over {limit} s: the machine is too busy"], noisy=True)]
         pairs = alternate(runner(magic), runner(raw), want=3 if quick else 9, least=3, most=3 if quick else 14,
                           budget=30 if quick else 200, log=log, names=("%%qwen", "raw"), settle=_calm(k, quick))
+        logprobs = _local_logprobs(k, runner, quick, log)
     used, noisy, note = usable(pairs)
     ratio = median([p.ratio() for p in used])
     low, high = median_interval([p.ratio() for p in used])
@@ -300,7 +301,33 @@ def local_overhead(server: LoopbackServer, env: dict, quick: bool, log: Log) -> 
                   f"{same}; per-pair ratios {', '.join(f'{p.ratio():.2f}' for p in used)}; fastest %%qwen "
                   f"run / fastest raw run {fastest_ratio(used):.2f}; 90% bootstrap interval of the median "
                   f"{low:.2f}–{high:.2f}; {note}"]
-    return [row]
+    return [row, logprobs]
+
+
+def _local_logprobs(k: Kernel, runner: Callable[[str], Callable[[], dict]], quick: bool, log: Log) -> Row:
+    """6b. The same local cell with and without ``--logprobs 5``, alternated: what the top-5 per token costs."""
+    line = "-m local:0.5b -t 0 --seed 1 --max-tokens 64"
+    plain, with_logprobs = (MAGIC.format(magic="qwen", line=line + extra, prompt=LOCAL_PROMPT,
+                                         extra=', "text": _qwen.text') for extra in ("", " --logprobs 5"))
+    pairs = alternate(runner(with_logprobs), runner(plain), want=3 if quick else 9, least=3,
+                      most=3 if quick else 14, budget=30 if quick else 200, log=log, names=("--logprobs 5", "plain"),
+                      settle=_calm(k, quick))
+    used, noisy, note = usable(pairs)
+    rates = [_rate(p.b) / _rate(p.a) if _rate(p.a) else float("inf") for p in used]
+    ratio = median(rates)
+    same = all(p.a["text"] is not None and p.a["text"] == p.b["text"] for p in used)
+    row = Row(f"6b. local `--logprobs 5`: tokens/s of the plain run / tokens/s with top-5 logprobs, 64 tokens at "
+              f"t=0 (median of {len(used)} alternated pairs)", _ratio(ratio, 1.2, noisy, digits=2), "≤ 1.2",
+              ratio <= 1.2, noisy=noisy)
+    row.notes += [f"--logprobs 5 {median([_rate(p.a) for p in used]):.1f} tokens/s, plain "
+                  f"{median([_rate(p.b) for p in used]):.1f} tokens/s, same text: "
+                  f"{'yes' if same else 'no'}; per-pair ratios {', '.join(f'{r:.2f}' for r in rates)}; {note}"]
+    return row
+
+
+def _rate(run: dict) -> float:
+    """Output tokens per second of streaming; 0 for a run that timed out."""
+    return run["tokens"] / run["stream"] if run.get("stream") else 0.0
 
 
 ALL = [stream_overhead, traffic, compare_concurrency, startup, steady_state, local_overhead]

@@ -21,8 +21,12 @@ import time
 import traceback
 from pathlib import Path
 
+import logbench
+import many
+import measurements
 from harness import LoopbackServer, Row, kernel_env, machine_line, results_markdown, write_results
-from measurements import ALL
+
+ALL = measurements.ALL + logbench.ALL + many.ALL  # numbered 1, 2, ... in this order
 
 HERE = Path(__file__).resolve().parent
 
@@ -39,7 +43,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true",
                         help="fewer rounds, fewer chunks under valgrind and a smaller curve")
-    parser.add_argument("--only", help="comma-separated measurement numbers, e.g. 1,3 (default: all six)")
+    parser.add_argument("--only", help=f"comma-separated measurement numbers, e.g. 1,3 (default: all {len(ALL)})")
     parser.add_argument("--readme", type=Path, default=HERE / "README.md", help="the README whose results to rewrite")
     parser.add_argument("--json", type=Path, help="also write the rows as JSON here")
     args = parser.parse_args(argv)

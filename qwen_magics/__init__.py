@@ -10,9 +10,11 @@ __version__ = "0.1.0"
 
 
 def load_ipython_extension(ipython) -> None:
-    """Register the magics (IPython calls this on ``%load_ext``): %%qwen, %qwen_chat, %qwen_local,
-    %qwen_log, %qwen_panel, %%qwen_compare, %qwen_probs; and let ``%qwen What is X?`` ask rather than open help."""
+    """Register the magics (IPython calls this on ``%load_ext``): %%qwen, %qwen_chat, %qwen_local, %qwen_log,
+    %qwen_panel, %%qwen_compare, %qwen_probs, %%qwen_map, %qwen_batch; and let ``%qwen What is X?`` ask rather
+    than open help."""
     from . import line_help
+    from .batch_magics import QwenBatchMagics
     from .magics import QwenMagics
     from .map_magics import QwenMapMagics
     from .widget_magics import QwenWidgetMagics
@@ -21,6 +23,7 @@ def load_ipython_extension(ipython) -> None:
     ipython.register_magics(settings)
     ipython.register_magics(QwenWidgetMagics(ipython, settings))
     ipython.register_magics(QwenMapMagics(ipython, settings))
+    ipython.register_magics(QwenBatchMagics(ipython, settings))
     line_help.register(ipython)
 
 

@@ -23,6 +23,7 @@ from .options import endpoint_for
 from .recorder import Recorder
 from .request import Request
 
+_NAMES_SHOWN = 5  # models of another server named when a NAME is not among them
 _READ_WAIT = 2.0  # seconds %qwen_log waits for runs still being written, so the last cell's run is listed
 
 
@@ -48,11 +49,15 @@ def chat(conversations: Conversations, args: argparse.Namespace) -> None:
 
 
 def models(settings: QwenSettings, args: argparse.Namespace) -> tuple[ModelTable, list[str] | None]:
-    """The table of models, with what the endpoint lists (also returned, for typo checks), and a verdict on NAME."""
+    """The table of models, with what the endpoint lists (also returned, for typo checks), and a verdict on NAME.
+
+    A server that is not Model Studio (a base URL) gets its own list alone: the catalogue is not its to offer.
+    """
     from .backends.errors import translate
     from .backends.openai_chat import list_models
 
     endpoint = endpoint_for(settings, args.region, args.base_url, None)
+    catalogue = endpoint.region is not None
     where = endpoint.region or endpoint.base_url
     listed, note = None, None
     asked = not (endpoint.key_required and endpoint.api_key() is None)
@@ -64,13 +69,29 @@ def models(settings: QwenSettings, args: argparse.Namespace) -> tuple[ModelTable
         except Exception as err:  # noqa: BLE001 - the table is still worth showing, with the reason
             note = translate(err, Request(messages=(), model="", endpoint=endpoint)).line()
     if args.name:
-        if args.name in (listed or ()) or known(args.name) or is_local(args.name):
-            print(f"{args.name!r} is " + ("offered by " + where if args.name in (listed or ()) else "a known model"))
-        elif guess := likely_typo(args.name, listed):
-            print(f"{args.name!r} is neither known nor listed: did you mean {guess!r}?")
-        else:
-            print(f"{args.name!r} is neither known nor listed by {where}")
-    return ModelTable(listed, where, settings.local_context, note, asked), listed
+        print(_verdict(args.name, listed, where) if catalogue else _server_verdict(args.name, listed, where, note))
+    return ModelTable(listed, where, settings.local_context, note, asked, catalogue), listed
+
+
+def _verdict(name: str, listed: list[str] | None, where: str) -> str:
+    """Whether Model Studio offers ``name``, knows it, or it is a likely typo."""
+    if name in (listed or ()) or known(name) or is_local(name):
+        return f"{name!r} is " + ("offered by " + where if name in (listed or ()) else "a known model")
+    if guess := likely_typo(name, listed):
+        return f"{name!r} is neither known nor listed: did you mean {guess!r}?"
+    return f"{name!r} is neither known nor listed by {where}"
+
+
+def _server_verdict(name: str, listed: list[str] | None, where: str, note: str | None) -> str:
+    """Whether another server lists ``name`` (checked against its list only)."""
+    if listed is None:
+        return f"{name!r} could not be checked: {where} did not list its models ({note})"
+    if name in listed:
+        return f"{name!r} is offered by {where}"
+    if guess := likely_typo(name, listed, catalogue=False):
+        return f"{name!r} is not listed by {where}: did you mean {guess!r}?"
+    shown = ", ".join(listed[:_NAMES_SHOWN]) + (", …" if len(listed) > _NAMES_SHOWN else "")
+    return f"{name!r} is not listed by {where}; it lists: {shown or 'nothing'}"
 
 
 def local(args: argparse.Namespace) -> None:

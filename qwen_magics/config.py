@@ -124,6 +124,10 @@ class QwenSettings(Configurable):
     prices = Dict(value_trait=List(CFloat(), minlen=2, maxlen=2), default_value={},
                   help="Price per million input and output tokens by model, e.g. {'qwen-plus': [0.4, 1.2]}: "
                        "shown as cost in footers and comparisons.").tag(config=True)
+    concurrency = Dict(key_trait=Unicode(), value_trait=CInt(), default_value={},
+                       help="Requests a server takes at once, by base URL, e.g. {'http://localhost:8765/v1': 1} for "
+                            "a server that serves one at a time: comparisons run that many of its columns at once "
+                            "unless --concurrency is given.").tag(config=True)
     run_tools = Enum(["ask", "auto"], "ask",
                      help="--tools: ask before running each call the model makes (ask), or run them (auto)."
                      ).tag(config=True)
@@ -153,6 +157,13 @@ class QwenSettings(Configurable):
     @validate("repetition_penalty")
     def _valid_repetition_penalty(self, proposal: dict) -> float | None:
         return _as_trait_error(lambda value: check_penalties(None, value), proposal["value"])
+
+    @validate("concurrency")
+    def _valid_concurrency(self, proposal: dict) -> dict[str, int]:
+        for url, limit in proposal["value"].items():
+            if limit < 1:
+                raise TraitError(f"concurrency {limit} for {url} must be 1 or more")
+        return {url.rstrip("/"): limit for url, limit in proposal["value"].items()}
 
     @validate("region")
     def _valid_region(self, proposal: dict) -> str:

@@ -265,7 +265,8 @@ def recall(job: Job, log: RunLog) -> int:
             job.settle(position, Result(model=record.model, parameters=record.parameters, text=record.answer,
                                         reasoning=record.reasoning, usage=usage, request_id=record.request_id,
                                         finish_reason=record.finish_reason, state="complete",
-                                        elapsed=record.elapsed, price=job.requests[position].price))
+                                        elapsed=record.elapsed, price=job.requests[position].price,
+                                        usage_reported=record.input_tokens is not None))
             job.recalled.add(position)
     return len(job.recalled)
 
@@ -444,9 +445,11 @@ def outcome(job: Job) -> Any:
         columns["answer"].append(result.text if result else None)
         columns["reasoning"].append(result.reasoning if result else None)
         columns["state"].append(state_of(result))
-        columns["error"].append(job.parse_errors.get(position) or (result.error if result else job.unrun.get(position)))
-        columns["input_tokens"].append(result.usage.input if result else None)
-        columns["output_tokens"].append(result.usage.output if result else None)
+        columns["error"].append(job.parse_errors.get(position)
+                                or (result.error if result else job.unrun.get(position)))
+        counted = result is not None and result.usage_reported
+        columns["input_tokens"].append(result.usage.input if counted else None)
+        columns["output_tokens"].append(result.usage.output if counted else None)
         columns["elapsed"].append(result.elapsed if result else None)
         columns["request_id"].append(result.request_id if result else None)
     if not any(columns["reasoning"]):

@@ -11,6 +11,7 @@ import html
 import math
 from typing import Any
 
+from .charts import probability_strip
 from .markdown import render_plain
 from .text import footer_text
 
@@ -58,7 +59,8 @@ def heading_bundle(text: str) -> dict[str, str]:
 
 
 def token_view_html(logprobs) -> str:
-    """The answer token by token, tinted by probability (the less likely, the stronger); hover for alternatives."""
+    """A chart of each chosen token's probability, then the answer token by token, tinted by probability (the
+    less likely, the stronger); hover a token for its alternatives."""
     spans = []
     for entry in logprobs:
         p = math.exp(entry.logprob)
@@ -68,6 +70,7 @@ def token_view_html(logprobs) -> str:
                      f"{html.escape(entry.token)}</span>")
     return (f'<details open style="margin-top:4px"><summary>Token probabilities ({len(logprobs)} tokens; '
             f"hover a token for its alternatives; %qwen_probs explores them)</summary>"
+            f"{probability_strip([math.exp(e.logprob) for e in logprobs])}"
             f'<div style="white-space:pre-wrap;font-family:monospace;line-height:1.6">{"".join(spans)}</div></details>')
 
 

@@ -123,10 +123,9 @@ class QwenMapMagics(Magics):
     def run_map(self, args: argparse.Namespace, data: Any, template: str, namespace: dict[str, Any],
                 schemas: Mapping[str, Any] | None = None) -> Any:
         from . import datamap
-        from .render.progress import Progress
 
-        if args.batch or args.no_wait:
-            raise InvalidInput("--batch is not available yet", "drop --batch and --no-wait to map the rows live")
+        if args.no_wait and not args.batch:
+            raise InvalidInput("--no-wait goes with --batch", "add --batch, or drop --no-wait to map the rows live")
         if args.out is not None and not args.out.isidentifier():
             raise InvalidInput(f"-o {args.out!r} is not a Python name", "use e.g. -o labels")
         if args.concurrency < 1 or (args.limit is not None and args.limit < 1):
@@ -138,6 +137,8 @@ class QwenMapMagics(Magics):
         if args.dry_run:
             print(datamap.dry_run_text(job, log))
             return None
+        if args.batch:
+            return self._batch(job, args, log, template)
         concurrency = args.concurrency
         if job.requests and job.requests[0].protocol == "local" and concurrency > 1:
             job.notices.append(f"The local model takes rows in turn: --concurrency {concurrency} runs as 1")
@@ -147,21 +148,69 @@ class QwenMapMagics(Magics):
         if log is not None and not args.fresh:
             datamap.recall(job, log)
         backend = backend_for(job.requests[0].protocol) if job.requests else None  # the SDK imported now, once
-        price = job.requests[0].price if job.requests else None
-        progress = Progress(len(job), notebook=self.settings.renders_in_notebook(), priced=bool(price and any(price)),
-                            interval=self.settings.update_interval)
-        mapping = datamap.MapRun(job, progress, log, concurrency, backend, kernel_id=self.settings.run_log.kernel_id(),
-                                  notebook=os.environ.get("JPY_SESSION_NAME") or None)
+        progress = self._progress(job, job.requests[0].price if job.requests else None)
+        mapping = datamap.MapRun(job, progress, log, concurrency, backend, **self._context())
         future = runner.submit(mapping.run())
         try:
             runner.wait(future)
         except KeyboardInterrupt:
             future.cancel()
             mapping.done.wait(_CANCEL_GRACE)
-        result = datamap.outcome(job)
+        return self._store(datamap.outcome(job), args.out)
+
+    def _batch(self, job: Any, args: argparse.Namespace, log: Any, template: str) -> Any:
+        """The rows not yet answered as Batch jobs (or those submitted before, still uncollected): wait, collect."""
+        from . import batch, datamap
+        from .batch import maps
+
+        batch.check_batchable(job.requests)  # before the log is read or anything is sent
+        for notice in job.notices:
+            print(f"⚠ {notice}")
+        if log is not None and not args.fresh:
+            datamap.recall(job, log)
+        todo = [p for p, outcome in enumerate(job.outcomes) if outcome is None]
+        if not todo:
+            print(datamap.summary(job))
+            return self._store(datamap.outcome(job), args.out)
+        context = self._context()
+        earlier = None if args.fresh else maps.pending(log, job.id)
+        if earlier is not None:
+            ids = list(earlier.parameters["batch_jobs"])
+            positions = [p for p in earlier.parameters["positions"] if job.outcomes[p] is None]
+            print(f"These rows went as batch job(s) {', '.join(ids)} before: following those, not submitting again")
+        else:
+            ids, positions = maps.submit_map(job, todo, log, template, context), todo
+        if args.no_wait:
+            print(maps.submitted_line(ids, len(positions)))
+            return ids
+        progress = self._progress(job, batch.batch_price(job.requests[0].price))
+        progress.begin(job)
+        endpoint = job.requests[0].endpoint
+        try:
+            maps.watch(endpoint, ids, progress)
+        except KeyboardInterrupt:
+            maps.finish(progress, [], maps.stopped_line(ids))
+            return None
+        rows = maps.settle(job, batch.collect(endpoint, ids), positions, log, context)
+        line = datamap.summary(job)
+        maps.mark_collected(job, ids, log, line, context)
+        maps.finish(progress, rows, line)
+        return self._store(datamap.outcome(job), args.out)
+
+    def _progress(self, job: Any, price: tuple[float, float] | None) -> Any:
+        from .render.progress import Progress
+
+        return Progress(len(job), notebook=self.settings.renders_in_notebook(), priced=bool(price and any(price)),
+                        interval=self.settings.update_interval)
+
+    def _context(self) -> dict[str, Any]:
+        """What every row's log record says of where it ran."""
+        return dict(kernel_id=self.settings.run_log.kernel_id(), notebook=os.environ.get("JPY_SESSION_NAME") or None)
+
+    def _store(self, result: Any, out: str | None) -> Any:
         self.shell.user_ns["_qwen_map"] = result
-        if args.out:
-            self.shell.user_ns[args.out] = result
+        if out:
+            self.shell.user_ns[out] = result
         return result
 
     def _request_args(self, args: argparse.Namespace) -> argparse.Namespace:

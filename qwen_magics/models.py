@@ -5,7 +5,9 @@ them: the text-generation page (the Qwen3.5 series thinks by default), the
 deep-thinking page (qwen-plus and qwen-flash are hybrid: thinking only when
 ``enable_thinking`` is true; qwen-max does not think) and each model's catalogue
 entry for the context window.  Endpoints change faster than a package: what
-``/models`` lists is shown next to the table, never replaced by it.
+``/models`` lists is shown next to the table, never replaced by it.  Another
+OpenAI-compatible server (``--base-url``) offers what it lists and nothing else,
+so its list is shown alone.
 """
 
 from __future__ import annotations
@@ -50,18 +52,22 @@ def is_local(model: str) -> bool:
     return model == "local" or model.startswith("local:")
 
 
-def picker_options(listed: list[str] | None = None) -> list[str]:
-    """Known models, then whatever the endpoint listed, then the local ones; no duplicates."""
-    return list(dict.fromkeys([*MODEL_STUDIO, *(listed or ()), *LOCAL]))
+def picker_options(listed: list[str] | None = None, catalogue: bool = True) -> list[str]:
+    """Known models (unless ``catalogue`` is false: a server other than Model Studio), then whatever the
+    endpoint listed, then the local ones; no duplicates."""
+    return list(dict.fromkeys([*(MODEL_STUDIO if catalogue else ()), *(listed or ()), *LOCAL]))
 
 
 def known(name: str) -> KnownModel | None:
     return next((m for m in KNOWN if m.name == name), None)
 
 
-def likely_typo(name: str, listed: list[str] | None = None) -> str | None:
-    """The model ``name`` was probably meant to be, when it is neither known nor listed but close to one."""
-    candidates = [*MODEL_STUDIO, *(listed or ())]
+def likely_typo(name: str, listed: list[str] | None = None, catalogue: bool = True) -> str | None:
+    """The model ``name`` was probably meant to be, when it is neither known nor listed but close to one.
+
+    ``catalogue`` false: only ``listed`` counts (a server that is not Model Studio).
+    """
+    candidates = [*(MODEL_STUDIO if catalogue else ()), *(listed or ())]
     if is_local(name) or name in candidates:
         return None
     close = difflib.get_close_matches(name, candidates, n=1, cutoff=0.8)
@@ -69,13 +75,20 @@ def likely_typo(name: str, listed: list[str] | None = None) -> str | None:
 
 
 class ModelTable:
-    """What ``%qwen_models`` shows (and returns): the known table next to what the endpoint offers."""
+    """What ``%qwen_models`` shows (and returns): the known table next to what the endpoint offers.
+
+    With ``catalogue`` false (a server that is not Model Studio) the table holds only what that server listed:
+    Model Studio's models and the in-process ones are not its to offer.
+    """
 
     def __init__(self, listed: list[str] | None, where: str, local_context: int, note: str | None = None,
-                 asked: bool = True) -> None:
-        self.listed, self.where, self.note, self.asked = listed, where, note, asked
+                 asked: bool = True, catalogue: bool = True) -> None:
+        self.listed, self.where, self.note, self.asked, self.catalogue = listed, where, note, asked, catalogue
         offered = set(listed or ())
         self.rows: list[dict[str, object]] = []
+        if not catalogue:
+            self.rows = [{"model": name} for name in sorted(offered)]
+            return
         for m in KNOWN:
             self.rows.append({"model": m.name, "offered": m.name in offered if listed is not None else None,
                               "context": m.context, "thinking": m.thinking, "thinks by default": m.thinks_by_default})
@@ -87,28 +100,35 @@ class ModelTable:
                               "thinks by default": False})
 
     def _cells(self, row: dict[str, object]) -> list[str]:
+        if not self.catalogue:
+            return [str(row["model"])]
         offered = {True: "yes", False: "no", None: "—"}[row["offered"]]  # type: ignore[index]
         context = f"{row['context']:,}" if row["context"] else "?"
         default = {True: "on", False: "off", None: "?"}[row["thinks by default"]]  # type: ignore[index]
         return [str(row["model"]), offered, context, str(row["thinking"] or "?"), default]
 
+    def _heads(self, html_: bool) -> list[str]:
+        if not self.catalogue:
+            return ["model"]
+        return ["model", "offered here" if html_ else "offered", "context (tokens)" if html_ else "context",
+                "thinking", "default thinking"]
+
     def header(self) -> str:
         if self.listed is not None:
-            head = f"{len(self.listed)} models listed by {self.where}"
+            head = f"{len(self.listed)} model{'' if len(self.listed) == 1 else 's'} listed by {self.where}"
         else:
             head = f"{self.where} did not list its models" if self.asked else f"{self.where} was not asked"
         return head + (f" ({self.note})" if self.note else "")
 
     def __repr__(self) -> str:
-        heads = ["model", "offered", "context", "thinking", "default thinking"]
+        heads = self._heads(html_=False)
         rows = [heads] + [self._cells(r) for r in self.rows]
         widths = [max(len(r[i]) for r in rows) for i in range(len(heads))]
         lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows]
         return "\n".join([self.header(), *lines])
 
     def _repr_html_(self) -> str:
-        heads = "".join(f"<th>{h}</th>" for h in ["model", "offered here", "context (tokens)", "thinking",
-                                                  "default thinking"])
+        heads = "".join(f"<th>{h}</th>" for h in self._heads(html_=True))
         body = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in self._cells(r)) + "</tr>"
                        for r in self.rows)
         return (f"<div><p>{html.escape(self.header())}</p><table><thead><tr>{heads}</tr></thead>"

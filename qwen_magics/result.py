@@ -32,6 +32,9 @@ class Result:
     text: str = ""
     reasoning: str = ""
     usage: ev.Usage = field(default_factory=ev.Usage)
+    usage_reported: bool = True
+    """Whether ``usage`` holds counts the service gave.  A run folded from events starts without them and has
+    them once a usage event comes; some OpenAI-compatible servers send none, and ``usage`` then stays zeros."""
     finish_reason: str | None = None
     request_id: str | None = None
     state: State = "streaming"
@@ -61,7 +64,7 @@ class Result:
     def for_request(cls, request: Request) -> "Result":
         """An empty result for ``request``, its clock started now."""
         return cls(model=request.model, parameters=request.parameters(), messages=list(request.messages),
-                   price=request.price)
+                   price=request.price, usage_reported=False)
 
     def apply(self, event: ev.Event, at: float | None = None) -> None:
         """Fold one event into the result; ``at`` is when it arrived (monotonic).
@@ -87,7 +90,7 @@ class Result:
         elif isinstance(event, ev.TokenLogprob):
             self.logprobs.append(event)
         elif isinstance(event, ev.Usage):
-            self.usage = event
+            self.usage, self.usage_reported = event, True
         elif isinstance(event, ev.Started):
             self.request_id = event.request_id or self.request_id
             self.model = event.model or self.model
@@ -148,16 +151,19 @@ class Result:
 
     @property
     def tokens_per_second(self) -> float | None:
-        """Output tokens over the generation time (from first token to the end)."""
+        """Output tokens over the generation time (from first token to the end); None for an answer that
+        arrived whole (``--no-stream``), which has no generation time of its own."""
         if not self.usage.output or self.elapsed is None or self.ttft is None:
+            return None
+        if self.parameters.get("stream") is False:
             return None
         span = self.elapsed - self.ttft
         return self.usage.output / span if span > 0 else None
 
     @property
     def cost(self) -> float | None:
-        """What the tokens cost, where the model's price is known."""
-        if self.price is None or self.cached_from is not None:
+        """What the tokens cost, where the model's price and the tokens are known."""
+        if self.price is None or self.cached_from is not None or not self.usage_reported:
             return None
         return (self.usage.input * self.price[0] + (self.usage.output) * self.price[1]) / 1_000_000
 
@@ -170,8 +176,9 @@ class Result:
 
     def __repr__(self) -> str:
         head = self.text[:60] + ("…" if len(self.text) > 60 else "")
-        return (f"<Result {self.model} {self.state} finish={self.finish_reason} "
-                f"tokens={self.usage.input}/{self.usage.output}/{self.usage.reasoning} text={head!r}>")
+        u = self.usage
+        tokens = f"{u.input}/{u.output}/{u.reasoning}" if self.usage_reported else "not-reported"
+        return f"<Result {self.model} {self.state} finish={self.finish_reason} tokens={tokens} text={head!r}>"
 
     def _repr_mimebundle_(self, include=None, exclude=None) -> dict[str, str]:
         html = "".join([reasoning_html(self.reasoning, open_=False) if self.reasoning else "",

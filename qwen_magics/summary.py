@@ -30,6 +30,8 @@ from itertools import combinations
 from statistics import fmean
 from typing import Hashable, Sequence
 
+from .charts import BLUE, ORANGE, Series, bar_rows
+
 SIMILARITY_WORDS = 1_000
 _INS = '<ins style="background:#d4f7d4;text-decoration:none">'
 _DEL = '<del style="background:#fbd5d5">'
@@ -132,13 +134,37 @@ def differing_lines(base: str, other: str) -> list[str]:
 
 
 def summary_markdown(summary: Summary, labels: Sequence[str]) -> str:
-    """GitHub-markdown table per column, then per group of repeats when some setting ran twice or more."""
-    return "\n\n".join(_markdown_table(header, rows) for header, rows in _tables(summary, labels))
+    """GitHub-markdown table per column, then per group of repeats when some setting ran twice or more.
+
+    The diversity chart follows as a raw HTML block (a ``<div>`` line), which
+    Jupyter, nbconvert and VS Code render; a renderer that refuses raw HTML
+    must take the chart from :func:`summary_html` instead.
+    """
+    tables = [_markdown_table(header, rows) for header, rows in _tables(summary, labels)]
+    chart = diversity_chart(summary)
+    return "\n\n".join(tables + ([f"<div>{chart}</div>"] if chart else []))
 
 
 def summary_html(summary: Summary, labels: Sequence[str]) -> str:
-    """The tables of :func:`summary_markdown` as compact, escaped HTML for the widget's summary row."""
-    return "".join(_html_table(header, rows) for header, rows in _tables(summary, labels))
+    """The tables of :func:`summary_markdown` as compact, escaped HTML for the widget's summary row, then the chart."""
+    return "".join(_html_table(header, rows) for header, rows in _tables(summary, labels)) + diversity_chart(summary)
+
+
+def diversity_chart(summary: Summary) -> str:
+    """Distinct-2 and mean pairwise similarity per setting as an SVG bar chart; empty for a single setting run once.
+
+    Side by side the settings show what sampling does: as temperature or top_p
+    rises, the blue bars (distinct-2) lengthen and the orange ones (similarity
+    of the repeats) shorten.
+    """
+    groups = summary.groups
+    if len(groups) < 2 and not any(g.runs >= 2 for g in groups):
+        return ""
+    return bar_rows([g.label for g in groups], [
+        Series("distinct-2", BLUE, [g.distinct_2 for g in groups]),
+        Series("mean similarity of repeats", ORANGE, [g.mean_similarity for g in groups], missing="single run"),
+    ], title="Diversity per setting: longer blue, shorter orange = more varied answers",
+        axis="share of distinct word pairs / word-level similarity (0 to 1)")
 
 
 def _words(text: str) -> list[str]:

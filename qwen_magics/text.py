@@ -13,15 +13,23 @@ from typing import Any
 TOOL_OUTPUT_SHOWN = 500
 
 
+CHARS_PER_TOKEN = 4
+"""How many characters a token stands for when a server reports no counts (English text; a rough figure)."""
+
+
 def footer_text(result: Any) -> str:
     """``model · tokens · first token · speed · time · cost · state``: one line under an answer.
 
     An answer replayed from the run log (``--cache``) names the logged run
     instead of timings and cost, which would describe the replay, not a sample.
+    Where the server reported no token counts, the line says so, shows no cost,
+    and estimates the speed from the characters streamed, saying how.
     """
     u = result.usage
+    reported = getattr(result, "usage_reported", True)
     reasoning = f" / {u.reasoning} reasoning" if u.reasoning else ""
-    parts = [result.model, f"{u.input} in / {u.output} out{reasoning} tokens"]
+    parts = [result.model, f"{u.input} in / {u.output} out{reasoning} tokens" if reported
+             else "tokens not reported by the server"]
     cached_from = getattr(result, "cached_from", None)
     if cached_from:
         parts.append(f"from the run log (run {cached_from[:8]}), not a new sample")
@@ -30,6 +38,8 @@ def footer_text(result: Any) -> str:
             parts.append(f"first token {result.ttft:.2f} s")
         if result.tokens_per_second:
             parts.append(f"{result.tokens_per_second:.1f} tok/s")
+        elif not reported and (speed := _estimated_speed(result)):
+            parts.append(speed)
         if result.elapsed is not None:
             parts.append(f"{result.elapsed:.2f} s")
         if result.parameters.get("protocol") == "local":
@@ -43,6 +53,23 @@ def footer_text(result: Any) -> str:
     elif result.finish_reason and result.finish_reason != "stop":
         parts.append(f"finish: {result.finish_reason}")
     return " · ".join(parts)
+
+
+def _estimated_speed(result: Any) -> str | None:
+    """``≈ 38 tok/s, estimated from 152 characters/s``: the streamed characters over the generation time.
+
+    None for an answer that arrived whole (``--no-stream``): it has no generation time of its own.
+    """
+    if result.elapsed is None or result.ttft is None or result.elapsed <= result.ttft:
+        return None
+    if result.parameters.get("stream") is False:
+        return None
+    chars = len(result.text) + len(result.reasoning)
+    if not chars:
+        return None
+    per_second = chars / (result.elapsed - result.ttft)
+    return (f"≈ {per_second / CHARS_PER_TOKEN:.0f} tok/s, estimated from {per_second:.0f} characters/s "
+            f"at about {CHARS_PER_TOKEN} a token")
 
 
 def call_text(name: str, arguments: str) -> str:

@@ -31,6 +31,7 @@ _AXES = {"model": "-m", "temperature": "-t", "top_p": "--top-p", "seed": "--seed
          "presence_penalty": "--presence-penalty", "repetition_penalty": "--repetition-penalty"}
 _COMMON = {"system": "-s", "max_tokens": "--max-tokens", "top_k": "--top-k", "region": "--region",
            "base_url": "--base-url", "logprobs": "--logprobs", "timeout": "--timeout", "api": "--api"}
+_CONCURRENCY = 4  # columns streaming at once when --concurrency is not given
 _VARIANT_SEPARATOR = re.compile(r"^[ \t]*---[ \t]*$", re.M)
 
 
@@ -86,13 +87,15 @@ class QwenWidgetMagics(Magics):
 
         make = self.request_factory("")
         model, _ = choose_model(argparse.Namespace(model=None, base_url=None, region=None), self.settings)
+        catalogue = True
         try:
             endpoint = endpoint_for(self.settings, None, None, None)
             listing = (lambda: list_models(endpoint)) if endpoint.api_key() or not endpoint.key_required else None
+            catalogue = endpoint.region is not None  # a base URL: offer that server's models alone
         except QwenMagicsError:
             listing = None
         return Panel(self.settings, lambda options, prompt: make(options, prompt), listing, model=model,
-                     on_result=self._logger("panel"))
+                     on_result=self._logger("panel"), catalogue=catalogue)
 
     def _logger(self, kind: str):
         """The callback a widget calls with each finished run: into the run log, grouped under one new id."""
@@ -119,7 +122,8 @@ class QwenWidgetMagics(Magics):
     @argument("--region", help="Model Studio region, every column")
     @argument("--base-url", help="OpenAI-compatible server, every column")
     @argument("--timeout", type=float, help="seconds to wait for the next byte")
-    @argument("--concurrency", type=int, default=4, help="columns streaming at once (default 4)")
+    @argument("--concurrency", type=int,
+              help="columns streaming at once (default 4, and a server's QwenMagics.concurrency entry)")
     @argument("-o", "--out", metavar="NAME", help="also store the comparison in NAME (always in _qwen_compare)")
     @argument("--no-expand", action="store_true", help="send {braces} as written")
     @argument("--no-log", action="store_true", help="keep this comparison's runs out of the run log")
@@ -136,6 +140,8 @@ class QwenWidgetMagics(Magics):
 
         Lists of the same length are zipped, --grid crosses them.  Every column
         can be edited and re-run alone; Stop (or the kernel's stop) cancels all.
+        A server that serves one request at a time (llama.cpp's) needs
+        --concurrency 1, or once: %config QwenMagics.concurrency = {URL: 1}.
         The comparison is returned (``.rows``, ``.to_dataframe()``, ``.to_markdown()``).
         """
         args = parse_options(self.qwen_compare.parser, arg_split(line), "qwen_compare")
@@ -149,7 +155,7 @@ class QwenWidgetMagics(Magics):
 
         if args.out is not None and not args.out.isidentifier():
             raise UsageError(f"-o {args.out!r} is not a Python name: use e.g. -o runs")
-        if args.repeat < 1 or args.concurrency < 1:
+        if args.repeat < 1 or (args.concurrency is not None and args.concurrency < 1):
             raise UsageError("-n and --concurrency must be 1 or more")
         expansion = None if args.no_expand else expand(cell, self.shell.user_ns, max_chars=self.settings.max_value_chars,
                                                        dataframe_rows=self.settings.dataframe_rows)
@@ -163,7 +169,8 @@ class QwenWidgetMagics(Magics):
         requests = [make(spec.options, spec.prompt or prompt) for spec in specs]  # all checked before sending
         for request in requests:
             backend_for(request.protocol)  # and its SDK imported now, not in the first column's latency
-        comparison = Comparison(prompt, specs, make, concurrency=args.concurrency,
+        comparison = Comparison(prompt, specs, make, concurrency=args.concurrency or _CONCURRENCY,
+                                per_server=self.settings.concurrency if args.concurrency is None else {},
                                 interval=self.settings.update_interval,
                                 on_result=None if args.no_log else self._logger("comparison"))
         for warning in [*(expansion.warnings if expansion else ()), *_turns_notice(requests)]:

@@ -17,7 +17,7 @@ from dataclasses import replace
 import pytest
 
 from qwen_magics.backends.local import stream
-from qwen_magics.events import Event, Finished, Started, TextDelta, Usage
+from qwen_magics.events import Event, Finished, Started, TextDelta, TokenLogprob, Usage
 from qwen_magics.local_model import LocalModelError, load, loaded, resolve, unload
 from qwen_magics.request import Endpoint, Request, Sampling
 
@@ -32,9 +32,10 @@ def request(prompt: str, n_ctx: int = 4096, **sampling: object) -> Request:
                    endpoint=Endpoint(base_url="local", key_required=False, context=n_ctx), sampling=Sampling(**sampling))
 
 
-def ask(prompt: str, *, n_ctx: int = 4096, response_format: dict | None = None, **sampling: object) -> list[Event]:
+def ask(prompt: str, *, n_ctx: int = 4096, response_format: dict | None = None, logprobs: int | None = None,
+        **sampling: object) -> list[Event]:
     async def collect() -> list[Event]:
-        question = replace(request(prompt, n_ctx, **sampling), response_format=response_format)
+        question = replace(request(prompt, n_ctx, **sampling), response_format=response_format, logprobs=logprobs)
         return [event async for event in stream(question)]
 
     return asyncio.run(collect())
@@ -99,6 +100,34 @@ def test_stop_string_cuts_the_answer_even_across_pieces() -> None:
 
     assert text(events) == full[:full.index(cut)]
     assert events[-1] == Finished("stop")
+
+
+def test_an_answer_that_fills_the_context_ends_there_as_length() -> None:
+    events = ask(STORY, n_ctx=56, temperature=0, max_tokens=400)
+
+    usage, finished = events[-2:]
+    assert finished == Finished("length")
+    assert usage.input + usage.output == 56
+
+
+def test_logprobs_are_llama_cpps_own_without_logits_for_every_position() -> None:
+    """The same tokens and top-5 as llama.cpp's completion logprobs, which need a model keeping all logits."""
+    events = ask(STORY, n_ctx=1024, temperature=0, max_tokens=24, logprobs=5)
+    entries = [e for e in events if isinstance(e, TokenLogprob)]
+    assert not any(entry["logits_all"] for entry in loaded())
+    assert "".join(e.token for e in entries) == text(events)
+
+    reference_model = load(resolve("local:0.5b"), n_ctx=1024, logits_all=True).llm
+    reference_model.reset()
+    reference = reference_model.create_chat_completion([{"role": "user", "content": STORY}], temperature=0,
+                                                       max_tokens=24, logprobs=True, top_logprobs=5)
+    expected = reference["choices"][0]["logprobs"]["content"]
+    assert [e.token for e in entries] == [r["token"] for r in expected]
+    for entry, wanted in zip(entries, expected):
+        assert entry.logprob == pytest.approx(wanted["logprob"], abs=1e-4)
+        assert dict(entry.top) == pytest.approx({alt["token"]: alt["logprob"] for alt in wanted["top_logprobs"]},
+                                                abs=1e-4)
+    assert len({e.logprob for e in entries}) > 1
 
 
 def test_json_mode_gives_json() -> None:

@@ -181,3 +181,13 @@ def test_a_result_without_logprobs_says_how_to_get_them(result):
     with pytest.raises(ValueError) as info:
         probs_widget(result)
     assert str(info.value) == NO_LOGPROBS
+
+
+def test_the_strip_charts_every_tokens_probability_and_follows_the_position():
+    box = probs_widget(sample_result(), position=1)
+    assert box.children[0] is box.strip
+    assert "3 tokens; a bar is each token" in box.strip.value
+    before = re.search(r'class="marker" x="(\d+)', box.strip.value).group(1)
+    box.position.value = 2
+    after = re.search(r'class="marker" x="(\d+)', box.strip.value).group(1)
+    assert int(after) > int(before)

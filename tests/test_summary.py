@@ -178,7 +178,9 @@ def test_equal_answers_have_no_differing_lines():
 
 def test_markdown_has_a_row_per_column_and_no_group_table_without_repeats():
     summary = summarize(["the cat sat", "the dog sat"])
-    assert summary_markdown(summary, ["qwen-plus", "qwen-max"]).splitlines() == [
+    table, chart = summary_markdown(summary, ["qwen-plus", "qwen-max"]).split("\n\n")
+    assert chart.startswith("<div><svg")  # two settings: their diversity side by side (tests/test_charts.py)
+    assert table.splitlines() == [
         "| column | characters | words | similarity to first |",
         "| --- | ---: | ---: | ---: |",
         "| qwen-plus | 11 | 3 | 100% |",
@@ -189,7 +191,7 @@ def test_markdown_has_a_row_per_column_and_no_group_table_without_repeats():
 def test_markdown_adds_a_group_table_when_a_setting_is_repeated():
     summary = summarize(["a b", "a b", "c d"], ["T=0", "T=0", "T=1"])
     tables = summary_markdown(summary, ["T=0 #1", "T=0 #2", "T=1"]).split("\n\n")
-    assert len(tables) == 2
+    assert len(tables) == 3 and tables[2].startswith("<div><svg")
     assert tables[1].splitlines() == [
         "| setting | runs | mean similarity | distinct-1 | distinct-2 | identical |",
         "| --- | ---: | ---: | ---: | ---: | ---: |",
@@ -216,5 +218,5 @@ def test_html_escapes_labels_and_includes_the_group_table():
     out = summary_html(summary, ["<script>x()</script>", "plain"])
     assert "<script>" not in out and "<i>" not in out
     assert "&lt;script&gt;x()&lt;/script&gt;" in out and "&lt;i&gt;T&lt;/i&gt;" in out
-    assert out.count("<table") == 2
+    assert out.count("<table") == 2 and out.count("<svg") == 1
     assert out.count("<tr>") == 1 + 2 + 1 + 1  # column header and rows, group header and row

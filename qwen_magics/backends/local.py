@@ -8,21 +8,27 @@ threads spin-synchronise, and every other thread woken per token slows them
 down measurably on a small machine.
 
 The prompt is formatted here with the chat template stored in the GGUF file
-(the same formatter ``create_chat_completion`` uses) and tokenized once, which
-buys three things the chat call cannot give: the context check happens before
-any work, the input count is exactly the tokens evaluated, and our stopping
-criterion, which llama.cpp consults at every sampled token, both counts the
-output tokens and ends generation as soon as the consumer has gone.  Stop
-strings are cut here rather than by llama.cpp so that the output count can tell
-an end-of-turn token (not output) from a stop string (output).
+(the same formatter ``create_chat_completion`` uses) and tokenized once, so the
+context check happens before any work and the input count is exactly the
+tokens evaluated.  Tokens come from ``Llama.generate`` one at a time, and this
+loop does what ``create_completion`` would around it: it ends the turn at an
+end-of-generation token (not output), cuts the chat template's and the
+request's stop strings (output), holds back a character split across tokens,
+stops at ``max_tokens`` or the end of the context, and counts the output.
+Owning the loop buys two things: generation ends at the next token once the
+consumer has gone, and ``--logprobs`` reads each token's alternatives from the
+logits it was sampled from (:class:`_Alternatives`), without asking llama.cpp
+to keep the logits of every position.
 """
 
 from __future__ import annotations
 
 import asyncio
+import codecs
 import contextlib
 import functools
 import json
+import math
 import threading
 import time
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
@@ -38,7 +44,7 @@ _JOIN_TIMEOUT = 10.0
 _HANDOVER = 0.05
 _DONE = object()
 # create_chat_completion's defaults, used where the request leaves a setting unset.
-_DEFAULTS = {"temperature": 0.2, "top_p": 0.95, "top_k": 40, "presence_penalty": 0.0, "repeat_penalty": 1.0}
+_DEFAULTS = {"temp": 0.2, "top_p": 0.95, "top_k": 40, "presence_penalty": 0.0, "repeat_penalty": 1.0}
 
 Emit = Callable[[Any], None]
 
@@ -55,8 +61,7 @@ def stream(request: Request) -> AsyncIterator[Event]:
 async def _events(request: Request) -> AsyncIterator[Event]:
     _check(request)
     path = await asyncio.to_thread(resolve, request.model)  # re-hashes only a file whose stamp is stale
-    # Logits for every position make generation several times slower: only when asked for.
-    model = await asyncio.to_thread(load, path, n_ctx=request.endpoint.context, logits_all=bool(request.logprobs))
+    model = await asyncio.to_thread(load, path, n_ctx=request.endpoint.context)
     queue: asyncio.Queue[list[Any]] = asyncio.Queue()
     cancelled = threading.Event()
     handover = _Handover(asyncio.get_running_loop(), queue, cancelled)
@@ -146,48 +151,79 @@ def _generate(model: LoadedModel, request: Request, cancelled: threading.Event, 
     llm = model.llm
     llm.reset()  # otherwise the prompt cache shifts the numbers and a seed stops reproducing
     prompt, template_stop = _prompt_tokens(llama_cpp, llm, request.messages)
-    if len(prompt) >= model.n_ctx:
+    room = model.n_ctx - len(prompt)
+    if room <= 0:
         raise LocalModelError(f"The prompt is {len(prompt)} tokens but the local context holds {model.n_ctx}",
                               "Shorten the prompt or raise the context size", code="context_length")
     known = known_model(model.path)
     emit(Started(model=known.title if known else llm.metadata.get("general.name") or model.path.name))
-    sampled: set[int] = set()
-
-    def halt(input_ids: Sequence[int], _logits: Any) -> bool:
-        """llama.cpp asks at every sampled token, and once more at the end with the same ids."""
-        sampled.add(len(input_ids))
-        return cancelled.is_set()
-
-    scanner = _StopScanner(request.sampling.stop)
+    budget = min(request.sampling.max_tokens or room, room)
+    vocab = llama_cpp.llama_model_get_vocab(llm.model)
+    alternatives = _Alternatives(llama_cpp, llm, request.logprobs) if request.logprobs else None
+    decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+    scanner = _StopScanner([*request.sampling.stop, *template_stop])
+    llm.set_seed(llama_cpp.LLAMA_DEFAULT_SEED if request.sampling.seed is None else request.sampling.seed)
+    tokens = llm.generate(prompt, grammar=_grammar(llama_cpp, request), **_sampling(request))
     reason: str | None = None
-    chunks = llm.create_completion(prompt=prompt, stream=True, stop=template_stop,
-                                   stopping_criteria=llama_cpp.StoppingCriteriaList([halt]),
-                                   grammar=_grammar(llama_cpp, request), logprobs=request.logprobs or None,
-                                   **_sampling(request))
+    output = 0
     try:
-        for chunk in chunks:
+        for token in tokens:
             if cancelled.is_set():
                 return
-            choice = chunk["choices"][0]
-            for entry in _logprobs(choice.get("logprobs")):
-                emit(entry)
-            text, matched = scanner.feed(choice["text"])
+            if llama_cpp.llama_vocab_is_eog(vocab, token):  # the end of turn: sampled, but not output
+                reason = "stop"
+                break
+            output += 1
+            piece = decoder.decode(llm.detokenize([token]))
+            if alternatives is not None:  # read now: the next step overwrites the context's logits
+                emit(alternatives.entry(token, piece))
+            text, matched = scanner.feed(piece)
             if text:
                 emit(TextDelta(text))
             if matched:
                 reason = "stop"
                 break
-            reason = choice["finish_reason"] or reason
+            if output >= budget:
+                reason = "length"
+                break
     finally:
-        chunks.close()
+        tokens.close()
     if reason is None:
         raise LocalModelError("llama.cpp ended the answer without a finish reason", "Run it again", code="cut")
-    if text := scanner.flush():
+    if text := scanner.flush() + decoder.decode(b"", final=True):
         emit(TextDelta(text))
-    # The end-of-turn token that ends a "stop" is sampled but is not output; a stop string's tokens are.
-    ended_turn = reason == "stop" and not scanner.matched
-    emit(Usage(input=len(prompt), output=max(len(sampled) - ended_turn, 0)))
+    emit(Usage(input=len(prompt), output=output))
     emit(Finished(reason))
+
+
+class _Alternatives:
+    """Log-probabilities of a sampled token and of the ``k`` likeliest, from the last position's logits only.
+
+    Right after a token is sampled the context still holds the logits it was
+    drawn from (raw: the sampler works on a copy), so nothing needs llama.cpp to
+    keep every position's logits, which slows generation several times.  Tokens
+    are named as llama.cpp's own completion logprobs name them (special tokens
+    as empty text), and the sampled token is listed among the top even when it
+    is not one of the ``k``.
+    """
+
+    def __init__(self, llama_cpp: Any, llm: Any, k: int) -> None:
+        self.llama_cpp, self.llm, self.k, self.n_vocab = llama_cpp, llm, k, llm.n_vocab()
+
+    def entry(self, token: int, text: str) -> TokenLogprob:
+        import numpy as np
+
+        pointer = self.llama_cpp.llama_get_logits_ith(self.llm.ctx, -1)
+        logits = np.ctypeslib.as_array(pointer, shape=(self.n_vocab,))
+        peak = float(logits.max())
+        log_total = peak + math.log(float(np.exp(logits - peak).sum(dtype=np.float64)))
+        top = np.argpartition(logits, -self.k)[-self.k:] if self.k < self.n_vocab else np.arange(self.n_vocab)
+        ids = {int(i) for i in top} | {token}
+        ranked = sorted(((self._name(i), float(logits[i]) - log_total) for i in ids), key=lambda p: -p[1])
+        return TokenLogprob(text, float(logits[token]) - log_total, tuple(ranked))
+
+    def _name(self, token: int) -> str:
+        return self.llm.detokenize([token]).decode("utf-8", errors="ignore")
 
 
 def _prompt_tokens(llama_cpp: Any, llm: Any, messages: Sequence[dict[str, Any]]) -> tuple[list[int], list[str]]:
@@ -220,21 +256,11 @@ def _token_text(llm: Any, token: int) -> str:
 
 
 def _sampling(request: Request) -> dict[str, Any]:
-    """Request settings as llama.cpp's keywords; temperature 0 selects its greedy sampler."""
+    """Request settings as ``Llama.generate``'s keywords; temperature 0 selects its greedy sampler."""
     sampling = request.sampling
-    settings = {"temperature": sampling.temperature, "top_p": sampling.top_p, "top_k": sampling.top_k,
+    settings = {"temp": sampling.temperature, "top_p": sampling.top_p, "top_k": sampling.top_k,
                 "presence_penalty": sampling.presence_penalty, "repeat_penalty": sampling.repetition_penalty}
-    return {**{key: _DEFAULTS[key] if value is None else value for key, value in settings.items()},
-            "seed": sampling.seed, "max_tokens": sampling.max_tokens}
-
-
-def _logprobs(data: dict | None) -> list[TokenLogprob]:
-    """llama.cpp's completion-style logprobs as events (its numbers are numpy float32: made plain floats)."""
-    if not data:
-        return []
-    return [TokenLogprob(token, float(logprob),
-                         tuple(sorted(((t, float(lp)) for t, lp in (top or {}).items()), key=lambda p: -p[1])))
-            for token, logprob, top in zip(data["tokens"], data["token_logprobs"], data["top_logprobs"])]
+    return {key: _DEFAULTS[key] if value is None else value for key, value in settings.items()}
 
 
 def _grammar(llama_cpp: Any, request: Request) -> Any:

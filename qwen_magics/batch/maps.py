@@ -31,6 +31,7 @@ from .outcomes import Outcome
 FIRST_POLL, MOST_POLL = 0.5, 30.0  # seconds between polls: soon at first, then growing to this
 SUBMITTED, COLLECTED = "submitted", "collected"
 _LOG_WAIT = 30.0  # seconds to wait for the collected rows to be stored
+_UNSEEN = "Not run: no batch job returned this row. Run the cell again to send it."
 
 
 def custom_id(position: int) -> str:
@@ -144,7 +145,7 @@ def settle(job: Any, outcomes: Mapping[str, Outcome], positions: Sequence[int], 
     for position in positions:
         found = outcomes.get(custom_id(position))
         if found is None or found.state == "not run":
-            job.unrun[position] = found.error if found else "Not run: no batch job returned this row"
+            job.unrun[position] = found.error if found else _UNSEEN
             continue
         request = job.requests[position]
         result = result_of(found, request, parameters)
@@ -191,7 +192,8 @@ def plain_frame(outcomes: Mapping[str, Outcome]) -> Any:
     """Outcomes of jobs the log knows nothing about: one row per custom id (a list of dicts without pandas)."""
     rows = [{"custom_id": o.custom_id, "answer": o.answer if o.state == "complete" else None, "state": o.state,
              "error": o.error or None, "input_tokens": o.usage.input if o.usage else None,
-             "output_tokens": o.usage.output if o.usage else None, "request_id": o.request_id} for o in outcomes.values()]
+             "output_tokens": o.usage.output if o.usage else None, "request_id": o.request_id}
+            for o in outcomes.values()]
     try:
         import pandas as pd
     except ImportError:
@@ -204,7 +206,7 @@ def _marker(request: Request, map_key: str, state: str, payload: dict[str, Any],
             context: Mapping[str, Any]) -> Record:
     """A ``batch`` record of the map: its jobs' submission or collection (no tokens, no cache key)."""
     return record_from(Result.for_request(request), request, group_id=map_key, group_kind="batch", state=state,
-                       parameters=payload, answer=line, cache_key=None,
+                       parameters=payload, answer=line, cache_key=None, cost=None,
                        messages=[{"role": "user", "content": template}] if template else [], **context)
 
 

@@ -72,18 +72,18 @@ class Progress:
             self._bar.set_postfix_str(f"{self.failed} failed, {self.in_flight} in flight", refresh=False)
         self._changed()
 
-    def batch(self, status: str, completed: int, failed: int, total: int) -> None:
+    def batch(self, status: str, completed: int, failed: int) -> None:
         """A Batch job's counts as the service reports them (its rows are not back yet)."""
         self.status, self.failed = status, failed
         self.answered = self.recalled + completed
-        self.in_flight = max(0, total - completed - failed)
+        self.in_flight = max(0, self.total - self.answered - failed)
         if self._bar is not None:
             self._bar.update(self.answered + failed - self._bar.n)
             self._bar.set_postfix_str(f"{status}, {failed} failed", refresh=False)
         self._changed()
 
     def collected(self, rows: list[tuple[Any, Any]]) -> None:
-        """A collected Batch job's rows (label, result), folded in place of the service's counts (shown by ``finish``)."""
+        """A collected Batch job's rows (label, result), in place of the service's counts (shown by ``finish``)."""
         self.status, self.in_flight = None, 0
         self.answered, self.failed = self.recalled, 0
         for label, result in rows:

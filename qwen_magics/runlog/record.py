@@ -44,10 +44,11 @@ class Record:
     finish_reason: str | None = None
     state: str = "complete"
     error: str | None = None
-    input_tokens: int = 0
-    output_tokens: int = 0
-    reasoning_tokens: int = 0
-    cached_tokens: int = 0
+    input_tokens: int | None = 0
+    """None (all four) when the server reported no token counts."""
+    output_tokens: int | None = 0
+    reasoning_tokens: int | None = 0
+    cached_tokens: int | None = 0
     ttft: float | None = None
     elapsed: float | None = None
     request_id: str | None = None
@@ -88,6 +89,7 @@ def record_from(result: Any, request: Any, **context: Any) -> Record:
     endpoint = request.endpoint
     envs = {"DASHSCOPE_API_KEY", getattr(endpoint, "api_key_env", "DASHSCOPE_API_KEY")}
     usage = getattr(result, "total_usage", None) or result.usage
+    counted = getattr(result, "usage_reported", True)
     if "started" not in context:
         context["started"] = utc_iso(datetime.now(timezone.utc) - timedelta(seconds=result.elapsed or 0))
     fields: dict[str, Any] = dict(
@@ -95,8 +97,9 @@ def record_from(result: Any, request: Any, **context: Any) -> Record:
         messages=without_media(list(result.messages or request.messages)), parameters=dict(result.parameters),
         answer=result.text, reasoning=result.reasoning, tool_runs=[_plain(run) for run in result.tool_runs],
         finish_reason=result.finish_reason, state=result.state, error=result.error,
-        input_tokens=usage.input, output_tokens=usage.output, reasoning_tokens=usage.reasoning,
-        cached_tokens=usage.cached, ttft=result.ttft, elapsed=result.elapsed, request_id=result.request_id,
+        input_tokens=usage.input if counted else None, output_tokens=usage.output if counted else None,
+        reasoning_tokens=usage.reasoning if counted else None, cached_tokens=usage.cached if counted else None,
+        ttft=result.ttft, elapsed=result.elapsed, request_id=result.request_id,
         cost=result.cost, cache_key=cache_key_of(request))
     record = Record(**{**fields, **context})
     for name, value in vars(record).items():

@@ -3,33 +3,38 @@
 Every column is an ordinary ``%qwen`` option string (``-m qwen-plus -t 0.7``),
 so a column can be edited and re-run alone with the same parser, checks and
 errors as the magic.  All columns stream at once on the package's event loop,
-bounded by a semaphore; the SDK's retries handle each column's rate limits.
-Local-model columns share one model instance, so they take turns (a lock),
-while remote columns keep streaming.  A failing column records its error and
-never stops the others.
+bounded by a semaphore, and by a server's own limit where one is set
+(``QwenMagics.concurrency``: base URL → requests at once); the SDK's retries
+handle each column's rate limits.  Local-model columns share one model
+instance, so they take turns (a lock), while remote columns keep streaming.
+A failing column records its error and never stops the others; a column cut
+while another column to the same server was streaming says the server may
+serve one request at a time (llama.cpp's server cuts the running stream when
+the next request comes).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import html
 import itertools
 import shlex
 import threading
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any, AsyncIterator, Callable, Mapping
 
 import ipywidgets as w
 
 from .. import runner
 from ..backends import backend_for
-from ..errors import QwenMagicsError
+from ..errors import QwenMagicsError, StreamCut
 from ..models import is_local
 from ..render.widget import WidgetRenderer
 from ..request import Request
 from ..result import Result
 from ..text import footer_text
-from ..summary import diff_html, summarize, summary_html, summary_markdown
+from ..summary import Summary, diff_html, summarize, summary_html, summary_markdown
 
 RequestFactory = Callable[[str, str], Request]
 """Builds the request of a column from its option string and prompt; raises QwenMagicsError on bad options."""
@@ -115,13 +120,19 @@ class Comparison:
     """Runs, widgets and results of one comparison; ``rows`` are the runs, in column order."""
 
     def __init__(self, prompt: str, specs: list[ColumnSpec], make_request: RequestFactory, *,
-                 concurrency: int = 4, interval: float = 0.1, on_result: OnResult | None = None) -> None:
+                 concurrency: int = 4, per_server: Mapping[str, int] | None = None, interval: float = 0.1,
+                 on_result: OnResult | None = None) -> None:
+        """``concurrency``: columns streaming at once; ``per_server``: base URL → its columns at once."""
         self.prompt = prompt
         self.make_request = make_request
         self.on_result = on_result
         self.interval = interval
         self._concurrency = concurrency
+        self._per_server = dict(per_server or {})
         self._limits: tuple[asyncio.Semaphore, asyncio.Lock] | None = None
+        self._server_limits: dict[str, asyncio.Semaphore] = {}
+        self._streaming: dict[str, set[int]] = {}  # base URL → the columns streaming from it now (their ids)
+        self._shared: set[int] = set()  # columns that streamed while another column streamed from their server
         self.columns = [self._column(spec) for spec in specs]
         self.summary = w.HTML()
         self.stop_button = w.Button(description="Stop", icon="stop", tooltip="cancel every running column")
@@ -180,9 +191,11 @@ class Comparison:
         except QwenMagicsError as err:
             result = runner.refused(renderer, err, model="?")
         else:
-            async with local_lock if is_local(request.model) else semaphore:
+            url = request.endpoint.base_url
+            async with self._server_limit(url), local_lock if is_local(request.model) else semaphore:
                 result = Result.for_request(request)  # its clock starts when its turn comes
-                await runner.drive(backend_for(request.protocol)(request), renderer, result)
+                await runner.drive(self._watched(column, url, backend_for(request.protocol)(request)), renderer,
+                                   result)
             if self.on_result is not None:
                 self.on_result(request, result)
         column.result, column.task = result, None
@@ -193,6 +206,31 @@ class Comparison:
         if self._limits is None:  # created on the loop that uses them
             self._limits = asyncio.Semaphore(self._concurrency), asyncio.Lock()
         return self._limits
+
+    def _server_limit(self, url: str) -> asyncio.Semaphore | contextlib.nullcontext:
+        """The server's own limit (taken before the comparison's, by every column alike, so none waits in a circle)."""
+        if url not in self._per_server:
+            return contextlib.nullcontext()
+        return self._server_limits.setdefault(url, asyncio.Semaphore(self._per_server[url]))
+
+    async def _watched(self, column: Column, url: str, events: AsyncIterator) -> AsyncIterator:
+        """A column's events; a cut while another column streamed from the same server says what to do."""
+        streaming = self._streaming.setdefault(url, set())
+        self._shared.discard(id(column))
+        if streaming:
+            self._shared |= {*streaming, id(column)}
+        streaming.add(id(column))
+        try:
+            async for event in events:
+                yield event
+        except StreamCut as err:
+            if id(column) not in self._shared:
+                raise
+            raise StreamCut(f"{err.message}; this server may serve one request at a time",
+                            f"run with --concurrency 1, or %config QwenMagics.concurrency = {{{url!r}: 1}}") from err
+        finally:
+            streaming.discard(id(column))
+            await events.aclose()
 
     def _show_summary(self) -> None:
         results = self.results
@@ -225,8 +263,7 @@ class Comparison:
             out.append({"column": column.spec.label, "options": column.options.value, "model": r.model,
                         "temperature": p.get("temperature"), "top_p": p.get("top_p"), "top_k": p.get("top_k"),
                         "seed": p.get("seed"), "thinking": p.get("enable_thinking"), "text": r.text,
-                        "reasoning": r.reasoning, "input_tokens": r.usage.input, "output_tokens": r.usage.output,
-                        "reasoning_tokens": r.usage.reasoning, "ttft": r.ttft, "elapsed": r.elapsed,
+                        "reasoning": r.reasoning, **_token_columns(r), "ttft": r.ttft, "elapsed": r.elapsed,
                         "tokens_per_second": r.tokens_per_second, "finish_reason": r.finish_reason,
                         "state": r.state, "error": r.error, "cost": r.cost})
         return out
@@ -243,21 +280,31 @@ class Comparison:
 
     def to_markdown(self) -> str:
         """A static export that renders without widgets (nbconvert, GitHub)."""
+        summary = self._export_summary()
+        return self._columns_markdown() + (f"\n{summary_markdown(*summary)}" if summary else "")
+
+    def to_html(self) -> str:
+        """The export as HTML: the columns' markdown rendered safely, then the summary's tables and chart."""
+        from ..markdown import render_markdown
+
+        summary = self._export_summary()
+        return render_markdown(self._columns_markdown()) + (summary_html(*summary) if summary else "")
+
+    def _columns_markdown(self) -> str:
         results = self.results
-        labels = [c.spec.label for c in self.columns if c.result is not None]
         parts = [f"**Comparison** of {len(results)} runs for the prompt:\n\n> {_quote(self.prompt)}\n"]
         for column, result in ((c, c.result) for c in self.columns if c.result is not None):
             variant = f"> {_quote(column.spec.prompt)}\n\n" if column.spec.prompt else ""
             parts.append(f"### {_escape_md(column.spec.label)}\n\n{variant}{result.text}\n\n*{footer_text(result)}*\n")
-        if results:
-            parts.append(summary_markdown(summarize([r.text for r in results],
-                                                    [c.spec.group for c in self.columns if c.result]), labels))
         return "\n".join(parts)
 
-    def to_html(self) -> str:
-        from ..markdown import render_markdown
-
-        return render_markdown(self.to_markdown())
+    def _export_summary(self) -> tuple[Summary, list[str]] | None:
+        """The summary of the finished columns and their labels; None before any has finished."""
+        finished = [c for c in self.columns if c.result is not None]
+        if not finished:
+            return None
+        summary = summarize([c.result.text for c in finished], [c.spec.group for c in finished])
+        return summary, [c.spec.label for c in finished]
 
     def _repr_mimebundle_(self, include=None, exclude=None) -> dict[str, Any]:
         return {"text/plain": f"<Comparison of {len(self.columns)} columns>", "text/markdown": self.to_markdown(),
@@ -267,6 +314,14 @@ class Comparison:
         """The live widget, with the static export beside it for front ends without widgets."""
         view = {"version_major": 2, "version_minor": 0, "model_id": self.widget.model_id}
         return {**self._repr_mimebundle_(), "application/vnd.jupyter.widget-view+json": view}
+
+
+def _token_columns(result: Result) -> dict[str, int | None]:
+    """A run's token counts; None, not 0, where the server reported none."""
+    if not result.usage_reported:
+        return {"input_tokens": None, "output_tokens": None, "reasoning_tokens": None}
+    u = result.usage
+    return {"input_tokens": u.input, "output_tokens": u.output, "reasoning_tokens": u.reasoning}
 
 
 def _quote(text: str) -> str:

@@ -4,10 +4,16 @@ The panel builds a ``%qwen`` option string from its controls and sends it
 through the same parser and checks as the magic, so a bad setting reads the
 same in both.  "Make these the %%qwen defaults" writes the controls into the
 one shared ``QwenMagics`` configuration: there is no second copy to drift.
+
+The panel sends one request at a time, so it keeps within any server's limit
+(``QwenMagics.concurrency``): Run stops the run before and waits for it to end
+(its stream closed) before it sends.  With a base URL set (``QwenMagics.base_url``)
+the model picker offers what that server lists, not Model Studio's catalogue.
 """
 
 from __future__ import annotations
 
+import asyncio
 import concurrent.futures
 import shlex
 from typing import Any, Callable
@@ -17,7 +23,7 @@ import ipywidgets as w
 from .. import runner
 from ..backends import backend_for
 from ..errors import QwenMagicsError
-from ..models import picker_options
+from ..models import is_local, picker_options
 from ..render.widget import WidgetRenderer
 from ..request import Request
 from ..result import Result
@@ -35,14 +41,19 @@ class Panel:
     """Controls, Run/Stop, and a streaming output with the magics' footer."""
 
     def __init__(self, settings: Any, make_request: RequestFactory, list_models: Callable[[], list[str]] | None = None,
-                 model: str | None = None, on_result: OnResult | None = None):
-        """``model``: the model to start with, chosen as ``%%qwen`` would (default: the configured one)."""
+                 model: str | None = None, on_result: OnResult | None = None, catalogue: bool = True):
+        """``model``: the model to start with, chosen as ``%%qwen`` would (default: the configured one).
+
+        ``catalogue`` false: the requests go to a server other than Model Studio, so the picker offers what
+        ``list_models`` gives (and the local models), and picks the first of them if ``model`` is not listed.
+        """
         self.settings = settings
         self.make_request = make_request
         self.on_result = on_result
+        self.catalogue = catalogue
         s = settings
-        self.model = w.Combobox(value=model or s.model, options=picker_options(), description="model",
-                                ensure_option=False, style=_LABEL)
+        self.model = w.Combobox(value=model or s.model, options=picker_options(catalogue=catalogue),
+                                description="model", ensure_option=False, style=_LABEL)
         self.temperature = w.FloatSlider(value=0.7 if s.temperature is None else s.temperature, min=0, max=1.99,
                                          step=0.05, description="temperature", readout_format=".2f", style=_LABEL)
         self.top_p = w.FloatSlider(value=0.8 if s.top_p is None else s.top_p, min=0.01, max=1.0, step=0.01,
@@ -70,6 +81,7 @@ class Panel:
         self.output = w.VBox()
         self.result: Result | None = None
         self._task: concurrent.futures.Future | None = None
+        self._turn: asyncio.Lock | None = None  # made on the package's loop, by the first run
         self.run_button.on_click(lambda _: self.run())
         self.stop_button.on_click(lambda _: self.stop())
         self.defaults_button.on_click(lambda _: self.make_defaults())
@@ -126,24 +138,29 @@ class Panel:
         s.system = self.system.value
 
     async def _run(self, options: str, prompt: str) -> Result:
-        renderer = WidgetRenderer(self.output, interval=self.settings.update_interval)
-        try:
-            request = self.make_request(options, prompt)
-        except QwenMagicsError as err:
-            self.result = runner.refused(renderer, err, model=self.model.value)
-            return self.result
-        self.result = result = Result.for_request(request)
-        await runner.drive(backend_for(request.protocol)(request), renderer, result)
+        self._turn = self._turn or asyncio.Lock()
+        async with self._turn:  # the run before, just stopped, ends (and writes its last line) first
+            renderer = WidgetRenderer(self.output, interval=self.settings.update_interval)
+            try:
+                request = self.make_request(options, prompt)
+            except QwenMagicsError as err:
+                self.result = runner.refused(renderer, err, model=self.model.value)
+                return self.result
+            self.result = result = Result.for_request(request)
+            await runner.drive(backend_for(request.protocol)(request), renderer, result)
         if self.on_result is not None:
             self.on_result(request, result)
         return result
 
     async def _add_listed(self, list_models: Callable[[], Any]) -> None:
+        first = self.model.value
         try:
             listed = await list_models()
         except Exception:  # noqa: BLE001 - the known models are still offered
             return
-        self.model.options = picker_options(listed)
+        self.model.options = picker_options(listed, self.catalogue)
+        if not self.catalogue and listed and self.model.value == first and first not in listed and not is_local(first):
+            self.model.value = listed[0]
 
 
 def _label(thinking: bool | None) -> str:

@@ -19,6 +19,8 @@ from typing import Protocol, Sequence
 
 import ipywidgets as w
 
+from ..charts import probability_strip
+
 _NO_LOGPROBS = "This result has no token probabilities: run the cell again with --logprobs 5"
 _KEPT_COLOUR = "#4c78a8"
 _CUT_TEXT = "#888"
@@ -89,10 +91,12 @@ def probs_widget(result: object, position: int | None = None) -> ProbsWidget:
 
 
 class ProbsWidget(w.VBox):
-    """Sliders for position, temperature and top_p over a text label, a bar chart and its caveat."""
+    """The chosen token's probability along the answer (the current position outlined), then sliders for
+    position, temperature and top_p over a text label, a bar chart and its caveat."""
 
     def __init__(self, entries: list[_Entry], position: int) -> None:
         self.entries = entries
+        self.strip = w.HTML()
         self.position = _slider(w.IntSlider, value=position, min=0, max=len(entries) - 1, description="position")
         self.text = w.HTML()
         self.temperature = _slider(w.FloatSlider, value=1.0, min=0.0, max=1.99, step=0.05, description="temperature")
@@ -101,13 +105,14 @@ class ProbsWidget(w.VBox):
         self.caption = w.HTML()
         for slider in (self.position, self.temperature, self.top_p):
             slider.observe(self._redraw, names="value")
-        super().__init__([self.position, self.text, self.temperature, self.top_p, self.chart, self.caption])
+        super().__init__([self.strip, self.position, self.text, self.temperature, self.top_p, self.chart, self.caption])
         self._redraw()
 
     def _redraw(self, change: object = None) -> None:
         entry = self.entries[self.position.value]
         alternatives = _alternatives(entry)
         bars = reshape(alternatives, self.temperature.value, self.top_p.value)
+        self.strip.value = probability_strip([math.exp(e.logprob) for e in self.entries], marker=self.position.value)
         self.text.value = _text_html(self.entries, self.position.value)
         self.chart.value = _chart_html(bars, entry.token)
         self.caption.value = (
