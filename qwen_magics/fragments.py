@@ -27,7 +27,11 @@ def reasoning_html(reasoning: str, open_: bool, title: str = "Thinking") -> str:
 
 
 def footer_html(result: Any) -> str:
-    return f'<div style="{_FOOT_STYLE}">{html.escape(footer_text(result))}</div>'
+    return footer_line_html(footer_text(result))
+
+
+def footer_line_html(text: str) -> str:
+    return f'<div style="{_FOOT_STYLE}">{html.escape(text)}</div>'
 
 
 def tool_html(text: str) -> str:
@@ -46,10 +50,6 @@ def sources_html(sources) -> str:
         else:
             items.append(f"<li>{label} ({html.escape(source.url)})</li>")
     return f'<div style="{_FOOT_STYLE}">Sources<ol style="margin:2px 0">{"".join(items)}</ol></div>'
-
-
-def sources_text(sources) -> str:
-    return "Sources:\n" + "\n".join(f"{i}. {s.title or s.url} <{s.url}>" for i, s in enumerate(sources, start=1))
 
 
 def heading_bundle(text: str) -> dict[str, str]:

@@ -30,6 +30,9 @@ def footer_text(result: Any) -> str:
     reasoning = f" / {u.reasoning} reasoning" if u.reasoning else ""
     parts = [result.model, f"{u.input} in / {u.output} out{reasoning} tokens" if reported
              else "tokens not reported by the server"]
+    answers = len(getattr(result, "choices", ()))
+    if answers > 1:
+        parts[1] += f" for all {answers} answers"
     cached_from = getattr(result, "cached_from", None)
     if cached_from:
         parts.append(f"from the run log (run {cached_from[:8]}), not a new sample")
@@ -53,6 +56,17 @@ def footer_text(result: Any) -> str:
     elif result.finish_reason and result.finish_reason != "stop":
         parts.append(f"finish: {result.finish_reason}")
     return " · ".join(parts)
+
+
+def answer_footer_text(answer: Any, index: int, count: int) -> str:
+    """The line under one of ``-n K`` answers (the request's footer, with its tokens, follows the last)."""
+    finish = answer.finish_reason or answer.state
+    return f"answer {index + 1} of {count} · {len(answer.text):,} characters · finish: {finish}"
+
+
+def sources_text(sources: Any) -> str:
+    """The pages a web search drew on, one per line."""
+    return "Sources:\n" + "\n".join(f"{i}. {s.title or s.url} <{s.url}>" for i, s in enumerate(sources, start=1))
 
 
 def _estimated_speed(result: Any) -> str | None:

@@ -61,6 +61,10 @@ def test_n_answers_come_from_one_chat_request_and_show_one_after_another(ip, das
     shown = [out["data"]["text/plain"] for out in ip.display_pub.outputs]
     assert shown.index("── Answer 2 of 3 ──") < shown.index("── Answer 3 of 3 ──")
     assert sum(texts[0] in text for text in shown) >= 3
+    footers = [text for text in shown if text.startswith("answer ")]
+    assert footers == [f"answer {k} of 3 · {len(texts[k - 1]):,} characters · finish: stop" for k in (1, 2, 3)]
+    assert shown.index(footers[0]) < shown.index("── Answer 2 of 3 ──") < shown.index(footers[1])
+    assert " for all 3 answers · " in shown[-1]  # the request's footer: its tokens cover every answer
     assert result.parameters["n"] == 3
 
 

@@ -269,3 +269,22 @@ def test_a_restarted_kernel_finds_the_runs_of_the_last_one(dashscope, tmp_path, 
     with sqlite3.connect(run_log_in_a_temporary_folder) as conn:
         [(kernel_id,)] = conn.execute("SELECT kernel_id FROM runs").fetchall()
     assert kernel_id and len(kernel_id) >= 8
+
+
+def test_two_kernels_logging_at_once_lose_nothing_and_show_no_warning(dashscope, tmp_path,
+                                                                       run_log_in_a_temporary_folder):
+    """Two real kernels run 15 cells each into the one log file at the same time (WAL, busy timeout, retry)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    def kernel_run(name):
+        cells = ["%load_ext qwen_magics"] + [f"%qwen -m qwen-flash --no-thinking {name} question {i}"
+                                             for i in range(15)]
+        nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(c) for c in cells])
+        NotebookClient(nb, timeout=60, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}).execute()
+        return "\n".join(o.get("text", "") + str(o.get("data", {})) for c in nb.cells for o in c.outputs)
+
+    with ThreadPoolExecutor(2) as pool:
+        shown = list(pool.map(kernel_run, ["alpha", "beta"]))
+    assert not any("log" in text.lower() and "⚠" in text for text in shown)  # no warning line in either kernel
+    prompts = [r.prompt for r in records(run_log_in_a_temporary_folder)]
+    assert sorted(prompts) == sorted(f"{name} question {i}" for name in ("alpha", "beta") for i in range(15))

@@ -25,10 +25,10 @@ import re
 from typing import TYPE_CHECKING, Callable
 
 from .. import events as ev
-from ..fragments import (footer_html, heading_bundle, reasoning_html, sources_html, sources_text, token_view_html,
-                         token_view_text, tool_html)
+from ..fragments import (footer_html, footer_line_html, heading_bundle, reasoning_html, sources_html,
+                         token_view_html, token_view_text, tool_html)
 from ..markdown import block_starts, render_markdown, render_plain
-from ..text import asked_text, footer_text, tool_run_text
+from ..text import answer_footer_text, asked_text, footer_text, sources_text, tool_run_text
 from .base import Renderer
 
 if TYPE_CHECKING:
@@ -172,12 +172,15 @@ class PartsRenderer(Renderer):
         if result.sources:
             self.new_part({"text/plain": sources_text(result.sources), "text/html": sources_html(result.sources)})
         choices = result.choices
-        for index, other in enumerate(choices[1:], start=1):
-            self.new_part(heading_bundle(f"Answer {index + 1} of {len(choices)}"))
-            if other.reasoning:
-                self.new_part({"text/plain": f"Thinking: {other.reasoning}",
-                               "text/html": reasoning_html(other.reasoning, open_=False)})
-            self.new_part({"text/plain": other.text, "text/html": self.answer.render(other.text, True)})
+        for index, answer in enumerate(choices if len(choices) > 1 else ()):
+            if index:
+                self.new_part(heading_bundle(f"Answer {index + 1} of {len(choices)}"))
+                if answer.reasoning:
+                    self.new_part({"text/plain": f"Thinking: {answer.reasoning}",
+                                   "text/html": reasoning_html(answer.reasoning, open_=False)})
+                self.new_part({"text/plain": answer.text, "text/html": self.answer.render(answer.text, True)})
+            line = answer_footer_text(answer, index, len(choices))
+            self.new_part({"text/plain": line, "text/html": footer_line_html(line)})
         self.new_part({"text/plain": footer_text(result), "text/html": footer_html(result)})
 
     def _close_thinking(self, result: Result, open_: bool = False) -> None:

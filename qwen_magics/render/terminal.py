@@ -8,8 +8,7 @@ from typing import TextIO
 from typing import TYPE_CHECKING
 
 from .. import events as ev
-from ..fragments import sources_text
-from ..text import asked_text, footer_text, tool_run_text
+from ..text import answer_footer_text, asked_text, footer_text, sources_text, tool_run_text
 from .base import Renderer
 
 if TYPE_CHECKING:
@@ -58,7 +57,8 @@ class TerminalRenderer(Renderer):
         calls = "".join(f"\n{asked_text(call)}" for call in result.tool_calls)
         sources = f"\n{sources_text(result.sources)}" if result.sources else ""
         count = len(result.choices)
-        others = "".join(f"\n\n── Answer {i + 1} of {count} ──\n{other.text}" for i, other in enumerate(result.choices)
-                         if i)
+        others = "".join((f"\n\n── Answer {i + 1} of {count} ──\n{answer.text}" if i else "")
+                         + f"\n{self._dim}[{answer_footer_text(answer, i, count)}]{self._reset}"
+                         for i, answer in enumerate(result.choices if count > 1 else ()))
         self.out.write(f"{end}{calls}{sources}{others}\n{self._dim}[{footer_text(result)}]{self._reset}\n")
         self.out.flush()
