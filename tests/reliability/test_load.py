@@ -143,3 +143,27 @@ def test_two_hundred_cells_in_a_real_kernel_with_random_faults_never_hang_and_le
     assert len(dashscope.injected) >= 20 and outcomes["clear"] >= 10
     FIGURES.load["cells"] += 200
     record(outcomes["complete"], outcomes["clear"], dashscope)
+
+
+def test_a_thousand_row_map_with_random_faults_answers_or_explains_every_row_and_loses_none(ip, dashscope, allowance):
+    """%%qwen_map over 1,000 rows while a tenth of the requests fail: each row ends answered or failed with its
+    one line (no row lost, none left "not run"), and the end line counts the failures by kind."""
+    allowance.connections = 18  # the client keeps the connections the map opened at once
+    dashscope.inject_faults(RATE, FAULTS, seed=3, otherwise=Script(reasoning="", text=TEXT))
+    ip.user_ns["rows"] = [f"row {i}" for i in range(1000)]
+    asked = ask(ip, "rows -m qwen-plus --no-thinking --concurrency 16 --timeout 1", "Answer {item}",
+                magic="qwen_map", hang_after=240)
+    assert asked.error is None
+    frame = asked.value
+    assert len(frame) == 1000 and list(frame["item"]) == ip.user_ns["rows"]
+    assert set(frame["state"]) <= {"complete", "failed"}  # nothing lost, nothing left unrun
+    answered = frame[frame["state"] == "complete"]
+    assert (answered["answer"] == TEXT).all()
+    failed = frame[frame["state"] == "failed"]
+    for error in failed["error"]:
+        assert_clear_line(error)
+    assert len(dashscope.injected) >= 50  # about a tenth of the requests (retries included) were faulted
+    assert 0 < len(failed) < 150
+    end = [o["data"]["text/plain"] for o in ip.display_pub.outputs if "qwen-map" in o["data"].get("text/html", "")]
+    assert end[-1].splitlines()[-1].startswith(f"1,000 rows: {len(answered):,} answered, {len(failed):,} failed (")
+    record(len(answered), len(failed), dashscope)
