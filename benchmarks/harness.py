@@ -9,12 +9,14 @@ on this side, which is what a front end would receive.
 
 from __future__ import annotations
 
+import atexit
 import datetime
 import json
 import os
 import platform
 import queue
 import re
+import shutil
 import statistics
 import sys
 import tempfile
@@ -100,9 +102,16 @@ class Execution:
 
 
 def kernel_env(server: LoopbackServer) -> dict[str, str]:
-    """This process's environment, with every DashScope host replaced by the loopback server."""
+    """This process's environment, with every DashScope host replaced by the loopback server.
+
+    The kernels' run log goes to a temporary folder, removed when the benchmark ends: a benchmark never
+    writes the user's own log (and every measurement runs with the log on, as a user's cells do).
+    """
+    folder = tempfile.mkdtemp(prefix="qwen-bench-log-")
+    atexit.register(shutil.rmtree, folder, True)
     env = dict(os.environ)
-    env.update(QWEN_MAGICS_DASHSCOPE_URL=server.url, DASHSCOPE_API_KEY=DEFAULT_KEY, PYTHONUNBUFFERED="1")
+    env.update(QWEN_MAGICS_DASHSCOPE_URL=server.url, DASHSCOPE_API_KEY=DEFAULT_KEY, PYTHONUNBUFFERED="1",
+               QWEN_MAGICS_LOG=os.path.join(folder, "log.db"))
     return env
 
 

@@ -52,27 +52,28 @@ async def _b_loop(prompts, limit):
     return await _b_asyncio.gather(*(one(p) for p in prompts))
 """
 
-REVIEWS = "_b_reviews = [f'review {{i}}: the kettle {{\"works\" if i % 3 else \"broke\"}} after a week' for i in range({rows})]"
+REVIEWS = ("_b_reviews = [f'review {{i}}: the kettle {{\"broke\" if i % 3 == 0 else \"works\"}} after a week' "
+           "for i in range({rows})]")
 
 # The map as a notebook cell would run it, timed inside; the RSS around it (after gc.collect()); then the result
 # table displayed, as the cell's output would be.  Its values go to _b_out, printed by the next cell, so the map
 # cell's iopub messages are the map's own.
 MAP = """\
 _b_before = _b_probe()["rss"]
-_b_t0 = _b_time.perf_counter()
+_b_t0, _b_cpu = _b_time.perf_counter(), _b_time.process_time()
 _b_frame = get_ipython().run_cell_magic("qwen_map", {line!r}, {template!r})
-_b_dt = _b_time.perf_counter() - _b_t0
+_b_dt, _b_cpu = _b_time.perf_counter() - _b_t0, _b_time.process_time() - _b_cpu
 _b_after = _b_probe()["rss"]
 display(_b_frame)
-_b_out = {{"elapsed": _b_dt, "rss": _b_after - _b_before, "rows": len(_b_frame),
+_b_out = {{"elapsed": _b_dt, "cpu": _b_cpu, "rss": _b_after - _b_before, "rows": len(_b_frame),
            "complete": int((_b_frame["state"] == "complete").sum())}}
 """
 
 LOOP = """\
-_b_t0 = _b_time.perf_counter()
+_b_t0, _b_cpu = _b_time.perf_counter(), _b_time.process_time()
 _b_answers = await _b_loop([{template!r}.format(item=r, _b_tag=_b_tag) for r in _b_reviews], {limit})
-_b_dt = _b_time.perf_counter() - _b_t0
-_b_out = {{"elapsed": _b_dt, "rows": len(_b_answers), "complete": sum(1 for a in _b_answers if a)}}
+_b_dt, _b_cpu = _b_time.perf_counter() - _b_t0, _b_time.process_time() - _b_cpu
+_b_out = {{"elapsed": _b_dt, "cpu": _b_cpu, "rows": len(_b_answers), "complete": sum(1 for a in _b_answers if a)}}
 """
 
 OUT = "print('BENCH ' + _b_json.dumps(_b_out))"
@@ -144,7 +145,8 @@ def map_vs_loop(server: LoopbackServer, env: dict, quick: bool, log: Log) -> lis
         _run(k, server, map_cell, "warm", 200), _run(k, server, loop_cell, "warm", 200)
         k.execute("_b_reviews = _b_full")
         pairs = alternate(runner("map", map_cell), runner("loop", loop_cell), want=3, least=3, most=3, budget=0,
-                          log=log, names=("%%qwen_map", "loop"), settle=lambda quiet: k.settle(quiet, 2 if quick else 5))
+                          log=log, names=("%%qwen_map", "loop"),
+                          settle=lambda quiet: k.settle(quiet, 2 if quick else 5))
     _check(all(len(both) == 2 and both[0][0] == both[1][0] for both in sent.values()),
            "the map and the loop of a pair did not send the same prompts")
     bodies = {body for both in sent.values() for _, kinds in both for body in kinds}
@@ -157,6 +159,8 @@ def map_vs_loop(server: LoopbackServer, env: dict, quick: bool, log: Log) -> lis
                  f"≤ {RATIO_TARGET:.2f}", ratio <= RATIO_TARGET, noisy=noisy)
     timing.notes += [f"%%qwen_map {median([p.a['elapsed'] for p in used]):.1f} s, loop "
                      f"{median([p.b['elapsed'] for p in used]):.1f} s ({ideal:.1f} s if only the waiting counted); "
+                     f"kernel CPU (all threads) %%qwen_map {median([p.a['cpu'] for p in used]):.1f} s, loop "
+                     f"{median([p.b['cpu'] for p in used]):.1f} s; "
                      f"per-pair ratios {', '.join(f'{p.ratio():.3f}' for p in used)}; both sent the same "
                      f"{rows:,} prompts in each pair, " + ("in the same request body" if len(bodies) == 1 else
                                                            f"in different request bodies: {' / '.join(bodies)[:300]}")
@@ -192,7 +196,8 @@ def resume(server: LoopbackServer, env: dict, quick: bool, log: Log) -> list[Row
         watcher.join(5)
         first = k.value(OUT)
         answered = _answered(server)
-        _check(bool(stopped) and first["complete"] < rows, f"the first run ended ({first['complete']:,} rows answered) before it was interrupted")
+        _check(bool(stopped) and first["complete"] < rows,
+               f"the first run ended ({first['complete']:,} rows answered) before it was interrupted")
         server.reset()
         server.enqueue(replace(ANSWER, repeat=rows))
         ex = k.execute(cell, timeout=rows / CONCURRENCY * DELAY * 5 + 60)
@@ -200,8 +205,8 @@ def resume(server: LoopbackServer, env: dict, quick: bool, log: Log) -> list[Row
         sent = sum(r.path == CHAT_PATH for r in server.requests)
     bound = half + CONCURRENCY
     row = Row(f"10. resume: a {rows:,}-row `%%qwen_map` interrupted when the server had answered {half:,}, then run "
-              "again: requests the second run sends", f"{sent:,}", f"≤ {bound:,} ({half:,} + {CONCURRENCY} in flight)",
-              sent <= bound and second["complete"] == rows)
+              "again: requests the second run sends", f"{sent:,}",
+              f"≤ {bound:,} ({half:,} + {CONCURRENCY} in flight)", sent <= bound and second["complete"] == rows)
     row.notes += [f"the interrupt went when the server had answered {stopped[0]:,} rows ({first_time:.1f} s in); the "
                   f"stopped map returned {first['complete']:,} rows answered, the server having answered "
                   f"{answered:,}; the second run took {rows - sent:,} rows from the run log and ended with "

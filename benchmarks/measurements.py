@@ -282,12 +282,13 @@ def local_overhead(server: LoopbackServer, env: dict, quick: bool, log: Log) -> 
     with Kernel(env) as k:
         k.execute(SETUP)
         k.execute(magic, timeout=120)  # warm-up: load the model once
+        logprobs = _local_logprobs(k, runner, quick, log)
         if runner(raw)()["text"] is None and quick:  # crushed by other work: no time for that in a quick run
             return [Row("6. local backend: `%%qwen -m local:0.5b` / raw llama-cpp-python", "not measured", "≤ 1.05",
-                        False, [f"the warm-up raw run took over {limit} s: the machine is too busy"], noisy=True)]
+                        False, [f"the warm-up raw run took over {limit} s: the machine is too busy"], noisy=True),
+                    logprobs]
         pairs = alternate(runner(magic), runner(raw), want=3 if quick else 9, least=3, most=3 if quick else 14,
                           budget=30 if quick else 200, log=log, names=("%%qwen", "raw"), settle=_calm(k, quick))
-        logprobs = _local_logprobs(k, runner, quick, log)
     used, noisy, note = usable(pairs)
     ratio = median([p.ratio() for p in used])
     low, high = median_interval([p.ratio() for p in used])

@@ -1,7 +1,7 @@
 """Run the qwen-magics benchmarks in real kernels and rewrite the results table in benchmarks/README.md.
 
-    python benchmarks/run.py            # the full run (8 minutes on a quiet machine, ~15 busy; 1a needs valgrind)
-    python benchmarks/run.py --quick    # fewer pairs, fewer chunks under valgrind, a smaller curve (3-5 minutes)
+    python benchmarks/run.py            # the full run (about 25 minutes, more when busy; 1a and 7 need valgrind)
+    python benchmarks/run.py --quick    # fewer pairs, fewer chunks under valgrind, fewer rows (about 10 minutes)
     python benchmarks/run.py --only 1,3 # some measurements only (the README is rewritten with those rows)
 
 Exit status: 0 every target met, 1 a target missed, 2 none missed but some were inconclusive (the machine
