@@ -364,7 +364,7 @@ class MapRun:
             self.progress.add(self.job.label(position), result)
             if self.log is not None:  # written now, off the loop: a killed kernel loses only the rows in flight
                 record = record_from(result, self.job.requests[position], group_id=self.job.id, group_kind="dataset",
-                                     **self.context)
+                                     cache_key=self.job.keys[position], **self.context)
                 await asyncio.to_thread(self.log.write, record)
 
     async def _answer(self, request: Request) -> Result | None:

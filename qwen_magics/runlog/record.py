@@ -83,8 +83,9 @@ def record_from(result: Any, request: Any, **context: Any) -> Record:
     """The record of ``result``, answered for ``request``.
 
     ``context`` fills the rest: ``conversation``, ``group_id``, ``group_kind``,
-    ``notebook``, ``kernel_id``, and ``started`` (UTC ISO text; by default now
-    less the run's elapsed time).
+    ``notebook``, ``kernel_id``, ``started`` (UTC ISO text; by default now
+    less the run's elapsed time), and ``cache_key`` where the caller already
+    has it (a map computes every row's key to resume).
     """
     endpoint = request.endpoint
     envs = {"DASHSCOPE_API_KEY", getattr(endpoint, "api_key_env", "DASHSCOPE_API_KEY")}
@@ -100,7 +101,9 @@ def record_from(result: Any, request: Any, **context: Any) -> Record:
         input_tokens=usage.input if counted else None, output_tokens=usage.output if counted else None,
         reasoning_tokens=usage.reasoning if counted else None, cached_tokens=usage.cached if counted else None,
         ttft=result.ttft, elapsed=result.elapsed, request_id=result.request_id,
-        cost=result.cost, cache_key=cache_key_of(request))
+        cost=result.cost)
+    if "cache_key" not in context:
+        context["cache_key"] = cache_key_of(request)
     record = Record(**{**fields, **context})
     for name, value in vars(record).items():
         setattr(record, name, _redacted(value, envs))
