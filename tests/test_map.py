@@ -336,12 +336,12 @@ def test_a_kernel_killed_mid_map_loses_only_the_rows_in_flight(dashscope, log_pa
 # the notebook
 
 @pytest.mark.local
+@pytest.mark.timeout(600)  # 30 rows on the local model (the 1.5B, where it is installed)
 def test_the_datasets_notebook_labels_the_reviews_offline(dashscope, tmp_path, monkeypatch):
     from nbclient import NotebookClient
 
     monkeypatch.delenv("DASHSCOPE_API_KEY")
     nb = nbformat.read(ROOT / "notebooks" / "datasets.ipynb", as_version=4)
-    assert not any(c.get("outputs") for c in nb.cells if c.cell_type == "code")
     NotebookClient(nb, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}).execute()
     assert not [o for c in nb.cells for o in c.get("outputs", []) if o.get("output_type") == "error"]
     plain = "\n".join(o.get("text", "") + o.get("data", {}).get("text/plain", "") for c in nb.cells
