@@ -83,12 +83,13 @@ def probability_strip(probabilities: Sequence[float], *, marker: int | None = No
     n = len(probabilities)
     per = max(1, math.ceil(n / columns))
     lows = [min(probabilities[i:i + per]) for i in range(0, n, per)]
-    left, plot_h, top, step = 46, 60, 6, 3
+    left, plot_h, top = 46, 60, 6
+    step = max(3, min(12, 480 // max(len(lows), 1)))  # a short answer gets wider bars, a long one 3 px
     width = left + max(len(lows), 1) * step + 8
     bottom = top + plot_h
     what = "each token" if per == 1 else f"the lowest of every {per} tokens"
     title = f"Probability of the chosen token along the answer ({n} tokens; a bar is {what})"
-    out = [_open(max(width, 260), bottom + 30, title)]
+    out = [_open(max(width, 320), bottom + 30, title)]
     for tick in (0, 0.5, 1):
         y = bottom - tick * plot_h
         out.append(f'<line x1="{left}" y1="{y:.1f}" x2="{width - 4}" y2="{y:.1f}" {_GRID}/>'
@@ -106,7 +107,7 @@ def probability_strip(probabilities: Sequence[float], *, marker: int | None = No
                    'stroke="currentColor" stroke-width="1"/>')
     out.append(_text(left, bottom + 14, "1", size=9)
                + _text(width - 4, bottom + 14, str(n), anchor="end", size=9)
-               + _text((left + width) / 2, bottom + 26, f"token position ({what})", anchor="middle", size=10))
+               + _text(left, bottom + 26, f"token position ({what})", anchor="start", size=10))
     out.append("</svg>")
     return "".join(out)
 

@@ -127,6 +127,7 @@ def test_local_logprobs_match_the_answer_token_for_token(offline):
 
 
 @pytest.mark.e2e
+@pytest.mark.timeout(600)  # a whole teaching notebook on the local model
 def test_the_offline_sampling_notebook_teaches_with_real_numbers(monkeypatch, tmp_path):
     monkeypatch.delenv("DASHSCOPE_API_KEY", raising=False)
     nb = nbformat.read(ROOT / "notebooks" / "offline_sampling.ipynb", as_version=4)

@@ -191,3 +191,13 @@ def test_the_strip_charts_every_tokens_probability_and_follows_the_position():
     box.position.value = 2
     after = re.search(r'class="marker" x="(\d+)', box.strip.value).group(1)
     assert int(after) > int(before)
+
+
+def test_the_widget_carries_a_static_copy_of_what_it_shows_for_saved_notebooks():
+    widget = probs_widget(answer(TokenLogprob("<b>", math.log(0.6), alternatives(x=0.6, y=0.4))), 0)
+    widget.top_p.value = 0.5
+    html = widget._repr_mimebundle_()["text/html"]
+    assert "top_p 0.50" in html and "cut by top_p (was 40.0%)" in html and "<svg" in html
+    assert "<b>" not in html and "&lt;b&gt;" in html  # the token stays text
+    widget.top_p.value = 1.0
+    assert "cut by top_p" not in widget._repr_mimebundle_()["text/html"]  # the copy follows the sliders

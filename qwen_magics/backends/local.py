@@ -190,7 +190,8 @@ def _generate(model: LoadedModel, request: Request, cancelled: threading.Event, 
         tokens.close()
     if reason is None:
         raise LocalModelError("llama.cpp ended the answer without a finish reason", "Run it again", code="cut")
-    if text := scanner.flush() + decoder.decode(b"", final=True):
+    # After a stop string nothing more is shown; otherwise the held-back tail, and a character cut short as "�".
+    if not scanner.matched and (text := scanner.flush() + decoder.decode(b"", final=True)):
         emit(TextDelta(text))
     emit(Usage(input=len(prompt), output=output))
     emit(Finished(reason))

@@ -122,6 +122,15 @@ class ProbsWidget(w.VBox):
         )
 
 
+    def _repr_mimebundle_(self, **kwargs: object) -> dict:
+        """The live widget, with a static copy of what it shows now beside it (nbconvert, GitHub, a saved file)."""
+        bundle = super()._repr_mimebundle_(**kwargs)
+        settings = (f"<div>position {self.position.value} · temperature {self.temperature.value:.2f} · "
+                    f"top_p {self.top_p.value:.2f}</div>")
+        bundle["text/html"] = "".join([self.strip.value, settings, self.text.value, self.chart.value, self.caption.value])
+        return bundle
+
+
 def _slider(kind: type[w.Widget], **settings: object) -> w.Widget:
     """A slider whose label is wide enough for "temperature" and whose track shrinks with the output area."""
     return kind(style={"description_width": "6.5em"}, layout=w.Layout(width="auto", max_width="30em"), **settings)
@@ -159,7 +168,8 @@ def _chart_html(bars: list[Bar], chosen: str) -> str:
         note = " ◀ generated" if bar.token == chosen else ""
         rows.append(
             '<div style="display:flex;align-items:center;gap:6px;margin:2px 0">'
-            f'<code style="flex:0 1 10em;min-width:2em;overflow:hidden;text-align:right">{_show(bar.token)}</code>'
+            f'<code title="{_show(bar.token)}" style="flex:0 1 10em;min-width:2em;overflow:hidden;'
+            f'text-overflow:ellipsis;white-space:nowrap;text-align:right">{_show(bar.token)}</code>'
             '<div style="flex:1 1 6em;min-width:2em;background:#f3f3f3">'
             f'<div style="width:{bar.probability * 100:.1f}%;background:{_KEPT_COLOUR};height:1em"></div></div>'
             f'<span style="flex:0 1 13em;color:{"#000" if bar.kept else _CUT_TEXT}">{label}{note}</span></div>'
