@@ -34,7 +34,7 @@ OnResult = Callable[[Request, Result], None]
 """Called with each run's request and finished result; a refused run (bad settings) is not a run."""
 
 _THINKING = {"default": None, "on": True, "off": False}
-_LABEL = {"description_width": "110px"}
+_LABEL = {"description_width": "135px"}
 
 
 class Panel:
