@@ -30,10 +30,9 @@ CELL = "Label this review: {text}"
 
 
 @pytest.fixture
-def log_path(tmp_path, monkeypatch):
-    path = tmp_path / "log.db"
-    monkeypatch.setenv("QWEN_MAGICS_LOG", str(path))
-    return path
+def log_path(run_log_in_a_temporary_folder):
+    """This test's run log (conftest points QWEN_MAGICS_LOG at it)."""
+    return run_log_in_a_temporary_folder
 
 
 @pytest.fixture
