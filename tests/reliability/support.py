@@ -451,8 +451,12 @@ class Kernel:
 
 # --------------------------------------------------------------------------------------- untrusted HTML
 
+# Inline SVG is allowed (the package draws its charts as static SVG from escaped text); what lets SVG run or
+# load something is not: scripts and handlers (checked for every tag), foreignObject, animation that can set
+# an attribute (an href) and <use> of another document.
 UNSAFE_TAGS = {"script", "iframe", "frame", "frameset", "object", "embed", "applet", "base", "meta", "link", "style",
-               "form", "input", "button", "textarea", "select", "svg", "math", "template", "audio", "video"}
+               "form", "input", "button", "textarea", "select", "math", "template", "audio", "video",
+               "foreignobject", "animate", "set", "use"}
 URL_ATTRS = {"href", "src", "action", "formaction", "xlink:href", "data", "poster", "background", "srcset", "ping"}
 _SAFE_DATA = re.compile(r"^data:image/(png|gif|jpeg|webp);", re.I)
 
