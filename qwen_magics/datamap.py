@@ -339,6 +339,7 @@ class MapRun:
         self.throttle = Throttle(concurrency)
         self.done = threading.Event()
         self._stopping = False
+        self._writes: set[asyncio.Future] = set()  # rows answered whose record is being written
 
     async def run(self) -> None:
         todo = deque(i for i, outcome in enumerate(self.job.outcomes) if outcome is None)
@@ -351,6 +352,7 @@ class MapRun:
             for worker in workers:
                 worker.cancel()
             await asyncio.gather(*workers, return_exceptions=True)
+            await asyncio.gather(*self._writes, return_exceptions=True)  # an answered row is never lost to a stop
             self.progress.finish(summary(self.job))
             self.done.set()
 
@@ -365,7 +367,10 @@ class MapRun:
             if self.log is not None:  # written now, off the loop: a killed kernel loses only the rows in flight
                 record = record_from(result, self.job.requests[position], group_id=self.job.id, group_kind="dataset",
                                      cache_key=self.job.keys[position], **self.context)
-                await asyncio.to_thread(self.log.write, record)
+                write = asyncio.ensure_future(asyncio.to_thread(self.log.write, record))
+                self._writes.add(write)
+                write.add_done_callback(self._writes.discard)
+                await asyncio.shield(write)  # a stop cancels the row's worker, not the writing of its answer
 
     async def _answer(self, request: Request) -> Result | None:
         """The row's result (rate limits retried); None when the map was stopped meanwhile."""
