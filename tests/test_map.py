@@ -287,7 +287,7 @@ def test_map_from_python_takes_the_options_as_keywords(mp, dashscope):
 
 @pytest.mark.local
 def test_the_local_model_maps_rows_in_turn(mp, dashscope, capsys):
-    from qwen_magics.local_model import unload
+    from qwen_magics.local.model import unload
 
     mp.user_ns["words"] = ["cat", "dog", "fish"]
     try:

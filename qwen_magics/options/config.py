@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from traitlets import Bool, CFloat, CInt, Dict, Enum, Float, Int, List, TraitError, Unicode, validate
 from traitlets.config import Configurable
 
-from .errors import InvalidInput
+from ..errors import InvalidInput
 
 #: Environment variable that replaces scheme and host of every DashScope endpoint (proxies, loopback tests).
 URL_OVERRIDE_ENV = "QWEN_MAGICS_DASHSCOPE_URL"
