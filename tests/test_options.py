@@ -83,13 +83,12 @@ def test_map_from_python_names_the_closest_option_for_a_typo_and_sends_nothing(i
     assert chat_bodies(dashscope) == []
 
 
-def test_a_comparison_takes_comma_lists_of_every_compared_setting_and_the_rest_for_every_column(ip, dashscope):
-    comparison = ip.run_cell_magic("qwen_compare", "-m qwen-plus --top-k 5,10 --max-tokens 40,80 --stop END "
+def test_a_comparison_takes_comma_lists_of_the_compared_settings_and_the_rest_for_every_column(ip, dashscope):
+    comparison = ip.run_cell_magic("qwen_compare", "-m qwen-plus --seed 1,2 --top-k 5 --max-tokens 40 --stop END "
                                    "--search --param foo=1", "hi")
-    assert [c.spec.label for c in comparison.columns] == ["-m qwen-plus --top-k 5 --max-tokens 40",
-                                                          "-m qwen-plus --top-k 10 --max-tokens 80"]
-    bodies = sorted(chat_bodies(dashscope), key=lambda b: b["top_k"])
-    assert [(b["top_k"], b["max_tokens"]) for b in bodies] == [(5, 40), (10, 80)]
+    assert [c.spec.label for c in comparison.columns] == ["-m qwen-plus --seed 1", "-m qwen-plus --seed 2"]
+    bodies = sorted(chat_bodies(dashscope), key=lambda b: b["seed"])
+    assert [(b["seed"], b["top_k"], b["max_tokens"]) for b in bodies] == [(1, 5, 40), (2, 5, 40)]
     assert all(b["stop"] == ["END"] and b["enable_search"] is True and b["foo"] == 1 for b in bodies)
 
 

@@ -19,9 +19,9 @@ from typing import Any, Callable, Iterable
 from IPython.core.error import UsageError
 from IPython.core.magic_arguments import argument
 
+from ..request import APIS
 from .value import Options
 
-APIS = ("chat", "responses", "dashscope")
 _SEPARATOR = re.compile(r"(^|\s)--(\s|$)")
 
 
@@ -52,16 +52,15 @@ REQUEST_OPTIONS: tuple[Declared, ...] = (
          listed="temperatures, comma-separated: -t 0,0.7,1.3"),
     _opt("--top-p", type=float, help="nucleus sampling: keep the smallest token set with this probability, (0, 1]",
          listed="top_p values, comma-separated: --top-p 0.1,0.5,1"),
-    _opt("--top-k", type=int, help="sample from the k most likely tokens", listed="top_k values, comma-separated"),
+    _opt("--top-k", type=int, help="sample from the k most likely tokens"),
     _opt("--seed", type=int, help="seed for repeatable sampling", listed="seeds, comma-separated: --seed 1,2,3"),
     _opt("--thinking", dest="thinking", action="store_const", const=True, default=None, help="ask for reasoning",
          listed="on, off, or on,off (compare reasoning against none)",
          list_kw=dict(nargs="?", const="on", action=None, default=None)),
     _opt("--no-thinking", dest="thinking", action="store_const", const=False, help="ask for no reasoning",
          list_kw=dict(const="off")),
-    _opt("--thinking-budget", type=int, metavar="N", help="cap on reasoning tokens",
-         listed="reasoning-token caps, comma-separated"),
-    _opt("--max-tokens", type=int, help="cap on answer tokens", listed="answer-token caps, comma-separated"),
+    _opt("--thinking-budget", type=int, metavar="N", help="cap on reasoning tokens"),
+    _opt("--max-tokens", type=int, help="cap on answer tokens"),
     _opt("--stop", action="append", metavar="TEXT", help="stop when the model writes TEXT (repeatable)"),
     _opt("--presence-penalty", type=float, metavar="P",
          help="in [-2, 2]: above 0, words already used are less likely again (new topics)",
