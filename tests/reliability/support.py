@@ -184,16 +184,25 @@ def generation_requests(server) -> list:
     return [r for r in server.requests if r.method == "POST"]
 
 
+@dataclass
+class Press:
+    """When :func:`ctrl_c_when` pressed Ctrl-C (``time.monotonic()``), or None if it did not."""
+
+    at: float | None = None
+
+
 @contextmanager
-def ctrl_c_when(ready: Callable[[], bool], delay: float = 0.0, timeout: float = 30.0) -> Iterator[None]:
+def ctrl_c_when(ready: Callable[[], bool], delay: float = 0.0, timeout: float = 30.0) -> Iterator[Press]:
     """Press Ctrl-C (SIGINT to this process) ``delay`` seconds after ``ready()`` is true, while the block runs."""
     done = threading.Event()
+    press = Press()
 
     def watch() -> None:
         deadline = time.monotonic() + timeout
         while not done.is_set() and time.monotonic() < deadline:
             if ready():
                 if not done.wait(delay):
+                    press.at = time.monotonic()
                     os.kill(os.getpid(), signal.SIGINT)
                 return
             time.sleep(0.005)
@@ -201,7 +210,7 @@ def ctrl_c_when(ready: Callable[[], bool], delay: float = 0.0, timeout: float = 
     watcher = threading.Thread(target=watch, name="reliability-ctrl-c", daemon=True)
     watcher.start()
     try:
-        yield
+        yield press
     finally:
         done.set()
         watcher.join(5)
