@@ -15,8 +15,8 @@ import time
 import pytest
 from loopback import Script
 
-from .support import (APIS, FAST_RETRY, assert_clear_line, ask, ctrl_c_when, fault_case, generation_requests, visible,
-                      wait_for, widget_html)
+from .support import (APIS, FAST_RETRY, assert_clear_line, ask, ctrl_c_when, fault_case, generation_requests, run_panel,
+                      visible, wait_for, widget_html)
 
 TEXT = "alpha beta gamma delta epsilon"
 PARTIAL = "alpha beta g"  # what arrives before a fault after two 6-character pieces
@@ -339,12 +339,12 @@ def test_the_panel_shows_a_failure_with_its_partial_answer_and_runs_again(ip, da
             ip.run_line_magic("config", "QwenMagics.timeout = 0.5")
         dashscope.enqueue(script)
         panel = panel_for(ip, api)
-        result = panel.run().result(timeout=30)
+        result = run_panel(panel)
         assert result.state == "incomplete" and result.text == partial
         assert_clear_line(result.error, message)
         assert partial in "".join(widget_html(panel.output)) and "incomplete: " in widget_html(panel.output)[-1]
         ip.run_line_magic("config", "QwenMagics.timeout = 60")
-        assert panel.run().result(timeout=30).complete
+        assert run_panel(panel).complete
 
 
 @pytest.mark.parametrize("api", APIS)
@@ -359,7 +359,7 @@ def test_the_panels_stop_button_keeps_the_partial_reasoning(ip, dashscope, api):
         result = panel.result
         assert result.state == "stopped" and result.text == "" and result.reasoning
         assert "stopped by user" in widget_html(panel.output)[-1]
-        assert panel.run().result(timeout=30).complete
+        assert run_panel(panel).complete
 
 
 # ------------------------------------------------------------------------------------- a real kernel
