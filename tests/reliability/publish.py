@@ -93,7 +93,7 @@ def markdown(report: dict[str, Any]) -> str:
          f"{load['complete'] + load['clear_errors']:,} runs ({load['columns']} columns, {load['cells']} cells, "
          f"{load.get('map_rows', 0):,} map rows) making {load['requests']:,} requests, {load['injected']} of them "
          "with an injected fault: "
-         f"{load['complete']} complete answers, {load['clear_errors']} clear one-line errors, "
+         f"{load['complete']:,} complete answers, {load['clear_errors']:,} clear one-line errors, "
          f"**{_count(len(load_hangs), 'hang')}**" + (f": {_named(load_hangs)}" if load_hangs else "")),
         ("Hangs: every magic run in-process, every panel run and every cell in a kernel, under a watchdog that "
          "counts a run still going after its time (60 s for a magic or cell, 30 s for a panel run, unless the test "
