@@ -10,6 +10,7 @@ from __future__ import annotations
 import importlib.util
 import os
 import shutil
+import subprocess
 
 import pytest
 
@@ -60,3 +61,11 @@ def browser_missing(front_end_module: str | None = None) -> str | None:
         if importlib.util.find_spec(module) is None:
             return f"{module} is not installed: {BROWSER_INSTALL}"
     return None
+
+
+def cjk_font_missing() -> str | None:
+    """Why Chinese text would render as boxes here (no font that fontconfig lists for Chinese), or None."""
+    if shutil.which("fc-list") is None:
+        return f"fontconfig's fc-list is missing: {BROWSER_INSTALL}"
+    found = subprocess.run(["fc-list", ":lang=zh", "family"], capture_output=True, text=True).stdout.strip()
+    return None if found else f"no Chinese font is installed (`fc-list :lang=zh` lists none): {BROWSER_INSTALL}"
