@@ -62,6 +62,7 @@ def test_a_notebook_with_an_error_fails_the_step_though_the_command_succeeded(tm
     # a checkout whose first command succeeds without doing anything (pip finds no project there)
     (tmp_path / "README.md").write_text('pip install -e ".[notebook]" 2>/dev/null || echo --output-dir out ok\n')
     monkeypatch.setattr(first_command, "ROOT", tmp_path)
+    monkeypatch.setenv("PIP_NO_INDEX", "1")  # pip never looks beyond this machine
 
     assert first_command.main([str(out)]) == 1
 
