@@ -1,8 +1,10 @@
-"""The real parts some tests need beyond the test extra: a browser, llama.cpp's server, the local model.
+"""The real parts some tests need beyond the test extra: a browser, llama.cpp's server, the local model,
+a CJK font.
 
 A test whose part is missing skips with the command that installs it; under ``CI=true`` it fails with
 that same line instead, so a broken install in CI cannot pass by dropping tests.  tests/conftest.py
-applies this to every test marked ``local`` or ``browser``; the llama.cpp server fixture calls it too.
+applies this to every test marked ``local`` or ``browser``; the llama.cpp server fixture and the
+Chinese-text browser test call it too.
 """
 
 from __future__ import annotations
