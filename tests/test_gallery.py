@@ -2,7 +2,7 @@
 
 ``python notebooks/regenerate.py`` makes those outputs. These tests execute
 nothing: they read the committed files and check that every code cell's
-outputs come from its current source, that nothing in them is private or
+outputs come from its current source and are the ones the run saved, that nothing in them is private or
 unsafe to publish (errors, local paths, keys, script elements), and that a
 reader sees real answers where each notebook teaches with them.
 """
@@ -95,6 +95,25 @@ def test_a_cell_edited_without_regenerating_is_stale(spoiled):
     assert [p for p in regenerate.problems(nb) if "not from its current source" in p]
 
 
+def test_an_output_edited_by_hand_is_found(spoiled):
+    nb, cell = spoiled
+    output = cell.outputs[0]
+    if "text" in output:
+        output.text = output.text.replace(output.text[:1], "X", 1)
+    else:
+        mime = next(m for m in output.data if m.startswith("text/"))
+        output.data[mime] = "a nicer answer, typed in by hand"
+    assert [p for p in regenerate.problems(nb) if "its outputs are not the ones the run saved" in p]
+
+
+def test_an_output_added_or_removed_by_hand_is_found(spoiled):
+    nb, cell = spoiled
+    cell.outputs.append(nbformat.v4.new_output("stream", name="stdout", text="an extra line\n"))
+    assert [p for p in regenerate.problems(nb) if "its outputs are not the ones the run saved" in p]
+    cell.outputs[:] = []
+    assert [p for p in regenerate.problems(nb) if "its outputs are not the ones the run saved" in p]
+
+
 def test_an_error_output_is_found(spoiled):
     nb, cell = spoiled
     cell.outputs.append(nbformat.v4.new_output("error", ename="LocalModelError", evalue="boom", traceback=[]))
@@ -169,3 +188,5 @@ def test_scrub_replaces_paths_drops_kernel_only_parts_and_hashes_sources():
     assert WIDGET_VIEW not in cell.outputs[1].data and cell.outputs[1].data["text/html"] == "<b>grid</b>"
     assert WIDGET_VIEW in cell.outputs[2].data  # nothing static to show in its place
     assert "execution" not in cell.metadata and "widgets" not in nb.metadata
+    assert cell.metadata["qwen_magics"]["outputs_sha256"] == regenerate.outputs_sha256(cell.outputs)  # as scrubbed
+    assert regenerate.problems(nbformat.reads(nbformat.writes(nb), as_version=4)) == []  # and as saved

