@@ -36,7 +36,7 @@ def require(part: str, reason: str | None) -> None:
 
 def local_model_missing(name: str = "0.5b") -> str | None:
     """Why a test of the local model ``name`` (or ``any`` installed one) cannot run here, or None."""
-    from qwen_magics.local_model import MODELS, is_assembled
+    from qwen_magics.local.model import MODELS, is_assembled
 
     wanted = list(MODELS.values()) if name == "any" else [MODELS[name]]
     hint = f"qwen-magics install-local --model {wanted[0].name}"

