@@ -403,6 +403,8 @@ def test_the_panel_starts_from_the_configuration_and_sends_nothing_unset(ip, das
     ip.run_line_magic("config", "QwenMagics.temperature = 0.3")
     configured = ip.magics_manager.registry["QwenWidgetMagics"].make_panel()
     assert (configured.temperature.value, configured.columns[0].controls.default["temperature"].value) == (0.3, False)
+    controls.top_p.value = 0.8000000000000002  # a front end's rounding to the slider's steps: not a setting
+    assert controls.default["top_p"].value and "--top-p" not in controls.tokens()
     controls.temperature.value = 1.1  # moved: a setting
     assert not controls.default["temperature"].value and controls.temperature.readout
     panel.run().result(30)

@@ -72,15 +72,15 @@ class ColumnControls:
         self._quiet = 0
         for name in CONTROLS:
             self.link[name] = w.ToggleButton(value=False, icon="link", tooltip=f"link: {name} moves in every column",
-                                             layout=w.Layout(width="34px"))
-            self.widget_of(name).observe(lambda _, n=name: self._changed(n), "value")
+                                             layout=w.Layout(width="32px", min_width="32px", padding="0"))
+            self.widget_of(name).observe(lambda change, n=name: self._changed(n, change), "value")
         for name in SLIDERS:
             self.default[name].observe(lambda change, n=name: self._default_changed(n, change.new), "value")
             self._default_changed(name, True)
         self.model.observe(lambda _: self._grey_for_local(), "value")
         self.box = w.VBox([self._row("model"), *(self._row(n) for n in ("temperature", "top_p")),
                            w.Accordion([w.VBox([self._row(n) for n in CONTROLS[3:]])],
-                                       titles=("more: top_k, seed, penalties, tokens, thinking, search",),
+                                       titles=("more settings",),
                                        selected_index=None)])
 
     def widget_of(self, name: str) -> w.DOMWidget:
@@ -94,7 +94,9 @@ class ColumnControls:
         """``listener(name)`` after a control is changed (by a person or by code), not during :meth:`set_state`."""
         self._listeners.append(listener)
 
-    def _changed(self, name: str) -> None:
+    def _changed(self, name: str, change: Any) -> None:
+        if name in SLIDERS and abs(change.new - change.old) < 1e-9:
+            return  # the front end's rounding of the value to the slider's steps (0.8 → 0.8000000000000002)
         if name in SLIDERS and not self._quiet:
             self.default[name].value = False  # a moved slider is a setting
         if not self._quiet:

@@ -70,7 +70,9 @@ class Panel:
         self.run_button = w.Button(description="Run all", icon="play", button_style="primary",
                                    tooltip="run every column at once")
         self.stop_button = self.comparison.stop_button
-        self.add_button = w.Button(description="+ column", tooltip="a new column with the last column's settings")
+        self.comparison.diff_toggle.layout.width = "auto"
+        self.add_button = w.Button(description="+ column", tooltip="a new column with the last column's settings",
+                                   layout=w.Layout(width="auto"))
         self.copy_button = w.Button(description="Copy as cell", icon="copy", layout=w.Layout(width="auto"),
                                     tooltip="the %%qwen_compare cell that reproduces these columns and prompt")
         self.defaults_button = w.Button(description="Make these the %%qwen defaults", layout=w.Layout(width="auto"),
@@ -88,7 +90,8 @@ class Panel:
         self._future: concurrent.futures.Future | None = None
         self.widget = w.VBox([self.system, self.prompt,
                               w.HBox([self.run_button, self.stop_button, self.add_button, self.copy_button,
-                                      self.defaults_button, self.comparison.diff_toggle]),
+                                      self.defaults_button, self.comparison.diff_toggle],
+                                     layout=w.Layout(flex_flow="row wrap")),
                               self.notice, self.cell, self.comparison.grid, self.comparison.summary])
         if list_models is not None:
             runner.submit(self._add_listed(list_models))
@@ -201,23 +204,23 @@ class Panel:
             line.append("--no-expand")  # the panel sends its prompt as typed
         return shlex.join(line) + "\n" + self.prompt.value
 
-    def copy_as_cell(self) -> str:
-        """Put :meth:`as_compare_cell` into the next cell where the front end takes it, and show it here.
+    def copy_as_cell(self) -> None:
+        """Put :meth:`as_compare_cell` into the next cell, and show it in the panel.
 
-        A cell that calls this gets the new cell below it; the button's click
-        reaches the kernel outside any cell, so the panel shows the cell's text to copy.
+        A cell that calls this gets the new cell below it.  The button's click
+        reaches the kernel outside any cell, where a front end takes no new
+        cell, so the panel shows the cell's text to copy.
         """
         try:
             cell = self.as_compare_cell()
         except InvalidInput as err:
             self._say(err.line(), error=True)
-            return ""
+            return
         if self.shell is not None:
             self.shell.set_next_input(cell, replace=False)
         self.cell.value = (f'<pre style="user-select:all;border:1px solid #ddd;padding:4px;white-space:pre-wrap">'
                            f"{html.escape(cell)}</pre>")
         self._say("The %%qwen_compare cell for these columns (below, select to copy)")
-        return cell
 
     def make_defaults(self) -> str:
         """Write the first column's settings and the system prompt into ``%config QwenMagics``; says what was set."""
