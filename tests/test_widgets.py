@@ -448,6 +448,17 @@ def test_a_refused_rerun_keeps_the_answer_and_shows_why(ip, dashscope):
     assert len(comparison.rows) == 2 and len(dashscope.requests) == 2
 
 
+def test_running_a_column_again_stops_its_run_before_and_streams_once(ip, dashscope):
+    comparison = ip.run_cell_magic("qwen_compare", "-m qwen-plus,qwen-flash --no-thinking", "hi")
+    column = comparison.columns[0]
+    dashscope.enqueue(Script(reasoning="", text="slow " * 200, chunk_delay=0.02))
+    first = comparison.start(column)
+    wait_for(lambda: "slow" in "".join(p.value for p in column.output.children))
+    again = comparison.start(column)
+    assert first.result(20).state == "stopped" and again.result(20).state == "complete"
+    assert column.result is again.result() and len(column.output.children) == len(comparison.columns[1].output.children)
+
+
 def test_stop_is_enabled_only_while_a_column_runs(ip, dashscope):
     comparison = ip.run_cell_magic("qwen_compare", "-m qwen-plus,qwen-flash --no-thinking", "hi")
     assert comparison.stop_button.disabled  # every column finished

@@ -291,6 +291,11 @@ class Comparison:
         Changed settings make the column a setting of its own: its header and
         its label in the summary become the options it now runs with.
         """
+        running = column.task
+        if running is not None and running is not asyncio.current_task():  # Run pressed again: the run before ends
+            running.cancel()
+            while column.task is running:
+                await asyncio.sleep(0.02)
         options = column.options()
         try:
             request = self.make_request(shlex.join(shlex.split(options) + self.shared),
