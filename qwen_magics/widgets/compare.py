@@ -38,9 +38,9 @@ from ..models import is_local
 from ..render.widget import WidgetRenderer
 from ..request import Request
 from ..result import Result
+from ..summary import Summary, diff_html, summarize, summary_html, summary_markdown
 from ..text import footer_text
 from .column import ColumnControls
-from ..summary import Summary, diff_html, summarize, summary_html, summary_markdown
 
 RequestFactory = Callable[[str, str], Request]
 """Builds the request of a column from its option string and prompt; raises QwenMagicsError on bad options."""
