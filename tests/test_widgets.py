@@ -432,6 +432,20 @@ def test_a_local_column_greys_what_the_local_model_cannot_do_and_does_not_send_i
     assert controls.tokens() == ["-m", "local"]
 
 
+def test_local_columns_taking_turns_are_said_once_above_the_columns(ip, dashscope):
+    import qwen_magics
+
+    panel = qwen_magics.panel(model=["local", "local", "qwen-plus"])
+    panel.run().result(30)  # the prompt is empty: refused in every column, no model loaded
+    said = "⚠ The local model answers one column at a time: its 2 columns run one after another, the other " \
+           "columns at the same time"
+    assert said in panel.notice.value
+    assert all("The prompt is empty" in c.status.value for c in panel.columns)
+    panel.notice.value = ""
+    panel.run().result(30)
+    assert panel.notice.value == ""  # once
+
+
 # The comparison widget (issue 33, point 6) -------------------------------------------------------------------------
 
 

@@ -162,16 +162,17 @@ class Panel:
         if local > 1 and not self._turns_said:
             others = ", the other columns at the same time" if local < len(self.columns) else ""
             self._say(f"The local model answers one column at a time: its {local} columns run one after another"
-                      f"{others}")
+                      f"{others}", "notice")
             self._turns_said = True
 
     def _share(self) -> None:
         self.comparison.prompt = self.prompt.value
         self.comparison.shared = ["-s", self.system.value] if self.system.value.strip() else []
 
-    def _say(self, text: str, error: bool = False) -> None:
-        colour = "#b00020" if error else "#1a7f37"
-        self.notice.value = f'<div style="color:{colour}">{"✖" if error else "✔"} {html.escape(text)}</div>'
+    def _say(self, text: str, kind: str = "done") -> None:
+        """One line under the buttons: what was done (✔), a notice (⚠), or why not (✖)."""
+        mark, colour = {"done": ("✔", "#1a7f37"), "notice": ("⚠", "#a65e00"), "error": ("✖", "#b00020")}[kind]
+        self.notice.value = f'<div style="color:{colour}">{mark} {html.escape(text)}</div>'
 
     # As a cell, as defaults -------------------------------------------------------------------
 
@@ -214,7 +215,7 @@ class Panel:
         try:
             cell = self.as_compare_cell()
         except InvalidInput as err:
-            self._say(err.line(), error=True)
+            self._say(err.line(), "error")
             return
         if self.shell is not None:
             self.shell.set_next_input(cell, replace=False)
