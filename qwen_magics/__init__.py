@@ -27,14 +27,20 @@ def load_ipython_extension(ipython) -> None:
     line_help.register(ipython)
 
 
-def panel():
-    """The sampling panel widget (as ``%qwen_panel``), sharing the loaded extension's settings."""
+def panel(columns: int | None = None, **lists):
+    """The sampling panel (as ``%qwen_panel``), sharing the loaded extension's settings; it displays itself.
+
+    ``columns=2`` opens two columns; lists give a value per column (``model=["qwen-plus", "qwen-flash"]``,
+    ``temperature=[0, 1.3]``, ``top_p``, ``seed``, ``thinking``, ``presence_penalty``, ``repetition_penalty``).
+    ``panel.columns[i].temperature`` (...) are a column's controls; ``panel.run()`` returns a future whose result
+    is the comparison (as ``%%qwen_compare`` returns); ``panel.as_compare_cell()`` is that cell.
+    """
     from IPython import get_ipython
 
     shell = get_ipython()
     if shell is None or "QwenWidgetMagics" not in shell.magics_manager.registry:
         raise RuntimeError("Load the extension first: %load_ext qwen_magics")
-    return shell.magics_manager.registry["QwenWidgetMagics"].make_panel().widget
+    return shell.magics_manager.registry["QwenWidgetMagics"].panel_from_python(columns, lists)
 
 
 def map(data, template: str, **options):

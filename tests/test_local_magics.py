@@ -167,6 +167,20 @@ def test_a_comparison_of_local_columns_only_says_they_take_turns_and_nothing_of_
     assert out.count("its 2 columns run one after another") == 1 and "other columns" not in out
 
 
+def test_a_local_column_waiting_for_its_turn_says_so(ip):
+    from qwen_magics import runner
+    from qwen_magics.widgets.compare import Comparison, column_specs
+
+    specs = column_specs({"-m": ["local:0.5b"], "-t": ["0", "1"]}, False, 1, ["--max-tokens", "4"])
+    comparison = Comparison(PROMPT, specs, ip.magics_manager.registry["QwenWidgetMagics"].request_factory(PROMPT))
+    seen = []
+    for column in comparison.columns:
+        column.status.observe(lambda change: seen.append(change.new), "value")
+    runner.wait(runner.submit(comparison.run_all()), 120)
+    assert any("waiting for the local model: it answers one column at a time" in s for s in seen), seen
+    assert all(c.result.complete and c.status.value == "" for c in comparison.columns)
+
+
 def test_with_no_key_the_panel_starts_on_the_local_model_and_a_refused_run_says_so_once(offline):
     from test_widgets import wait_for
 
@@ -176,11 +190,11 @@ def test_with_no_key_the_panel_starts_on_the_local_model_and_a_refused_run_says_
     panel.run_button.click()
     wait_for(lambda: panel.result is not None and panel.result.state != "streaming", timeout=120)
     assert panel.result.complete and panel.result.parameters["protocol"] == "local"
+    local = panel.result
     panel.model.value = "qwen-plus"  # a Model Studio model, and no key
-    panel.run_button.click()
-    wait_for(lambda: panel.result is not None and panel.result.state == "incomplete")
-    shown = [part.value for part in panel.output.children]
-    assert len(shown) == 1 and "No API key" in shown[0]
+    panel.run().result(30)
+    assert "No API key" in panel.status.value and panel.status.value.count("<div") == 1  # one line
+    assert panel.result is local  # a refused run is not a run: the local answer stays
 
 
 def test_a_local_footer_says_the_run_was_local_and_free_not_cost_0(offline):

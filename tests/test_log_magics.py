@@ -107,13 +107,13 @@ def test_each_panel_run_is_logged_as_a_panel_run(ip, dashscope, run_log_in_a_tem
     answers = []
     for prompt in ("Name a colour.", "Name a fruit."):
         panel.prompt.value = prompt
-        answers.append(panel.run().result(30).text)
+        answers.append(panel.run().result(30).results[0].text)
     panel.prompt.value = ""  # refused: not a run
     panel.run().result(30)
     flush(ip)
     runs = records(run_log_in_a_temporary_folder)
     assert [(r.prompt, r.group_kind) for r in runs] == [("Name a colour.", "panel"), ("Name a fruit.", "panel")]
-    assert len({r.group_id for r in runs}) == 1 and [r.answer for r in runs] == answers
+    assert len({r.group_id for r in runs}) == 2 and [r.answer for r in runs] == answers  # a group per Run
 
 
 def test_cache_answers_an_identical_cell_from_the_log_without_a_request(ip, dashscope, run_log_in_a_temporary_folder):

@@ -82,20 +82,67 @@ class QwenWidgetMagics(Magics):
 
         return make
 
+    @magic_arguments()
+    @argument("--columns", type=int, metavar="N", help="N columns side by side (default: one, or one per list item)")
+    @argument("-m", "--model", help="a model per column, comma-separated: -m qwen-plus,qwen-flash")
+    @argument("-t", "--temperature", help="a temperature per column, comma-separated: -t 0,1.3")
+    @argument("--top-p", help="a top_p per column, comma-separated")
+    @argument("--seed", help="a seed per column, comma-separated")
+    @argument("--thinking", help="on, off or default per column, comma-separated")
+    @argument("--presence-penalty", help="a presence penalty per column, comma-separated")
+    @argument("--repetition-penalty", help="a repetition penalty per column, comma-separated")
     @line_magic
     def qwen_panel(self, line: str = ""):
-        """Show the sampling panel: model picker, temperature/top_p/top_k/seed/thinking, Run and Stop.
+        """Show the sampling panel: columns of model pickers and sliders under one prompt; Run all, Stop.
 
-        Its "Make these the %%qwen defaults" button sets ``%config QwenMagics``.
+        Examples::
+
+            %qwen_panel                          one column, as configured
+            %qwen_panel --columns 2              two columns to set apart
+            %qwen_panel -m qwen-plus,qwen-flash -t 0,1.3
+
+        Each column has its own Run; + column copies the last one; a control's
+        link toggle moves it in every column.  "Copy as cell" gives the
+        %%qwen_compare cell of the columns; "Make these the %%qwen defaults"
+        sets ``%config QwenMagics`` from the first column.  The panel is kept
+        in ``_qwen_panel``; ``qwen_magics.panel()`` returns one.
         """
-        panel = self.make_panel()
-        display(panel.widget)
+        args = parse_options(self.qwen_panel.parser, words(line), "qwen_panel")
+        try:
+            panel = self.make_panel(args.columns, {name: _split(getattr(args, name)) for name in _AXES})
+        except QwenMagicsError as err:
+            raise UsageError(err.line()) from err
+        self.shell.user_ns["_qwen_panel"] = panel
+        display(panel)
         return None
 
-    def make_panel(self):
+    def panel_from_python(self, columns: int | None, lists: dict):
+        """``qwen_magics.panel(columns=2, temperature=[0, 1.2])``: values by ``%qwen_panel``'s long names."""
+        unknown = set(lists) - set(_AXES)
+        if unknown:
+            raise InvalidInput(f"panel() takes no {', '.join(sorted(unknown))}",
+                               f"give columns= and lists of {', '.join(_AXES)}")
+        axes = {name: [_python_value(v) for v in (value if isinstance(value, (list, tuple)) else [value])]
+                for name, value in lists.items() if value is not None}
+        return self.make_panel(columns, axes)
+
+    def make_panel(self, columns: int | None = None, lists: dict | None = None):
+        """A panel of ``columns`` columns, or one per item of the ``lists`` (option name → values)."""
         from ..backends.openai_chat import list_models
+        from ..widgets.compare import column_specs
         from ..widgets.panel import Panel
 
+        if columns is not None and columns < 1:
+            raise InvalidInput("--columns must be 1 or more", "e.g. --columns 2")
+        for name, values in (lists or {}).items():
+            for value in values:
+                _check_number(name, value)
+        specs = column_specs({_AXES[name]: values for name, values in (lists or {}).items()}, False, 1, [])
+        options = [spec.options for spec in specs]
+        if columns is not None and len(options) > 1 and columns != len(options):
+            raise InvalidInput(f"--columns {columns} but the lists give {len(options)} columns",
+                               "drop --columns, or give each list that many values")
+        options = options * (columns or 1) if len(options) == 1 else options
         make = self.request_factory("")
         model, _ = choose_model(Options(), self.settings)
         catalogue = True
@@ -105,8 +152,8 @@ class QwenWidgetMagics(Magics):
             catalogue = endpoint.region is not None  # a base URL: offer that server's models alone
         except QwenMagicsError:
             listing = None
-        return Panel(self.settings, lambda options, prompt: make(options, prompt), listing, model=model,
-                     on_result=self._logger("panel"), catalogue=catalogue)
+        return Panel(self.settings, lambda opts, prompt: make(opts, prompt), listing, model=model,
+                     new_logger=lambda: self._logger("panel"), catalogue=catalogue, columns=options, shell=self.shell)
 
     def _logger(self, kind: str):
         """The callback a widget calls with each finished run: into the run log, grouped under one new id."""
@@ -135,8 +182,10 @@ class QwenWidgetMagics(Magics):
             %%qwen_compare -t 0,0.7,1.3 -n 3          (3 repeats of each temperature)
             %%qwen_compare --grid -t 0.3,1.3 --top-p 0.2,1
 
-        Lists of the same length are zipped, --grid crosses them.  Every column
-        can be edited and re-run alone; Stop (or the kernel's stop) cancels all.
+        Lists of the same length are zipped, --grid crosses them; a list item
+        ``default`` sends nothing for that column (-t default,1.3).  Each
+        column shows its settings in a model picker and sliders: move one and
+        Run the column alone.  Stop (or the kernel's stop) cancels all.
         A server that serves one request at a time (llama.cpp's) needs
         --concurrency 1, or once: %config QwenMagics.concurrency = {URL: 1}.
         The comparison is returned (``.rows``, ``.to_dataframe()``, ``.to_markdown()``).
@@ -169,7 +218,10 @@ class QwenWidgetMagics(Magics):
         comparison = Comparison(prompt, specs, make, concurrency=args.concurrency or _CONCURRENCY,
                                 per_server=self.settings.concurrency if args.concurrency is None else {},
                                 interval=self.settings.update_interval,
-                                on_result=None if args.no_log else self._logger("comparison"))
+                                on_result=None if args.no_log else self._logger("comparison"),
+                                default_model=choose_model(Options(base_url=args.base_url, region=args.region),
+                                                           self.settings)[0],
+                                catalogue=not (args.base_url or self.settings.base_url))
         for warning in [*(expansion.warnings if expansion else ()), *_turns_notice(requests)]:
             print(f"⚠ {warning}")
         self.shell.user_ns["_qwen_compare"] = comparison
@@ -237,6 +289,28 @@ def _variants(prompt: str) -> list[str]:
         raise InvalidInput("--variants needs two or more prompts separated by lines holding only ---",
                            "write each phrasing of the prompt, with a line of --- between them")
     return variants
+
+
+def _check_number(name: str, value: str) -> None:
+    """A panel list's value that its control cannot show is refused before the panel opens."""
+    kind = {"seed": int}.get(name, float if name not in ("model", "thinking") else None)
+    if kind is None or value.lower() == "default":
+        if name == "thinking" and value.lower() not in ("on", "off", "default", "true", "false", "1", "0", "yes", "no"):
+            raise InvalidInput(f"thinking {value!r} is not on, off or default", "e.g. --thinking on,off")
+        return
+    try:
+        kind(value)
+    except ValueError:
+        raise InvalidInput(f"{name} {value!r} is not a number", f"give numbers, e.g. {_AXES[name]} 0,1.3") from None
+
+
+def _python_value(value) -> str:
+    """A value given to ``panel()`` as ``%qwen_panel`` would read it (None: the column sends nothing)."""
+    if value is None:
+        return "default"
+    if isinstance(value, bool):
+        return "on" if value else "off"
+    return f"{value:g}" if isinstance(value, float) else str(value)
 
 
 def _split(value: str | None) -> list[str]:

@@ -152,7 +152,7 @@ def _press_ctrl_c() -> None:
 
 
 def run_panel(panel, hang_after: float = 30.0) -> Any:
-    """Run the panel as its Run button does and return its result, under the watchdog: a run still going
+    """Run every column of the panel as its Run all button does and return the comparison, under the watchdog: a run still going
     after ``hang_after`` seconds is a hang, counted and named in the figures, stopped with the panel's Stop
     button, and the test fails."""
     import concurrent.futures

@@ -339,12 +339,12 @@ def test_the_panel_shows_a_failure_with_its_partial_answer_and_runs_again(ip, da
             ip.run_line_magic("config", "QwenMagics.timeout = 0.5")
         dashscope.enqueue(script)
         panel = panel_for(ip, api)
-        result = run_panel(panel)
+        result = run_panel(panel).results[0]
         assert result.state == "incomplete" and result.text == partial
         assert_clear_line(result.error, message)
         assert partial in "".join(widget_html(panel.output)) and "incomplete: " in widget_html(panel.output)[-1]
         ip.run_line_magic("config", "QwenMagics.timeout = 60")
-        assert run_panel(panel).complete
+        assert run_panel(panel).results[0].complete
 
 
 @pytest.mark.parametrize("api", APIS)
@@ -355,11 +355,11 @@ def test_the_panels_stop_button_keeps_the_partial_reasoning(ip, dashscope, api):
         panel.run()
         wait_for(lambda: "Thinking" in "".join(widget_html(panel.output)), what="the reasoning to show")
         panel.stop_button.click()
-        wait_for(lambda: panel.result.state != "streaming", 10, "the panel to stop")
+        wait_for(lambda: panel.result is not None, 10, "the panel to stop")
         result = panel.result
         assert result.state == "stopped" and result.text == "" and result.reasoning
         assert "stopped by user" in widget_html(panel.output)[-1]
-        assert run_panel(panel).complete
+        assert run_panel(panel).results[0].complete
 
 
 # ------------------------------------------------------------------------------------- a real kernel
@@ -413,7 +413,7 @@ def test_in_a_real_kernel_a_failed_cell_shows_its_partial_answer_and_one_line_an
         cell = kernel.ok(f"%config QwenMagics.api = '{api}'\n"
                          "p = get_ipython().magics_manager.registry['QwenWidgetMagics'].make_panel()\n"
                          "p.model.value, p.prompt.value = 'qwen-plus', 'hi'\n"
-                         "r = p.run().result(30)\nprint(r.state, '|', r.text)")
+                         "r = p.run().result(30).results[0]\nprint(r.state, '|', r.text)")
         assert cell.stream("stdout").strip() == f"incomplete | {PARTIAL}"
         assert PARTIAL in "".join(cell.widget_html)
 

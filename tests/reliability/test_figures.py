@@ -59,7 +59,7 @@ def test_a_panel_run_that_does_not_end_is_a_hang_counted_under_its_test_and_stop
             run_panel(panel, hang_after=0.5)
         assert FIGURES.hangs == {f"{current_test()} · %qwen_panel run: hi": "no end within 0.5 s"}
         assert (FIGURES.watched, FIGURES.panel_runs) == (watched + 1, panel_runs + 1)
-    assert run_panel(panel).complete  # the watchdog's Stop ended it; the panel runs again
+    assert run_panel(panel).results[0].complete  # the watchdog's Stop ended it; the panel runs again
 
 
 def test_a_kernel_cell_that_does_not_end_is_a_hang_and_the_kernel_is_interrupted(kernel):

@@ -111,7 +111,7 @@ def test_a_hostile_answer_in_the_panel_is_text(ip, dashscope, api):
     panel.model.value, panel.prompt.value = "qwen3.5-plus", "hi"
     updates = []
     panel.output.observe(lambda change: updates.extend(widget_html(panel.output)), "children")
-    assert run_panel(panel).complete
+    assert run_panel(panel).results[0].complete
     shown = audited(updates + widget_html(panel.widget), PAYLOADS)
     assert all(text in shown for text in SHOWN)
 
