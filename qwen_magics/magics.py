@@ -349,7 +349,7 @@ class QwenMagics(Magics, QwenSettings):
 
         Examples::
 
-            %qwen_log                      the last 20 runs: time, model, prompt, tokens, state, id
+            %qwen_log                      the last 20 runs: time, model, prompt, temperature, group, tokens, state, id
             %qwen_log -n 50 -q entropy     the last 50 runs whose prompt or answer mentions entropy
             %qwen_log show 1a2b3c4d        a run as it was shown: reasoning, answer, footer
             %qwen_log df                   every run as a pandas DataFrame
