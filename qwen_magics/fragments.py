@@ -65,7 +65,8 @@ def token_view_html(logprobs) -> str:
     for entry in logprobs:
         p = math.exp(entry.logprob)
         alternatives = ", ".join(f"{t!r} {math.exp(lp):.1%}" for t, lp in entry.top)
-        title = html.escape(f"p = {p:.1%}" + (f" | top: {alternatives}" if alternatives else ""), quote=True)
+        title = html.escape(f"model probability {p:.1%}" + (f" | alternatives: {alternatives}" if alternatives else ""),
+                            quote=True)
         spans.append(f'<span title="{title}" style="background:rgba(255,120,0,{(1 - p) * 0.85:.2f})">'
                      f"{html.escape(entry.token)}</span>")
     return (f'<details open style="margin-top:4px"><summary>Token probabilities ({len(logprobs)} tokens; '

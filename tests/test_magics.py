@@ -306,7 +306,7 @@ def test_logprobs_are_asked_for_kept_per_token_and_shown_tinted(ip, dashscope):
     assert "".join(e.token for e in result.logprobs) == result.text
     assert all(len(e.top) == 3 and e.top[0][0] == e.token and e.logprob <= 0 for e in result.logprobs)
     view = [o["data"]["text/html"] for o in ip.display_pub.outputs if "Token probabilities" in o["data"]["text/html"]]
-    assert len(view) == 1 and view[0].count("<span title=\"p = ") == len(result.logprobs)
+    assert len(view) == 1 and view[0].count("<span title=\"model probability ") == len(result.logprobs)
     ip.run_line_magic("qwen_probs", "")
     assert "application/vnd.jupyter.widget-view+json" in ip.display_pub.outputs[-1]["data"]
 
