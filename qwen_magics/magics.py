@@ -153,7 +153,7 @@ class QwenMagics(Magics, QwenSettings):
         else:
             result = self._answers(request, prepared, renderer, args)
         self.track_live(result)
-        if result.error_kind is not None:  # the run failed: its line is in the footer, and is the cell's error
+        if result.error_kind is not None:  # the run failed: its line is the cell's error (the footer names the state)
             raise UsageError(result.error)
         self._postprocess(args.format, result, prepared.validator)
         if conversation is not None and result.complete:
@@ -275,9 +275,10 @@ class QwenMagics(Magics, QwenSettings):
         self.run_log.end_of_cell()
 
     def _renderer(self, fmt: str):
+        """A renderer for this cell; the cell raises a failed run's error, so the renderer does not repeat it."""
         if self.renders_in_notebook():
-            return NotebookRenderer(fmt=fmt, interval=self.update_interval)
-        return TerminalRenderer(interval=self.update_interval)
+            return NotebookRenderer(fmt=fmt, interval=self.update_interval, separate_error=True)
+        return TerminalRenderer(interval=self.update_interval, separate_error=True)
 
     def _postprocess(self, fmt: str, result: Result, validator=None) -> None:
         if fmt == "code":

@@ -75,7 +75,22 @@ def test_ctrl_c_stops_local_generation_and_keeps_the_partial_answer(offline):
     result = offline.user_ns["_qwen"]
     assert result.state == "stopped" and result.text and result.usage.output < 1000
     assert not [t for t in threading.enumerate() if t.name == "qwen-local"]  # generation really ended
+    # llama.cpp's own counts, not an estimate: the prompt, and every token generated before the stop
+    assert result.usage_reported and result.usage.input > 20 and result.usage.output >= max(1, len(result.text) // 8)
+    footer = offline.display_pub.outputs[-1]["data"]["text/plain"]
+    assert f"{result.usage.input} in / {result.usage.output} out tokens" in footer and "estimated" not in footer
+    assert footer.endswith("ran locally, free · stopped")  # the why is the cell's one error line, not said twice
     assert offline.run_line_magic("qwen", "-m local:0.5b --max-tokens 4 again").complete
+
+
+def test_a_missing_local_model_is_one_line_and_no_footer(offline, tmp_path, monkeypatch):
+    monkeypatch.setenv("QWEN_MAGICS_CACHE", str(tmp_path))  # an empty cache: no model installed
+    with pytest.raises(UsageError) as refused:
+        offline.run_line_magic("qwen", "-m local:0.5b hi")
+    assert str(refused.value) == ("Local model 0.5b is not installed. Run `qwen-magics install-local --model 0.5b` "
+                                  "(or `%qwen_local install` in a notebook).")
+    assert offline.display_pub.outputs == []  # no footer, no second copy of the error
+    assert offline.user_ns["_qwen"].state == "incomplete"
 
 
 def test_qwen_local_shows_and_unloads_the_model(offline, capsys):
