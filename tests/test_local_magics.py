@@ -220,3 +220,27 @@ def test_the_local_model_honours_both_penalties(offline):
     assert plain.complete and penalised.complete and present.complete
     assert penalised.text != plain.text and present.text != plain.text
     assert penalised.parameters["repetition_penalty"] == 1.6 and present.parameters["presence_penalty"] == 2
+
+
+def test_search_and_thinking_on_the_local_model_say_they_were_not_applied_and_are_not_recorded(
+        offline, run_log_in_a_temporary_folder):
+    from qwen_magics.runlog import RunLog
+
+    result = offline.run_cell_magic("qwen", "-m local:0.5b --search --thinking --thinking-budget 200 -t 0 "
+                                            "--max-tokens 4", "Who won the 2022 World Cup?")
+    assert notices(offline) == ["⚠ --search is not applied: the local model cannot search the web",
+                                "⚠ --thinking is not applied: the local Qwen2.5-Coder models do not reason",
+                                "⚠ --thinking-budget is not applied: the local Qwen2.5-Coder models do not reason"]
+    assert result.complete  # answered without them, instead of refusing the run
+    assert not {"enable_search", "enable_thinking", "thinking_budget"} & set(result.parameters)
+    assert offline.magics_manager.registry["QwenMagics"].run_log.log().flush(10)
+    [record] = RunLog(run_log_in_a_temporary_folder).recent(5)
+    assert record.parameters == result.parameters and "enable_search" not in record.parameters
+
+
+def test_a_configured_search_is_named_by_its_setting_on_the_local_model(offline):
+    offline.run_line_magic("config", "QwenMagics.search = True")
+    result = offline.run_line_magic("qwen", "-m local:0.5b -t 0 --max-tokens 2 --no-stream hi")
+    assert notices(offline) == ["⚠ QwenMagics.search = True is not applied: the local model cannot search the web",
+                                "⚠ --no-stream is not applied: the local model shows its answer as it generates it"]
+    assert "enable_search" not in result.parameters and result.parameters["stream"] is True

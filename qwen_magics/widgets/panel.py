@@ -23,7 +23,7 @@ import ipywidgets as w
 from .. import runner
 from ..backends import backend_for
 from ..errors import QwenMagicsError
-from ..models import is_local, picker_options
+from ..models import is_local, picker_options, unsupported_controls
 from ..render.widget import WidgetRenderer
 from ..request import Request
 from ..result import Result
@@ -90,15 +90,24 @@ class Panel:
         self.widget = w.VBox([w.HBox([w.VBox(controls[:5]), w.VBox(controls[5:])]), self.search, self.system,
                               self.prompt,
                               w.HBox([self.run_button, self.stop_button, self.defaults_button]), self.output])
+        self.model.observe(lambda _: self._grey_out(), names="value")
+        self._grey_out()
         if list_models is not None:
             runner.submit(self._add_listed(list_models))
+
+    def _grey_out(self) -> None:
+        """Disable the controls the picked model does not honour (web search, thinking, its budget for the
+        local model); a disabled control is not sent."""
+        unsupported = unsupported_controls(self.model.value)
+        for name in ("search", "thinking", "thinking_budget"):
+            getattr(self, name).disabled = name in unsupported
 
     def options(self) -> str:
         """The controls as ``%qwen`` options."""
         tokens = ["-m", self.model.value, "-t", f"{self.temperature.value:g}", "--top-p", f"{self.top_p.value:g}"]
         for flag, value in (("--top-k", self.top_k.value), ("--max-tokens", self.max_tokens.value),
                             ("--thinking-budget", self.thinking_budget.value)):
-            if value:
+            if value and not (flag == "--thinking-budget" and self.thinking_budget.disabled):
                 tokens += [flag, str(value)]
         if self.seed.value.strip():
             tokens += ["--seed", self.seed.value.strip()]
@@ -106,10 +115,10 @@ class Panel:
             tokens += ["--presence-penalty", f"{self.presence_penalty.value:g}"]
         if self.repetition_penalty.value != 1:
             tokens += ["--repetition-penalty", f"{self.repetition_penalty.value:g}"]
-        if self.search.value:
+        if self.search.value and not self.search.disabled:
             tokens.append("--search")
         thinking = _THINKING[self.thinking.value]
-        if thinking is not None:
+        if thinking is not None and not self.thinking.disabled:
             tokens.append("--thinking" if thinking else "--no-thinking")
         if self.system.value.strip():
             tokens += ["-s", self.system.value]
