@@ -188,6 +188,8 @@ class Job:
     recalled: set[int] = field(default_factory=set)
     unrun: dict[int, str] = field(default_factory=dict)
     """Why a row that has no outcome was not run, where that is known (its Batch job expired, was cancelled...)."""
+    model_notice: str | None = None
+    """Why the model was chosen for the user (no key: the local model): said once per kernel, as by %%qwen."""
 
     def __len__(self) -> int:
         return len(self.requests)
@@ -223,16 +225,17 @@ def plan(settings: Any, args: Any, data: Any, template: str, namespace: dict[str
                     dataframe_rows=settings.dataframe_rows)
     args.no_expand = True  # each row's prompt is expanded here, once
     requests, prompts, notices, cut = [], [], list(body.notices), Counter()
-    validator = None
+    validator = model_notice = None
     for position in range(count):
         label = rows.labels[position]
         text, warnings = body.render(rows.values[position], label)
         try:
-            prepared = prepare(settings, args, text, schema_namespace or namespace)
+            prepared = prepare(settings, args, text, schema_namespace or namespace, reasoning_shown=False)
         except QwenMagicsError as err:
             raise InvalidInput(f"Row {label!r}: {err.message}", err.hint) from None
         if position == 0:
-            notices += [n for n in (prepared.model_notice, *prepared.notices) if n]
+            notices += prepared.notices
+            model_notice = prepared.model_notice
             validator = prepared.validator
         cut.update(warnings)
         requests.append(prepared.request)
@@ -240,7 +243,8 @@ def plan(settings: Any, args: Any, data: Any, template: str, namespace: dict[str
     notices += [f"{w} (in {n:,} rows)" if n > 1 else w for w, n in cut.items()]
     keys = [cache_key_of(r) for r in requests]
     job_id = hashlib.sha256("\n".join(keys).encode()).hexdigest()[:16]
-    return Job(rows, requests, prompts, keys, job_id, args.format, validator, notices, [None] * count)
+    return Job(rows, requests, prompts, keys, job_id, args.format, validator, notices, [None] * count,
+               model_notice=model_notice)
 
 
 def dry_run_text(job: Job, log: RunLog | None) -> str:

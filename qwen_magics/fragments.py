@@ -52,6 +52,11 @@ def sources_html(sources) -> str:
     return f'<div style="{_FOOT_STYLE}">Sources<ol style="margin:2px 0">{"".join(items)}</ol></div>'
 
 
+def notice_bundle(text: str) -> dict[str, str]:
+    """A one-line warning or note (``⚠ text``) as every surface shows it above an answer or a map."""
+    return {"text/plain": f"⚠ {text}", "text/html": f'<div style="color:#a65e00">⚠ {html.escape(text)}</div>'}
+
+
 def heading_bundle(text: str) -> dict[str, str]:
     """A line naming what follows (``Answer 2 of 3`` above one of ``-n K`` answers)."""
     return {"text/plain": f"── {text} ──",

@@ -40,7 +40,8 @@ class QwenMagics(Magics, QwenSettings):
         super().__init__(shell=shell, **kwargs)
         self.conversations = Conversations()
         self._live: list = []  # results and comparisons streamed into the running cell
-        self._local_notice_shown = False
+        self.local_notice_shown = False
+        """Whether the no-key notice (the local model answers) was shown: once per kernel, by any magic."""
         self._listed: list[str] | None = None  # what %qwen_models last heard from the endpoint
         self.run_log = Recorder(self, shell)
         """Every run goes into the log through this (the widgets get its ``record`` as their callback)."""
@@ -141,9 +142,9 @@ class QwenMagics(Magics, QwenSettings):
                            history=conversation.messages() if conversation else None)
         request = prepared.request
         renderer = self._renderer(args.format)
-        if prepared.model_notice and not self._local_notice_shown:
+        if prepared.model_notice and not self.local_notice_shown:
             renderer.notice(prepared.model_notice)
-            self._local_notice_shown = True
+            self.local_notice_shown = True
         for notice in prepared.notices:
             renderer.notice(notice)
         self.run_log.show_warnings()

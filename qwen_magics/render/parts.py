@@ -20,12 +20,11 @@ bundle carries ``text/plain`` too, for nbconvert, terminals and GitHub.
 
 from __future__ import annotations
 
-import html
 import re
 from typing import TYPE_CHECKING, Callable
 
 from .. import events as ev
-from ..fragments import (footer_html, footer_line_html, heading_bundle, reasoning_html, sources_html,
+from ..fragments import (footer_line_html, heading_bundle, notice_bundle, reasoning_html, sources_html,
                          token_view_html, token_view_text, tool_html)
 from ..markdown import block_starts, render_markdown, render_plain
 from ..text import answer_footer_text, asked_text, footer_text, sources_text, tool_run_text
@@ -131,8 +130,7 @@ class PartsRenderer(Renderer):
         self._thinking_closed = False
 
     def notice(self, text: str) -> None:
-        self.new_part({"text/plain": f"⚠ {text}",
-                       "text/html": f'<div style="color:#a65e00">⚠ {html.escape(text)}</div>'})
+        self.new_part(notice_bundle(text))
 
     def heading(self, text: str) -> None:
         self.new_part(heading_bundle(text))
