@@ -16,7 +16,9 @@ from conftest import outputs_text
 
 
 def bodies(server):
-    return [r.body for r in server.requests]
+    """The bodies of the requests that asked for an answer (a panel also lists the endpoint's models, with a GET
+    that may arrive after its first answer's request)."""
+    return [r.body for r in server.requests if r.method == "POST"]
 
 
 def overlapping(requests):
