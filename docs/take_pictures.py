@@ -28,7 +28,7 @@ sys.path.insert(0, str(ROOT / "tests"))
 from browser.lab import (CHROMIUM, LAB, PANEL, JupyterServer, chromium_context,  # noqa: E402
                          open_notebook, page_errors, run_all, set_slider, write_notebook)
 
-from qwen_magics import local_model  # noqa: E402
+from qwen_magics.local import model as local_model  # noqa: E402
 
 DOCS = ROOT / "docs"
 COMPARE, PANEL_CELL, ANSWER, PROBS = 2, 3, 4, 5  # the cells' places in the notebook (nth-child)

@@ -54,7 +54,7 @@ def source_sha256(source: str) -> str:
 
 def private_strings() -> list[str]:
     """This machine's paths that must not appear in a saved notebook: checkout, model cache, home, temp."""
-    from qwen_magics.local_model import cache_dir
+    from qwen_magics.local.model import cache_dir
 
     paths = {HERE.parent, cache_dir(), Path.home(), Path(tempfile.gettempdir())}
     return [str(p) for p in paths if len(str(p)) > 1]
@@ -149,7 +149,7 @@ def main(argv: list[str] | None = None) -> None:
     names = parser.parse_args(argv).names or list(GALLERY)
     for name in set(names) - set(GALLERY):
         parser.error(f"{name!r} is not a gallery notebook: name some of {', '.join(GALLERY)}")
-    from qwen_magics.local_model import default_model, is_assembled
+    from qwen_magics.local.model import default_model, is_assembled
 
     model = default_model()
     if not is_assembled(model):

@@ -13,11 +13,11 @@ def load_ipython_extension(ipython) -> None:
     """Register the magics (IPython calls this on ``%load_ext``): %%qwen, %qwen_chat, %qwen_local, %qwen_log,
     %qwen_panel, %%qwen_compare, %qwen_probs, %%qwen_map, %qwen_batch; and let ``%qwen What is X?`` ask rather
     than open help."""
-    from . import line_help
-    from .batch_magics import QwenBatchMagics
-    from .magics import QwenMagics
-    from .map_magics import QwenMapMagics
-    from .widget_magics import QwenWidgetMagics
+    from .magics import line_help
+    from .magics.batch import QwenBatchMagics
+    from .magics.qwen import QwenMagics
+    from .magics.map import QwenMapMagics
+    from .magics.widgets import QwenWidgetMagics
 
     settings = QwenMagics(ipython)
     ipython.register_magics(settings)

@@ -14,8 +14,8 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from . import events as ev
-from .fragments import footer_html, reasoning_html
-from .markdown import render_markdown
+from .display.fragments import footer_html, reasoning_html
+from .display.markdown import render_markdown
 from .request import Request
 
 State = Literal["streaming", "complete", "incomplete", "stopped"]

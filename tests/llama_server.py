@@ -24,7 +24,7 @@ _STOP_TIMEOUT = 10.0
 
 def model_path() -> Path | None:
     """The installed 0.5B GGUF, or None."""
-    from qwen_magics import local_model
+    from qwen_magics.local import model as local_model
     from qwen_magics.errors import LocalModelError
 
     try:

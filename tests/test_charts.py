@@ -10,10 +10,10 @@ import math
 import re
 import xml.etree.ElementTree as ET
 
-from qwen_magics.charts import BLUE, ORANGE, Series, bar_rows, probability_strip
+from qwen_magics.display.charts import BLUE, ORANGE, Series, bar_rows, probability_strip
 from qwen_magics.events import TokenLogprob
-from qwen_magics.fragments import token_view_html
-from qwen_magics.summary import diversity_chart, summarize, summary_html, summary_markdown
+from qwen_magics.display.fragments import token_view_html
+from qwen_magics.display.summary import diversity_chart, summarize, summary_html, summary_markdown
 
 SVG = "{http://www.w3.org/2000/svg}"
 HOSTILE = '<script>alert("x")</script> & -t 1'

@@ -104,7 +104,7 @@ def test_an_error_output_is_found(spoiled):
 @pytest.mark.parametrize("path", ["/home/ada/work/log.db", "/root/.cache/qwen-magics/x.gguf", "/tmp/qwen-gallery-1/",
                                   "/Users/ada/notes.txt", str(ROOT / "qwen_magics"), "{cache}/model.gguf"])
 def test_a_local_path_is_found(spoiled, path):
-    from qwen_magics.local_model import cache_dir
+    from qwen_magics.local.model import cache_dir
 
     nb, cell = spoiled
     text = f"saved to {path.format(cache=cache_dir())}\n"

@@ -18,7 +18,7 @@ import pytest
 
 from qwen_magics.backends.local import stream
 from qwen_magics.events import Event, Finished, Started, TextDelta, TokenLogprob, Usage
-from qwen_magics.local_model import LocalModelError, load, loaded, resolve, unload
+from qwen_magics.local.model import LocalModelError, load, loaded, resolve, unload
 from qwen_magics.request import Endpoint, Request, Sampling
 
 pytestmark = pytest.mark.local

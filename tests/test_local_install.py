@@ -19,9 +19,9 @@ from typing import Iterator
 
 import pytest
 
-from qwen_magics import install_local
+from qwen_magics.local import install as install_local
 from qwen_magics.cli import main
-from qwen_magics.local_model import MODELS, LocalModelError, resolve
+from qwen_magics.local.model import MODELS, LocalModelError, resolve
 
 pytestmark = pytest.mark.local
 

@@ -14,7 +14,7 @@ from IPython.core.error import UsageError
 from nbclient import NotebookClient
 
 from conftest import interrupt_once_text_arrives
-from qwen_magics.local_model import default_model, unload
+from qwen_magics.local.model import default_model, unload
 
 pytestmark = pytest.mark.local
 ROOT = Path(__file__).resolve().parents[1]

@@ -269,7 +269,8 @@ def test_qwen_magics_log_gives_the_path_and_a_connection(ip, dashscope, run_log_
 def test_loading_the_extension_imports_and_opens_no_log(run_log_in_a_temporary_folder):
     code = ("import sys\nfrom IPython.core.interactiveshell import InteractiveShell\n"
             "InteractiveShell.instance().run_line_magic('load_ext', 'qwen_magics')\n"
-            "print(sorted(m for m in ('qwen_magics.runlog', 'platformdirs') if m in sys.modules))")
+            "print(sorted(m for m in ('qwen_magics.runlog.store', 'qwen_magics.runlog.record', 'platformdirs')\n"
+            "             if m in sys.modules))")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert done.stdout.strip() == "[]", done.stderr
     assert not run_log_in_a_temporary_folder.exists()

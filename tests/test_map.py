@@ -287,7 +287,7 @@ def test_map_from_python_takes_the_options_as_keywords(mp, dashscope):
 
 @pytest.mark.local
 def test_the_local_model_maps_rows_in_turn(mp, dashscope, capsys):
-    from qwen_magics.local_model import unload
+    from qwen_magics.local.model import unload
 
     mp.user_ns["words"] = ["cat", "dog", "fish"]
     try:
@@ -306,7 +306,7 @@ def notices(shell) -> list[str]:
 
 @pytest.mark.local
 def test_the_no_key_notice_is_said_once_per_kernel_and_only_of_what_was_asked(mp, monkeypatch, capsys):
-    from qwen_magics.local_model import default_model, unload
+    from qwen_magics.local.model import default_model, unload
 
     monkeypatch.delenv("DASHSCOPE_API_KEY")
     mp.user_ns["words"] = ["cat", "dog"]

@@ -11,7 +11,7 @@ import re
 import pytest
 
 from qwen_magics.events import TokenLogprob
-from qwen_magics.fragments import token_view_html
+from qwen_magics.display.fragments import token_view_html
 from qwen_magics.result import Result
 from qwen_magics.widgets.probs import probs_widget, reshape
 

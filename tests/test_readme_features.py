@@ -69,7 +69,7 @@ def test_install_local_unless_key_without_a_key_goes_on_to_install(offline_env, 
 
 @pytest.mark.local
 def test_qwen_local_install_of_an_installed_model_only_says_so(ip, offline_env, monkeypatch, capsys, tmp_path):
-    from qwen_magics import install_local, local_model
+    from qwen_magics.local import install as install_local, model as local_model
 
     model = local_model.MODELS["0.5b"]
     assert install_local.runtime_version() == install_local.RUNTIME_VERSION and local_model.is_verified(model), \

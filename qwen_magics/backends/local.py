@@ -36,7 +36,7 @@ from typing import Any
 
 from ..events import Event, Finished, Started, TextDelta, TokenLogprob, Usage
 from ..errors import LocalModelError
-from ..local_model import LoadedModel, import_llama_cpp, known_model, load, resolve
+from ..local.model import LoadedModel, import_llama_cpp, known_model, load, resolve
 from ..request import Request
 from .common import guarded
 

@@ -14,7 +14,7 @@ The thinking section is one part that shows the latest ``thinking_window``
 characters while reasoning streams, and becomes a collapsed ``<details>``
 holding the whole reasoning (sent once) when the answer starts.
 
-All HTML is built from escaped text (see :mod:`qwen_magics.markdown`); every
+All HTML is built from escaped text (see :mod:`qwen_magics.display.markdown`); every
 bundle carries ``text/plain`` too, for nbconvert, terminals and GitHub.
 """
 
@@ -24,10 +24,18 @@ import re
 from typing import TYPE_CHECKING, Callable
 
 from .. import events as ev
-from ..fragments import (footer_line_html, heading_bundle, notice_bundle, reasoning_html, sources_html,
-                         token_view_html, token_view_text, tool_html)
-from ..markdown import block_starts, render_markdown, render_plain
-from ..text import answer_footer_text, asked_text, footer_text, sources_text, tool_run_text
+from ..display.fragments import (
+    footer_line_html,
+    heading_bundle,
+    notice_bundle,
+    reasoning_html,
+    sources_html,
+    token_view_html,
+    token_view_text,
+    tool_html,
+)
+from ..display.markdown import block_starts, render_markdown, render_plain
+from ..display.text import answer_footer_text, asked_text, footer_text, sources_text, tool_run_text
 from .base import Renderer
 
 if TYPE_CHECKING:

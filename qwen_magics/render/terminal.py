@@ -8,7 +8,7 @@ from typing import TextIO
 from typing import TYPE_CHECKING
 
 from .. import events as ev
-from ..text import answer_footer_text, asked_text, footer_text, sources_text, tool_run_text
+from ..display.text import answer_footer_text, asked_text, footer_text, sources_text, tool_run_text
 from .base import Renderer
 
 if TYPE_CHECKING:

@@ -33,8 +33,8 @@ from ..models import is_local
 from ..render.widget import WidgetRenderer
 from ..request import Request
 from ..result import Result
-from ..text import footer_text
-from ..summary import Summary, diff_html, summarize, summary_html, summary_markdown
+from ..display.text import footer_text
+from ..display.summary import Summary, diff_html, summarize, summary_html, summary_markdown
 
 RequestFactory = Callable[[str, str], Request]
 """Builds the request of a column from its option string and prompt; raises QwenMagicsError on bad options."""
@@ -285,7 +285,7 @@ class Comparison:
 
     def to_html(self) -> str:
         """The export as HTML: the columns' markdown rendered safely, then the summary's tables and chart."""
-        from ..markdown import render_markdown
+        from ..display.markdown import render_markdown
 
         summary = self._export_summary()
         return render_markdown(self._columns_markdown()) + (summary_html(*summary) if summary else "")

@@ -21,7 +21,7 @@ from typing import Protocol, Sequence
 
 import ipywidgets as w
 
-from ..charts import probability_strip
+from ..display.charts import probability_strip
 
 _NO_LOGPROBS = "This result has no token probabilities: run the cell again with --logprobs 5"
 _KEPT_COLOUR = "#4c78a8"

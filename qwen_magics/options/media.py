@@ -13,7 +13,7 @@ import io
 from pathlib import Path
 from typing import Any, Mapping
 
-from .errors import InvalidInput
+from ..errors import InvalidInput
 
 MAX_BYTES = 10 * 2**20
 _IMAGE_MAGIC = {b"\x89PNG\r\n\x1a\n": "image/png", b"\xff\xd8\xff": "image/jpeg", b"GIF87a": "image/gif",

@@ -2,7 +2,7 @@
 
 A map is many ordinary runs.  Each row's prompt is the template with the
 row's fields filled in (notebook expressions are evaluated once), turned into
-a request by :func:`~qwen_magics.options.prepare` (the checks of ``%%qwen``),
+a request by :func:`~qwen_magics.options.build.prepare` (the checks of ``%%qwen``),
 and streamed by :func:`~qwen_magics.runner.drive` into a renderer that shows
 nothing; the progress view is handed each finished result.  Every row is
 built and checked before anything is sent.
@@ -29,16 +29,17 @@ from collections import Counter, deque
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
 
-from . import events as ev
-from . import runner
-from .errors import InvalidInput, OutputFormatError, QwenMagicsError, RateLimited
-from .expand import _is_pandas, expand, format_value
-from .options import prepare
-from .postprocess import parse_json, validate
-from .render.base import Renderer
-from .request import Request
-from .result import Result
-from .runlog import RunLog, cache_key_of, record_from
+from .. import events as ev
+from .. import runner
+from ..errors import InvalidInput, OutputFormatError, QwenMagicsError, RateLimited
+from ..options.expand import _is_pandas, expand, format_value
+from ..options.build import prepare
+from ..options.value import Options
+from ..display.postprocess import parse_json, validate
+from ..render.base import Renderer
+from ..request import Request
+from ..result import Result
+from ..runlog import RunLog, cache_key_of, record_from
 
 RESULT_COLUMNS = ("answer", "reasoning", "state", "error", "input_tokens", "output_tokens", "elapsed", "request_id")
 RATE_LIMIT_RETRIES = 4
@@ -209,28 +210,25 @@ class Job:
             self.parse_errors[position] = err.message
 
 
-def plan(settings: Any, args: Any, data: Any, template: str, namespace: dict[str, Any],
-         schema_namespace: Mapping[str, Any] | None = None) -> Job:
-    """Build and check every row's request (the first ``args.limit`` rows); nothing is sent.
-
-    ``schema_namespace`` is where ``--schema NAME`` is looked up (the notebook's names by default).
-    """
+def plan(settings: Any, options: Options, data: Any, template: str, namespace: dict[str, Any],
+         limit: int | None = None) -> Job:
+    """Build and check every row's request (the first ``limit`` rows); nothing is sent."""
     rows = rows_of(data)
     clash = [name for name in rows.fields if name in RESULT_COLUMNS]
     if clash:
         raise InvalidInput(f"The data already has a column {clash[0]!r}, which the result adds",
                            f"rename it first, e.g. data.rename(columns={{{clash[0]!r}: 'given_{clash[0]}'}})")
-    count = len(rows.values) if args.limit is None else min(args.limit, len(rows.values))
+    count = len(rows.values) if limit is None else min(limit, len(rows.values))
     body = Template(template, rows.fields, namespace, max_chars=settings.max_value_chars,
                     dataframe_rows=settings.dataframe_rows)
-    args.no_expand = True  # each row's prompt is expanded here, once
+    options = options.but(expand=False)  # each row's prompt is expanded here, once
     requests, prompts, notices, cut = [], [], list(body.notices), Counter()
     validator = model_notice = None
     for position in range(count):
         label = rows.labels[position]
         text, warnings = body.render(rows.values[position], label)
         try:
-            prepared = prepare(settings, args, text, schema_namespace or namespace, reasoning_shown=False)
+            prepared = prepare(settings, options, text, namespace, reasoning_shown=False)
         except QwenMagicsError as err:
             raise InvalidInput(f"Row {label!r}: {err.message}", err.hint) from None
         if position == 0:
@@ -241,9 +239,10 @@ def plan(settings: Any, args: Any, data: Any, template: str, namespace: dict[str
         requests.append(prepared.request)
         prompts.append(prepared.prompt)
     notices += [f"{w} (in {n:,} rows)" if n > 1 else w for w, n in cut.items()]
+    fmt = "json" if options.schema is not None else options.format
     keys = [cache_key_of(r) for r in requests]
     job_id = hashlib.sha256("\n".join(keys).encode()).hexdigest()[:16]
-    return Job(rows, requests, prompts, keys, job_id, args.format, validator, notices, [None] * count,
+    return Job(rows, requests, prompts, keys, job_id, fmt, validator, notices, [None] * count,
                model_notice=model_notice)
 
 

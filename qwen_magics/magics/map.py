@@ -1,6 +1,6 @@
 """``%%qwen_map``: one prompt over every row of a dataset, live and resumable (and ``qwen_magics.map``).
 
-The magic parses options and hands the work to :mod:`~qwen_magics.datamap`
+The magic parses options and hands the work to :mod:`~qwen_magics.datamap.run`
 (rows, requests, the run) and :mod:`~qwen_magics.render.progress` (the live
 view), imported on first use, so loading the extension opens no SQLite.  It
 shares the one ``QwenMagics`` settings object, its request defaults and its
@@ -17,16 +17,18 @@ from IPython.core.error import UsageError
 from IPython.core.magic import Magics, cell_magic, magics_class, no_var_expand
 from IPython.core.magic_arguments import argument, magic_arguments
 from IPython.display import display
-from IPython.utils.process import arg_split
 
-from . import runner
-from .backends import backend_for
-from .errors import InvalidInput, QwenMagicsError
-from .fragments import notice_bundle
-from .options import parse_options
+from .. import runner
+from ..backends import backend_for
+from ..display.fragments import notice_bundle
+from ..errors import InvalidInput, QwenMagicsError
+from ..options.declare import options_from, parse_options, request_arguments, words
+from ..options.value import Options
 
 _CANCEL_GRACE = 10.0
 _CONCURRENCY = 8  # rows in flight unless --concurrency says otherwise
+_MAP_OWN = ("concurrency", "dry_run", "limit", "fresh", "out", "batch", "no_wait")
+"""The options that say how the map runs, not what each row asks."""
 
 
 @magics_class
@@ -40,23 +42,9 @@ class QwenMapMagics(Magics):
     @magic_arguments()
     @argument("data", help="the rows: a DataFrame, a Series, a list of strings or dicts, or an expression giving "
               "one (quote it if it has spaces)")
-    @argument("-m", "--model", help="model name (default: %%config QwenMagics.model); -m local runs in this kernel")
-    @argument("-s", "--system", help="system prompt for every row")
-    @argument("-t", "--temperature", type=float, help="sampling temperature in [0, 2)")
-    @argument("--top-p", type=float, help="nucleus sampling, (0, 1]")
-    @argument("--top-k", type=int, help="sample from the k most likely tokens")
-    @argument("--seed", type=int, help="seed for repeatable sampling")
-    @argument("--max-tokens", type=int, help="cap on answer tokens, per row")
-    @argument("--thinking", dest="thinking", action="store_const", const=True, default=None, help="ask for reasoning")
-    @argument("--no-thinking", dest="thinking", action="store_const", const=False, help="ask for no reasoning")
+    @request_arguments()
     @argument("-f", "--format", choices=["text", "json"], default="text",
-              help="text (default), or json: JSON mode, each answer parsed into columns")
-    @argument("--schema", metavar="NAME", help="structured output: a JSON Schema dict or pydantic model class NAME; "
-              "each answer's fields become columns")
-    @argument("--api", choices=["chat", "responses", "dashscope"], help="protocol (default: %%config QwenMagics.api)")
-    @argument("--region", help="Model Studio region")
-    @argument("--base-url", help="any OpenAI-compatible server")
-    @argument("--timeout", type=float, metavar="SECONDS", help="seconds to wait for the next byte, per row")
+              help="text (default), or json: JSON mode, each answer parsed into columns (--schema: validated)")
     @argument("--concurrency", type=int, metavar="N", help="rows in flight at most (default 8)")
     @argument("--dry-run", action="store_true", help="show the first three prompts, the row count and an input-token "
               "estimate; send nothing")
@@ -86,7 +74,7 @@ class QwenMapMagics(Magics):
         running the cell again sends only the rows not yet answered (``--fresh``
         sends all).  Python: ``qwen_magics.map(data, template, **options)``.
         """
-        args = parse_options(self.qwen_map.parser, arg_split(line), "qwen_map")
+        args = parse_options(self.qwen_map.parser, words(line), "qwen_map")
         try:
             data = eval(args.data, self.shell.user_ns)  # noqa: S307 - the user's own expression, in their namespace
         except NameError as err:
@@ -95,37 +83,22 @@ class QwenMapMagics(Magics):
         except Exception as err:  # noqa: BLE001 - the user's expression failed: one line
             raise UsageError(f"DATA {args.data!r} raised {type(err).__name__}: {err}") from None
         try:
-            return self.run_map(args, data, cell, self.shell.user_ns)
+            return self.run_map(args, options_from(args), data, cell, self.shell.user_ns)
         except QwenMagicsError as err:
             raise UsageError(err.line()) from err
 
     def map_from_python(self, data: Any, template: str, options: Mapping[str, Any]) -> Any:
-        """``qwen_magics.map``: the options as keyword arguments (``model=``, ``temperature=``, ...)."""
-        parser = self.qwen_map.parser
-        known = {a.dest for a in parser._actions if a.option_strings}
-        tokens, schemas = ["(data)"], {}
-        for key, value in options.items():
-            if key not in known:
-                raise InvalidInput(f"map() has no option {key!r}",
-                                   f"use the long names of %%qwen_map's options: {', '.join(sorted(known))}")
-            if key == "thinking" and value is not None:
-                tokens.append("--thinking" if value else "--no-thinking")
-            elif value is True:
-                tokens.append("--" + key.replace("_", "-"))
-            elif value is not None and value is not False:
-                if key == "schema" and not isinstance(value, str):  # a class or dict given as itself
-                    schemas[getattr(value, "__name__", "schema")] = value
-                    value = next(iter(schemas))
-                tokens += ["--" + key.replace("_", "-"), str(value)]
-        try:
-            args = parse_options(parser, tokens, "qwen_map")
-        except UsageError as err:
-            raise InvalidInput(str(err)) from None
-        return self.run_map(args, data, template, self.shell.user_ns, schemas)
+        """``qwen_magics.map``: request options by their names (``model=``, ``temperature=``, ``stop=[...]``,
+        ``schema=`` a name, class or dict) and the map's own (``concurrency=``, ``limit=``, ``fresh=``, ...)."""
+        own = {key: options[key] for key in _MAP_OWN if key in options}
+        request = Options.of({"format": "text", **{k: v for k, v in options.items() if k not in own}}, "map()")
+        defaults = vars(parse_options(self.qwen_map.parser, ["(data)"], "qwen_map"))
+        return self.run_map(argparse.Namespace(**{**defaults, **own}), request, data, template, self.shell.user_ns)
 
-    def run_map(self, args: argparse.Namespace, data: Any, template: str, namespace: dict[str, Any],
-                schemas: Mapping[str, Any] | None = None) -> Any:
-        from . import datamap
+    def run_map(self, args: argparse.Namespace, request: Options, data: Any, template: str,
+                namespace: dict[str, Any]) -> Any:
+        """The map's own options in ``args``; what every row's request asks for in ``request``."""
+        from ..datamap import run as datamap
 
         if args.no_wait and not args.batch:
             raise InvalidInput("--no-wait goes with --batch", "add --batch, or drop --no-wait to map the rows live")
@@ -133,9 +106,7 @@ class QwenMapMagics(Magics):
             raise InvalidInput(f"-o {args.out!r} is not a Python name", "use e.g. -o labels")
         if (args.concurrency is not None and args.concurrency < 1) or (args.limit is not None and args.limit < 1):
             raise InvalidInput("--concurrency and --limit must be 1 or more", "e.g. --concurrency 8 --limit 10")
-        request_args = self._request_args(args)
-        job = datamap.plan(self.settings, request_args, data, template, namespace,
-                           {**namespace, **schemas} if schemas else None)
+        job = datamap.plan(self.settings, request, data, template, namespace, args.limit)
         log = self.settings.run_log.log() if self.settings.log else None
         if args.dry_run:
             print(datamap.dry_run_text(job, log))
@@ -163,8 +134,9 @@ class QwenMapMagics(Magics):
 
     def _batch(self, job: Any, args: argparse.Namespace, log: Any, template: str) -> Any:
         """The rows not yet answered as Batch jobs (or those submitted before, still uncollected): wait, collect."""
-        from . import batch, datamap
-        from .batch import maps
+        from .. import batch
+        from ..datamap import run as datamap
+        from ..batch import maps
 
         batch.check_batchable(job.requests)  # before the log is read or anything is sent
         self._notices(job)
@@ -213,7 +185,7 @@ class QwenMapMagics(Magics):
                 print(f"⚠ {line}")
 
     def _progress(self, job: Any, price: tuple[float, float] | None) -> Any:
-        from .render.progress import Progress
+        from ..render.progress import Progress
 
         return Progress(len(job), notebook=self.settings.renders_in_notebook(), priced=bool(price and any(price)),
                         interval=self.settings.update_interval)
@@ -227,12 +199,3 @@ class QwenMapMagics(Magics):
         if out:
             self.shell.user_ns[out] = result
         return result
-
-    def _request_args(self, args: argparse.Namespace) -> argparse.Namespace:
-        """The map's options over the defaults of every ``%%qwen`` option, as ``prepare`` reads them."""
-        merged = self.settings.qwen.parser.parse_args([])
-        for name, value in vars(args).items():
-            if hasattr(merged, name):
-                setattr(merged, name, value)
-        merged.limit = args.limit
-        return merged

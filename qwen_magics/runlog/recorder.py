@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from .runlog import Record, RunLog
+    from . import Record, RunLog
 
 _END_OF_CELL_WAIT = 0.5  # seconds a cell's end waits for its record, so a failure is reported in that cell
 
@@ -35,7 +35,7 @@ class Recorder:
 
     def log(self) -> RunLog:
         """The run log at ``log_path`` (else ``$QWEN_MAGICS_LOG``, else the user data folder), opened on first use."""
-        from .runlog import RunLog, default_path
+        from . import RunLog, default_path
 
         path = Path(self.settings.log_path).expanduser() if self.settings.log_path else default_path()
         with self._lock:
@@ -51,7 +51,7 @@ class Recorder:
         if not self.settings.log:
             return
         try:
-            from .runlog import record_from
+            from . import record_from
 
             record = record_from(result, request, conversation=conversation, group_id=group_id,
                                  group_kind=group_kind, notebook=os.environ.get("JPY_SESSION_NAME") or None,
@@ -64,7 +64,7 @@ class Recorder:
 
     def cached(self, request: Any) -> Record | None:
         """The latest complete logged run of exactly this request, if any."""
-        from .runlog import cache_key_of
+        from . import cache_key_of
 
         return self.log().cached(cache_key_of(request))
 

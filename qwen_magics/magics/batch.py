@@ -17,8 +17,8 @@ from IPython.core.error import UsageError
 from IPython.core.magic import Magics, line_magic, magics_class
 from IPython.core.magic_arguments import argument, magic_arguments, parse_argstring
 
-from .errors import InvalidInput, QwenMagicsError
-from .options import endpoint_for
+from ..errors import InvalidInput, QwenMagicsError
+from ..options.build import endpoint_for
 
 
 @magics_class
@@ -66,8 +66,8 @@ class QwenBatchMagics(Magics):
     # the actions
 
     def _list(self, args: argparse.Namespace) -> Any:
-        from . import batch
-        from .log_view import Table
+        from .. import batch
+        from ..runlog.view import Table
 
         if args.n < 1:
             raise InvalidInput(f"-n {args.n} is not a number of jobs", "give 1 or more, e.g. %qwen_batch -n 50")
@@ -80,16 +80,16 @@ class QwenBatchMagics(Magics):
         return Table(title, ["id", "status", "done", "failed", "created", "map"], rows)
 
     def _status(self, args: argparse.Namespace) -> None:
-        from . import batch
+        from .. import batch
 
         _, _, endpoint = self._found(args)
         job = batch.status(endpoint, args.job)
         print(job.line() + (f" (map {job.metadata['map']})" if job.metadata.get("map") else ""))
 
     def _wait(self, args: argparse.Namespace) -> None:
-        from . import batch
-        from .batch import maps
-        from .render.progress import Progress
+        from .. import batch
+        from ..batch import maps
+        from ..render.progress import Progress
 
         record, _, endpoint = self._found(args)
         ids = list(record.parameters["batch_jobs"]) if record is not None else [args.job]
@@ -105,8 +105,9 @@ class QwenBatchMagics(Magics):
         maps.finish(progress, [], f"{ended}: collect with %qwen_batch collect {ids[0]} -o NAME")
 
     def _collect(self, args: argparse.Namespace) -> Any:
-        from . import batch, datamap
-        from .batch import maps
+        from .. import batch
+        from ..datamap import run as datamap
+        from ..batch import maps
 
         if args.out is not None and not args.out.isidentifier():
             raise InvalidInput(f"-o {args.out!r} is not a Python name", "use e.g. -o labels")
@@ -132,7 +133,7 @@ class QwenBatchMagics(Magics):
         return self._store(datamap.outcome(job), args.out)
 
     def _cancel(self, args: argparse.Namespace) -> None:
-        from . import batch
+        from .. import batch
 
         _, _, endpoint = self._found(args)
         job = batch.cancel(endpoint, args.job)
@@ -143,7 +144,7 @@ class QwenBatchMagics(Magics):
 
     def _found(self, args: argparse.Namespace) -> tuple[Any, bool, Any]:
         """The job's submitted record in the run log (or None), whether it was collected, and where the job is."""
-        from .batch import maps
+        from ..batch import maps
 
         if not (args.job or "").strip():
             raise InvalidInput(f"%qwen_batch {args.action} needs a job id",

@@ -17,20 +17,31 @@ from IPython.core.error import UsageError
 from IPython.core.magic import Magics, cell_magic, line_magic, magics_class, no_var_expand
 from IPython.core.magic_arguments import argument, magic_arguments, parse_argstring
 from IPython.display import display, update_display
-from IPython.utils.process import arg_split
 
-from . import runner
-from .backends import backend_for
-from .errors import InvalidInput, QwenMagicsError
-from .expand import expand
-from .options import choose_model, endpoint_for, parse_options, prepare, split_line
-from .request import Request
-from .text import footer_text
+from .. import runner
+from ..backends import backend_for
+from ..errors import InvalidInput, QwenMagicsError
+from ..options.expand import expand
+from ..options.build import choose_model, endpoint_for, prepare
+from ..options.declare import (
+    COMPARED,
+    REQUEST_OPTIONS,
+    as_words,
+    options_from,
+    parse_options,
+    request_arguments,
+    split_line,
+    words,
+)
+from ..options.value import Options
+from ..request import Request
+from ..display.text import footer_text
 
-_AXES = {"model": "-m", "temperature": "-t", "top_p": "--top-p", "seed": "--seed", "thinking": "--thinking",
-         "presence_penalty": "--presence-penalty", "repetition_penalty": "--repetition-penalty"}
-_COMMON = {"system": "-s", "max_tokens": "--max-tokens", "top_k": "--top-k", "region": "--region",
-           "base_url": "--base-url", "logprobs": "--logprobs", "timeout": "--timeout", "api": "--api"}
+_AXES = {d.dest: d.flags[0] for d in REQUEST_OPTIONS if d.dest in COMPARED and d.listed}
+"""The settings a comparison takes as comma lists, and the flag that names each in a column's label."""
+_COMMON = tuple(dict.fromkeys(d.dest for d in REQUEST_OPTIONS if d.dest not in COMPARED
+                              and d.dest not in ("schema", "prefix", "no_stream")))
+"""The request options a comparison applies to every column."""
 _CONCURRENCY = 4  # columns streaming at once when --concurrency is not given
 _VARIANT_SEPARATOR = re.compile(r"^[ \t]*---[ \t]*$", re.M)
 
@@ -66,8 +77,8 @@ class QwenWidgetMagics(Magics):
             if args.no_log:
                 raise InvalidInput("--no-log applies to a whole comparison, not to one column",
                                    "put it on the %%qwen_compare line, or %config QwenMagics.log = False")
-            args.no_expand = True  # the prompt was expanded once, for every column
-            return prepare(self.settings, args, text, self.shell.user_ns).request
+            options = options_from(args, expand=False)  # the prompt was expanded once, for every column
+            return prepare(self.settings, options, text, self.shell.user_ns).request
 
         return make
 
@@ -82,11 +93,11 @@ class QwenWidgetMagics(Magics):
         return None
 
     def make_panel(self):
-        from .backends.openai_chat import list_models
-        from .widgets.panel import Panel
+        from ..backends.openai_chat import list_models
+        from ..widgets.panel import Panel
 
         make = self.request_factory("")
-        model, _ = choose_model(argparse.Namespace(model=None, base_url=None, region=None), self.settings)
+        model, _ = choose_model(Options(), self.settings)
         catalogue = True
         try:
             endpoint = endpoint_for(self.settings, None, None, None)
@@ -102,26 +113,12 @@ class QwenWidgetMagics(Magics):
         return partial(self.settings.run_log.record, group_id=uuid.uuid4().hex, group_kind=kind)
 
     @magic_arguments()
-    @argument("-m", "--model", help="models, comma-separated: -m qwen3.5-plus,qwen-flash,local")
-    @argument("-t", "--temperature", help="temperatures, comma-separated: -t 0,0.7,1.3")
-    @argument("--top-p", help="top_p values, comma-separated: --top-p 0.1,0.5,1")
-    @argument("--seed", help="seeds, comma-separated: --seed 1,2,3")
-    @argument("--thinking", nargs="?", const="on", help="on, off, or on,off (compare reasoning against none)")
-    @argument("--no-thinking", dest="thinking", action="store_const", const="off", help="no reasoning, every column")
-    @argument("--presence-penalty", help="presence penalties, comma-separated: --presence-penalty 0,1.5")
-    @argument("--repetition-penalty", help="repetition penalties, comma-separated: --repetition-penalty 1,1.3")
+    @request_arguments(lists=True, without=("schema", "prefix", "no_stream"))
     @argument("--variants", action="store_true",
               help="the cell holds several prompts, separated by lines of only ---: each is a column (an axis)")
     @argument("--grid", action="store_true", help="cross the lists (e.g. a temperature x top_p grid) instead of zipping them")
     @argument("-n", "--repeat", type=int, default=1, metavar="K", help="run each setting K times to show sampling variance")
-    @argument("-s", "--system", help="system prompt for every column")
-    @argument("--max-tokens", type=int, help="cap on answer tokens, every column")
-    @argument("--top-k", type=int, help="top-k, every column")
     @argument("--logprobs", type=int, metavar="K", help="token probabilities, every column")
-    @argument("--api", choices=["chat", "responses", "dashscope"], help="protocol, every column")
-    @argument("--region", help="Model Studio region, every column")
-    @argument("--base-url", help="OpenAI-compatible server, every column")
-    @argument("--timeout", type=float, help="seconds to wait for the next byte")
     @argument("--concurrency", type=int,
               help="columns streaming at once (default 4, and a server's QwenMagics.concurrency entry)")
     @argument("-o", "--out", metavar="NAME", help="also store the comparison in NAME (always in _qwen_compare)")
@@ -144,14 +141,14 @@ class QwenWidgetMagics(Magics):
         --concurrency 1, or once: %config QwenMagics.concurrency = {URL: 1}.
         The comparison is returned (``.rows``, ``.to_dataframe()``, ``.to_markdown()``).
         """
-        args = parse_options(self.qwen_compare.parser, arg_split(line), "qwen_compare")
+        args = parse_options(self.qwen_compare.parser, words(line), "qwen_compare")
         try:
             return self._compare(args, cell)
         except QwenMagicsError as err:
             raise UsageError(err.line()) from err
 
     def _compare(self, args: argparse.Namespace, cell: str):
-        from .widgets.compare import Comparison, column_specs
+        from ..widgets.compare import Comparison, column_specs
 
         if args.out is not None and not args.out.isidentifier():
             raise UsageError(f"-o {args.out!r} is not a Python name: use e.g. -o runs")
@@ -160,9 +157,9 @@ class QwenWidgetMagics(Magics):
         expansion = None if args.no_expand else expand(cell, self.shell.user_ns, max_chars=self.settings.max_value_chars,
                                                        dataframe_rows=self.settings.dataframe_rows)
         prompt = (expansion.text if expansion else cell).strip()
-        axes = {option: _split(getattr(args, name)) for name, option in _AXES.items()}
-        common = [tok for name, option in _COMMON.items() if getattr(args, name) is not None
-                  for tok in (option, str(getattr(args, name)))]
+        axes = {flag: _split(getattr(args, dest)) for dest, flag in _AXES.items()}
+        common = [word for dest in _COMMON for word in as_words(dest, getattr(args, dest))]
+        common += ["--logprobs", str(args.logprobs)] if args.logprobs is not None else []
         variants = _variants(prompt) if args.variants else []
         specs = column_specs(axes, args.grid, args.repeat, common, variants)
         make = self.request_factory(prompt)
@@ -213,7 +210,7 @@ class QwenWidgetMagics(Magics):
             %qwen_probs                      the last result
             %qwen_probs answer --position 3
         """
-        from .widgets.probs import probs_widget
+        from ..widgets.probs import probs_widget
 
         args = parse_argstring(self.qwen_probs, line)
         if args.name not in self.shell.user_ns:

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
-from .errors import LocalModelError
+from ..errors import LocalModelError
 
 if TYPE_CHECKING:
     from llama_cpp import Llama

@@ -14,7 +14,8 @@ from dataclasses import dataclass
 from traitlets import Bool, CFloat, CInt, Dict, Enum, Float, Int, List, TraitError, Unicode, validate
 from traitlets.config import Configurable
 
-from .errors import InvalidInput
+from ..errors import InvalidInput
+from ..request import APIS
 
 #: Environment variable that replaces scheme and host of every DashScope endpoint (proxies, loopback tests).
 URL_OVERRIDE_ENV = "QWEN_MAGICS_DASHSCOPE_URL"
@@ -110,7 +111,7 @@ class QwenSettings(Configurable):
     search = Bool(False, help="Web search on for every request (--search).").tag(config=True)
     thinking = Bool(None, allow_none=True, help="Ask for reasoning (True/False); None: the model's default.").tag(config=True)
     thinking_budget = Int(None, allow_none=True, help="Cap on reasoning tokens; None: the model's default.").tag(config=True)
-    api = Enum(["chat", "responses", "dashscope"], "chat",
+    api = Enum(list(APIS), "chat",
                help="Protocol: OpenAI-compatible Chat Completions, the Responses API, or the native DashScope SDK."
                ).tag(config=True)
     stream = Bool(True, help="Stream the answer as it is generated.").tag(config=True)

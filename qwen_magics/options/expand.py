@@ -14,7 +14,7 @@ import string
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
-from .errors import InvalidInput
+from ..errors import InvalidInput
 
 
 @dataclass

@@ -13,10 +13,10 @@ from datetime import datetime
 from types import SimpleNamespace
 from typing import Any, Iterable, Mapping
 
-from . import events as ev
-from .fragments import tool_html
-from .result import Result
-from .text import footer_text, tool_run_text
+from .. import events as ev
+from ..display.fragments import tool_html
+from ..result import Result
+from ..display.text import footer_text, tool_run_text
 
 _PROMPT_SHOWN = 80
 #: How the log's group kinds read in the table: which comparison, map or evaluation a run belonged to.

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any, AsyncIterator
 
-from . import events as ev
+from .. import events as ev
 
 
 async def replay(record: Any) -> AsyncIterator[ev.Event]:

@@ -1,10 +1,10 @@
 """The ``%%qwen`` / ``%qwen`` magic, and the small ones beside it: parse, prepare, wire.
 
 The magics do no work of their own: they parse options, hand them to
-:func:`~qwen_magics.options.prepare` for a checked request, and drive it with
+:func:`~qwen_magics.options.build.prepare` for a checked request, and drive it with
 :func:`~qwen_magics.runner.run` into a renderer; what comes after (``-f code``,
-``-f json``) is :mod:`~qwen_magics.postprocess`, and the secondary magics'
-work is in :mod:`~qwen_magics.commands`.  Errors a user can act on arrive as
+``-f json``) is :mod:`~qwen_magics.display.postprocess`, and the secondary magics'
+work is in :mod:`~qwen_magics.magics.commands`.  Errors a user can act on arrive as
 one line (``UsageError``).
 """
 
@@ -15,19 +15,21 @@ from IPython.core.magic import Magics, line_cell_magic, line_magic, magics_class
 from IPython.core.magic_arguments import argument, magic_arguments, parse_argstring
 from IPython.display import display
 
-from . import commands, runner
-from .recorder import Recorder
-from .backends import backend_for
-from .config import QwenSettings
-from .conversation import Conversations
-from .errors import QwenMagicsError, ToolApprovalUnavailable
-from .options import parse_options, prepare, split_line
-from .postprocess import code_of, parse_json, validate
-from .replay import replay
-from .render.notebook import NotebookRenderer
-from .render.terminal import TerminalRenderer
-from .result import Result
-from .tools import converse
+from . import commands
+from .. import runner
+from ..runlog.recorder import Recorder
+from ..backends import backend_for
+from ..options.config import QwenSettings
+from ..conversation import Conversations
+from ..errors import QwenMagicsError, ToolApprovalUnavailable
+from ..options.build import prepare
+from ..options.declare import options_from, parse_options, request_arguments, split_line
+from ..display.postprocess import code_of, parse_json, validate
+from ..runlog.replay import replay
+from ..render.notebook import NotebookRenderer
+from ..render.terminal import TerminalRenderer
+from ..result import Result
+from ..tools import converse
 
 
 @magics_class
@@ -54,47 +56,18 @@ class QwenMagics(Magics, QwenSettings):
                 shell.configurables.append(self)
 
     @magic_arguments()
-    @argument("-m", "--model", help="model name, e.g. qwen3.5-plus, qwen-flash (default: %%config QwenMagics.model)")
-    @argument("-s", "--system", help="system prompt for this request")
-    @argument("-t", "--temperature", type=float, help="sampling temperature in [0, 2)")
-    @argument("--top-p", type=float, help="nucleus sampling: keep the smallest token set with this probability, (0, 1]")
-    @argument("--top-k", type=int, help="sample from the k most likely tokens")
-    @argument("--seed", type=int, help="seed for repeatable sampling")
-    @argument("--max-tokens", type=int, help="cap on answer tokens")
-    @argument("--stop", action="append", metavar="TEXT", help="stop when the model writes TEXT (repeatable)")
-    @argument("--presence-penalty", type=float, metavar="P",
-              help="in [-2, 2]: above 0, words already used are less likely again (new topics)")
-    @argument("--repetition-penalty", type=float, metavar="R",
-              help="above 0, 1.0 means none: above 1, repeating earlier tokens is penalised (less looping)")
+    @request_arguments()
     @argument("-n", type=int, metavar="K", help="K answers to the prompt (1-4), one after another")
-    @argument("--search", action="store_const", const=True, default=None,
-              help="web search on (enable_search); the pages cited are listed under the answer where returned")
-    @argument("--param", action="append", metavar="KEY=VALUE",
-              help="any other request field, VALUE as JSON (else a string), e.g. --param search_options="
-                   "'{\"search_strategy\": \"pro\"}'; repeatable")
-    @argument("--thinking", dest="thinking", action="store_const", const=True, default=None, help="ask for reasoning")
-    @argument("--no-thinking", dest="thinking", action="store_const", const=False, help="ask for no reasoning")
-    @argument("--thinking-budget", type=int, metavar="N", help="cap on reasoning tokens")
     @argument("-f", "--format", choices=["markdown", "text", "code", "json"], default="markdown",
               help="markdown (rendered); text (as written); code (answer's code goes into the next cell); "
                    "json (JSON mode, parsed into result.data)")
     @argument("-o", "--out", metavar="NAME", help="also store the result in the variable NAME")
     @argument("-c", "--chat", nargs="?", const="default", metavar="NAME",
               help="continue conversation NAME (default 'default'); in line mode write --chat=NAME or end options with --")
-    @argument("--api", choices=["chat", "responses", "dashscope"],
-              help="protocol: OpenAI-compatible Chat Completions (default), the Responses API, or native DashScope")
-    @argument("--region", help="singapore, us, beijing, hongkong or frankfurt (keys are region-specific)")
-    @argument("--base-url", help="any OpenAI-compatible server, e.g. http://localhost:8000/v1 (vLLM, Ollama)")
-    @argument("--timeout", type=float, metavar="SECONDS", help="seconds to wait for the next byte")
-    @argument("--no-stream", action="store_true", help="wait for the whole answer, then show it")
     @argument("--no-expand", action="store_true", help="send {braces} as written instead of expanding {expr}")
-    @argument("--schema", metavar="NAME", help="structured output: a JSON Schema dict or pydantic model class "
-              "named NAME; the parsed (validated) answer is result.data")
     @argument("--image", action="append", metavar="X", help="attach an image: URL, file path, or a variable "
               "(bytes, PIL image, numpy array); repeatable")
     @argument("--video", action="append", metavar="X", help="attach a video: URL or file path (repeatable)")
-    @argument("--prefix", metavar="TEXT",
-              help="partial mode: the answer continues TEXT (or the string variable TEXT names); chat and dashscope")
     @argument("--logprobs", type=int, metavar="K",
               help="ask for the top-K alternatives of every token: tinted view, result.logprobs, %%qwen_probs")
     @argument("--tools", metavar="F,G", help="let the model call these Python functions (schema from signature "
@@ -138,10 +111,10 @@ class QwenMagics(Magics, QwenSettings):
         if args.out is not None and not args.out.isidentifier():
             raise UsageError(f"-o {args.out!r} is not a Python name: use e.g. -o answer")
         conversation = self.conversations.get_or_create(args.chat) if args.chat is not None else None
-        prepared = prepare(self, args, template, self.shell.user_ns, listed=self._listed,
+        prepared = prepare(self, options_from(args), template, self.shell.user_ns, listed=self._listed,
                            history=conversation.messages() if conversation else None)
         request = prepared.request
-        renderer = self._renderer(args.format)
+        renderer = self._renderer(prepared.format)
         if prepared.model_notice and not self.local_notice_shown:
             renderer.notice(prepared.model_notice)
             self.local_notice_shown = True
@@ -156,7 +129,7 @@ class QwenMagics(Magics, QwenSettings):
         self.track_live(result)
         if result.error_kind is not None:  # the run failed: its line is the cell's error (the footer names the state)
             raise UsageError(result.error)
-        self._postprocess(args.format, result, prepared.validator)
+        self._postprocess(prepared.format, result, prepared.validator)
         if conversation is not None and result.complete:
             conversation.add(prepared.prompt, result.text, self.history_turns)
         return result
@@ -167,10 +140,10 @@ class QwenMagics(Magics, QwenSettings):
         results: list[Result] = []
         for k in range(prepared.requests):
             if k:
-                renderer = self._renderer(args.format)
+                renderer = self._renderer(prepared.format)
                 renderer.heading(f"Answer {k + 1} of {prepared.requests}")
             if prepared.tools:
-                results.append(self._ask_with_tools(request, prepared.tools, backend, renderer, args))
+                results.append(self._ask_with_tools(request, prepared, backend, renderer, args))
             else:
                 results.append(self._stream(request, backend, renderer, args))
             self._log(request, results[-1], args)
@@ -180,17 +153,17 @@ class QwenMagics(Magics, QwenSettings):
         self._store(result, args.out)
         return result
 
-    def _ask_with_tools(self, request, tools, backend, first_renderer, args) -> Result:
+    def _ask_with_tools(self, request, prepared, backend, first_renderer, args) -> Result:
         """Rounds of answer → tool calls → outputs, each round streamed into a renderer of its own."""
         renderers = [first_renderer]
 
         def one_round(req):
             if req is not request:  # a follow-up round: below the previous round's tool outputs
-                renderers.append(self._renderer(args.format))
+                renderers.append(self._renderer(prepared.format))
             return self._stream(req, backend, renderers[-1], args)
 
         approve = (lambda run: True) if args.yes or self.run_tools == "auto" else self._approve
-        result = converse(request, tools, one_round, approve, lambda run: renderers[-1].tool_run(run),
+        result = converse(request, prepared.tools, one_round, approve, lambda run: renderers[-1].tool_run(run),
                           max_rounds=self.max_tool_rounds, max_chars=self.max_value_chars)
         self._store(result, args.out)
         if result.state == "incomplete" and result.rounds:

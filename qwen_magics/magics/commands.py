@@ -13,15 +13,15 @@ from typing import Any, Mapping
 
 from IPython.display import display
 
-from . import runner
-from .config import QwenSettings
-from .conversation import Conversations, check_name
-from .errors import InvalidInput
-from .markdown import render_markdown
-from .models import ModelTable, is_local, known, likely_typo
-from .options import endpoint_for
-from .recorder import Recorder
-from .request import Request
+from .. import runner
+from ..options.config import QwenSettings
+from ..conversation import Conversations, check_name
+from ..errors import InvalidInput
+from ..display.markdown import render_markdown
+from ..models import ModelTable, is_local, known, likely_typo
+from ..options.build import endpoint_for
+from ..runlog.recorder import Recorder
+from ..request import Request
 
 _NAMES_SHOWN = 5  # models of another server named when a NAME is not among them
 _READ_WAIT = 2.0  # seconds %qwen_log waits for runs still being written, so the last cell's run is listed
@@ -53,8 +53,8 @@ def models(settings: QwenSettings, args: argparse.Namespace) -> tuple[ModelTable
 
     A server that is not Model Studio (a base URL) gets its own list alone: the catalogue is not its to offer.
     """
-    from .backends.errors import translate
-    from .backends.openai_chat import list_models
+    from ..backends.errors import translate
+    from ..backends.openai_chat import list_models
 
     endpoint = endpoint_for(settings, args.region, args.base_url, None)
     catalogue = endpoint.region is not None
@@ -96,7 +96,7 @@ def _server_verdict(name: str, listed: list[str] | None, where: str, note: str |
 
 def local(args: argparse.Namespace) -> None:
     """Install, unload, or describe the in-process model."""
-    from . import install_local, local_model
+    from ..local import install as install_local, model as local_model
 
     if args.action == "install":
         install_local.install(args.model)
@@ -119,7 +119,7 @@ def local_status(loaded: list[dict], default) -> str:
 
 def run_log(recorder: Recorder, args: argparse.Namespace, prices: Mapping[str, Any]) -> Any:
     """List, search, show, total, export or delete logged runs; what the magic returns, if anything."""
-    from .log_view import ShownRun, cost_table, runs_table
+    from ..runlog.view import ShownRun, cost_table, runs_table
 
     log = recorder.log()
     log.flush(_READ_WAIT)

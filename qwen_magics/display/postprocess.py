@@ -13,7 +13,7 @@ import json
 from functools import lru_cache
 from typing import Any
 
-from .errors import OutputFormatError
+from ..errors import OutputFormatError
 
 
 @lru_cache(maxsize=1)

@@ -7,94 +7,27 @@ and never change them.
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
 import os
-import re
-import shlex
 from dataclasses import dataclass
 from typing import Any, Mapping
 
-from IPython.core.error import UsageError
-
-from . import local_model
+from ..local import model as local_model
 from .config import QwenSettings, check_penalties, check_temperature, check_top_p, dashscope_root, find_region
-from .errors import InvalidInput, missing_key
+from ..errors import InvalidInput, missing_key
 from .expand import expand
 from .media import media_url, user_content
-from .models import LOCAL_LACKS, is_local, known, likely_typo
-from .request import Endpoint, Request, Sampling
-from .tools import Tool, tools_from
+from ..models import LOCAL_LACKS, is_local, known, likely_typo
+from ..request import Endpoint, Request, Sampling
+from ..tools import Tool, tools_from
+from .value import Options
 
 MAX_TOKENS_LIMIT = 131_072
-_SEPARATOR = re.compile(r"(^|\s)--(\s|$)")
 FORMAT_INSTRUCTIONS = {
     "code": "Answer with code only, in one fenced code block.",
     "json": "Answer with one JSON object only, no prose.",
 }
-
-
-def parse_options(parser: argparse.ArgumentParser, tokens: list[str], magic: str) -> argparse.Namespace:
-    """Parse option tokens; argparse's one-line complaint ends, as split_line's do, with where to read more."""
-    try:
-        return parser.parse_args(tokens)
-    except UsageError as err:
-        message = str(err)
-        if f"%{magic}?" in message:
-            raise
-        raise UsageError(f"{message}: see %{magic}? for the options") from None
-
-
-def split_line(parser: argparse.ArgumentParser, line: str, cell_mode: bool) -> tuple[list[str], str]:
-    """Split a magic line into option tokens and the prompt text that follows them.
-
-    The prompt is kept verbatim (apostrophes and all): only the leading options
-    are tokenised, shell-style.  An option with an optional value (``-c``)
-    takes the next word only in cell mode or when ``--`` ends the options
-    later on the line, so ``%qwen -c explain this`` does not eat "explain".
-    """
-    actions = {opt: a for a in parser._actions for opt in a.option_strings}
-    tokens: list[str] = []
-    pos = _skip_space(line, 0)
-    while pos < len(line) and line[pos] == "-":
-        tok, pos = _token(line, pos)
-        if tok == "--":
-            break
-        name = tok.split("=", 1)[0]
-        action = actions.get(name) or (actions.get(tok[:2]) if not tok.startswith("--") else None)
-        if action is None:
-            raise UsageError(f"Unknown option {tok}: see %qwen? for the options "
-                             "(to start a prompt with '-', put -- before it)")
-        tokens.append(tok)
-        glued = "=" in tok or (action is not actions.get(tok))
-        if not glued and action.nargs != 0:
-            want = action.nargs != "?" or cell_mode or _SEPARATOR.search(line[pos:])
-            nxt = _skip_space(line, pos)
-            if want and nxt < len(line) and not (action.nargs == "?" and line[nxt] == "-"):
-                value, pos = _token(line, nxt)
-                tokens.append(value)
-            elif action.nargs != "?":
-                raise UsageError(f"Option {tok} needs a value: see %qwen? for its meaning")
-        pos = _skip_space(line, pos)
-    return tokens, line[pos:].strip()
-
-
-def _skip_space(line: str, pos: int) -> int:
-    while pos < len(line) and line[pos].isspace():
-        pos += 1
-    return pos
-
-
-def _token(line: str, pos: int) -> tuple[str, int]:
-    lexer = shlex.shlex(line[pos:], posix=True)
-    lexer.whitespace_split = True
-    lexer.commenters = ""
-    try:
-        tok = lexer.get_token()
-    except ValueError:
-        raise UsageError(f"Unclosed quote in the options: {line[pos:]!r}") from None
-    return tok or "", pos + lexer.instream.tell()
 
 
 @dataclass(frozen=True)
@@ -112,41 +45,43 @@ class Prepared:
     """The pydantic model class of ``--schema``, to validate the parsed answer."""
     tools: tuple[Tool, ...] = ()
     requests: int = 1
+    format: str = "markdown"
+    """How the answer is shown and read: ``options.format``, or ``json`` under ``--schema``."""
     """How many times to send the request: ``-n K`` where one request cannot carry ``n`` (K answers, K requests)."""
 
 
-def prepare(settings: QwenSettings, args: argparse.Namespace, template: str, namespace: Mapping[str, Any], *,
+def prepare(settings: QwenSettings, options: Options, template: str, namespace: Mapping[str, Any], *,
             history: list[dict[str, Any]] | None = None, listed: list[str] | None = None,
             reasoning_shown: bool = True) -> Prepared:
     """Turn options, a prompt template and the notebook's namespace into a checked :class:`Request`.
 
     The one way every surface builds a request, so an option means, checks
     and fails the same everywhere.  ``{expr}`` is expanded unless
-    ``args.no_expand``; ``history`` holds a conversation's earlier turns;
+    ``not options.expand``; ``history`` holds a conversation's earlier turns;
     ``listed`` is what the endpoint last said it offers (for the typo check); ``reasoning_shown`` false: the
     surface shows no reasoning (a map), so the no-key notice says nothing of a Thinking section.
     Raises :class:`~qwen_magics.errors.QwenMagicsError` for anything that can
     be checked here, before anything is sent.
     """
-    expansion = None if getattr(args, "no_expand", False) else expand(
+    expansion = None if not options.expand else expand(
         template, namespace, max_chars=settings.max_value_chars, dataframe_rows=settings.dataframe_rows)
     prompt = (expansion.text if expansion else template).strip()
     if not prompt:
         raise InvalidInput("The prompt is empty", "write it after %qwen, or in the cell body under %%qwen")
-    content = user_content(prompt, [media_url(x, namespace, "image") for x in getattr(args, "image", None) or ()],
-                           [media_url(x, namespace, "video") for x in getattr(args, "video", None) or ()])
-    schema, validator = json_schema_of(args.schema, namespace) if getattr(args, "schema", None) else (None, None)
+    content = user_content(prompt, [media_url(x, namespace, "image") for x in options.image],
+                           [media_url(x, namespace, "video") for x in options.video])
+    schema, validator = json_schema_of(options.schema, namespace) if options.schema is not None else (None, None)
     if schema is not None:
-        args.format = "json"  # before the system prompt, which then asks for JSON as -f json does
-    messages = messages_for(system_prompt(args, settings), content, history)
-    if getattr(args, "prefix", None) is not None:
-        messages.append(partial_message(args.prefix, namespace))
-    tools = tuple(tools_from(args.tools, namespace)) if getattr(args, "tools", None) else ()
-    model, model_notice = choose_model(args, settings, reasoning_shown)
-    request = make_request(args, settings, messages, model, schema, tuple(t.spec for t in tools))
+        options = options.but(format="json")  # before the system prompt, which then asks for JSON as -f json does
+    messages = messages_for(system_prompt(options, settings), content, history)
+    if options.prefix is not None:
+        messages.append(partial_message(options.prefix, namespace))
+    tools = tuple(tools_from(options.tools, namespace)) if options.tools else ()
+    model, model_notice = choose_model(options, settings, reasoning_shown)
+    request = make_request(options, settings, messages, model, schema, tuple(t.spec for t in tools))
     notices = [*(expansion.warnings if expansion else ()), *replaced_fields(request),
-               *not_applied(args, settings, model)]
-    answers = getattr(args, "n", None) or 1
+               *not_applied(options, settings, model)]
+    answers = options.n or 1
     requests = 1
     if answers > 1:
         why = why_not_n(request)
@@ -158,7 +93,7 @@ def prepare(settings: QwenSettings, args: argparse.Namespace, template: str, nam
     if guess := likely_typo(model, listed):
         notices.insert(0, f"{model!r} is not a model this package knows: did you mean {guess!r}? "
                           "(sent as written; %qwen_models lists what the endpoint offers)")
-    return Prepared(request, prompt, tuple(notices), model_notice, validator, tools, requests)
+    return Prepared(request, prompt, tuple(notices), model_notice, validator, tools, requests, options.format)
 
 
 def why_not_n(request: Request) -> str | None:
@@ -178,18 +113,17 @@ def why_not_n(request: Request) -> str | None:
     return None
 
 
-def choose_model(args: argparse.Namespace, settings: QwenSettings, reasoning_shown: bool = True
-                 ) -> tuple[str, str | None]:
+def choose_model(options: Options, settings: QwenSettings, reasoning_shown: bool = True) -> tuple[str, str | None]:
     """The model to ask, and a notice when it was chosen for the user.
 
     With no key, no model named (neither -m nor a configured one) and no base
     URL, the in-process local model answers, so a new user or a classroom gets
     real answers without an account.
     """
-    if args.model:
-        return args.model, None
+    if options.model:
+        return options.model, None
     named = settings.model != QwenSettings.model.default_value
-    if named or args.base_url or args.region or settings.base_url or os.environ.get(settings.api_key_env):
+    if named or options.base_url or options.region or settings.base_url or os.environ.get(settings.api_key_env):
         return settings.model, None
     model = local_model.default_model()
     if not local_model.is_assembled(model):
@@ -226,7 +160,7 @@ def endpoint_for(settings: QwenSettings, region: str | None, base_url: str | Non
     return Endpoint(base_url=root + API_PATHS[api], region=chosen.name, **common)
 
 
-def make_request(args: argparse.Namespace, settings: QwenSettings, messages: list[dict[str, Any]],
+def make_request(options: Options, settings: QwenSettings, messages: list[dict[str, Any]],
                  model: str, schema: dict[str, Any] | None = None,
                  tools: tuple[dict[str, Any], ...] = ()) -> Request:
     """Check every option that can be checked here, and build the request.
@@ -235,12 +169,12 @@ def make_request(args: argparse.Namespace, settings: QwenSettings, messages: lis
     """
     def pick(name: str) -> Any:
         """The option if given, else the setting (None where neither exists)."""
-        value = getattr(args, name, None)
+        value = getattr(options, name)
         return value if value is not None else getattr(settings, name, None)
 
-    _check_range("n", getattr(args, "n", None), 1, 4, "-n 3")
+    _check_range("n", options.n, 1, 4, "-n 3")
     sampling = Sampling(temperature=pick("temperature"), top_p=pick("top_p"), top_k=pick("top_k"), seed=pick("seed"),
-                        max_tokens=pick("max_tokens"), stop=tuple(args.stop or ()),
+                        max_tokens=pick("max_tokens"), stop=options.stop,
                         presence_penalty=pick("presence_penalty"), repetition_penalty=pick("repetition_penalty"))
     check_temperature(sampling.temperature)
     check_top_p(sampling.top_p)
@@ -250,20 +184,20 @@ def make_request(args: argparse.Namespace, settings: QwenSettings, messages: lis
     _check_range("max_tokens", sampling.max_tokens, 1, MAX_TOKENS_LIMIT, "--max-tokens 512")
     thinking, budget = pick("thinking"), pick("thinking_budget")
     _check_range("thinking_budget", budget, 1, MAX_TOKENS_LIMIT, "--thinking-budget 1024")
-    if args.format == "json":
-        if args.thinking:
+    if options.format == "json":
+        if options.thinking:
             raise InvalidInput("JSON output cannot be combined with --thinking", "drop --thinking, or drop -f json")
         thinking = False
     if messages and messages[-1].get("partial"):  # Model Studio's partial mode is for non-thinking mode only
-        if args.thinking:
+        if options.thinking:
             raise InvalidInput("--prefix (partial mode) cannot be combined with --thinking",
                                "drop --thinking, or drop --prefix")
         thinking = False
-    search, stream = bool(pick("search")), settings.stream and not args.no_stream
+    search, stream = bool(pick("search")), settings.stream and options.stream
     if is_local(model):  # what it would ignore is not sent, so the result and the run log say what was used
         thinking, budget, search, stream = None, None, False, True
-    api = args.api or settings.api
-    extra = extra_params(getattr(args, "param", None))
+    api = options.api or settings.api
+    extra = extra_params(options.param)
     if api == "responses":
         for name, flag in (("presence_penalty", "--presence-penalty"), ("repetition_penalty", "--repetition-penalty")):
             if getattr(sampling, name) is not None:
@@ -271,24 +205,24 @@ def make_request(args: argparse.Namespace, settings: QwenSettings, messages: lis
     if extra and is_local(model):
         raise InvalidInput("--param is not available with the local models: llama.cpp takes no extra fields",
                            "drop --param, or use a Model Studio model or --base-url")
-    if api == "responses" and args.logprobs:
+    if api == "responses" and options.logprobs:
         raise InvalidInput("--logprobs is not available with --api responses", "use --api chat for token probabilities")
     if api == "responses" and messages and messages[-1].get("partial"):
         raise InvalidInput("--prefix (partial mode) is not available with --api responses", "use --api chat or dashscope")
     if tools and is_local(model):
         raise InvalidInput("--tools is not available with the local models",
                            "use a Model Studio model (set DASHSCOPE_API_KEY) or --base-url")
-    if args.timeout is not None and not args.timeout > 0:  # also NaN; the configured timeout is checked by its trait
-        raise InvalidInput(f"timeout {args.timeout:g} is out of range",
+    if options.timeout is not None and not options.timeout > 0:  # also NaN; the configured timeout is checked by its trait
+        raise InvalidInput(f"timeout {options.timeout:g} is out of range",
                            "use a number of seconds above 0, e.g. --timeout 60")
-    endpoint = endpoint_for(settings, args.region, args.base_url, args.timeout, model, api)
+    endpoint = endpoint_for(settings, options.region, options.base_url, options.timeout, model, api)
     if endpoint.key_required and endpoint.api_key() is None:
         raise missing_key(endpoint.api_key_env, endpoint.region)
-    _check_range("logprobs", args.logprobs, 1, 20, "--logprobs 5")
+    _check_range("logprobs", options.logprobs, 1, 20, "--logprobs 5")
     return Request(
-        messages=tuple(messages), model=model, endpoint=endpoint, sampling=sampling, logprobs=args.logprobs,
+        messages=tuple(messages), model=model, endpoint=endpoint, sampling=sampling, logprobs=options.logprobs,
         price=(0.0, 0.0) if is_local(model) else _price(settings.prices.get(model)),
-        thinking=thinking, thinking_budget=budget, response_format=response_format(args.format, schema),
+        thinking=thinking, thinking_budget=budget, response_format=response_format(options.format, schema),
         stream=stream, protocol="local" if is_local(model) else api, tools=tools, search=search, extra=extra,
     )
 
@@ -301,7 +235,7 @@ _LOCAL_UNUSED = {  # options that only a remote endpoint uses, and why the local
 }
 
 
-def not_applied(args: argparse.Namespace, settings: QwenSettings, model: str) -> list[str]:
+def not_applied(options: Options, settings: QwenSettings, model: str) -> list[str]:
     """One line for each option asked for that the chosen model does not honour (the request leaves it out).
 
     The local model cannot search or reason, and always streams; an option given in the cell is named by its
@@ -311,16 +245,16 @@ def not_applied(args: argparse.Namespace, settings: QwenSettings, model: str) ->
         return []
     lines = []
     for name, why in LOCAL_LACKS.items():
-        given = getattr(args, name, None)
+        given = getattr(options, name)
         value = given if given is not None else getattr(settings, name, None)
         if value:
             source = "--" + name.replace("_", "-") if given is not None else f"QwenMagics.{name} = {value!r}"
             lines.append(f"{source} is not applied: {why}")
     for name, why in _LOCAL_UNUSED.items():
-        if getattr(args, name, None) is not None:
+        if getattr(options, name) is not None:
             lines.append(f"--{name.replace('_', '-')} is not applied: {why}")
-    if args.no_stream or not settings.stream:
-        source = "--no-stream" if args.no_stream else "QwenMagics.stream = False"
+    if not (options.stream and settings.stream):
+        source = "--no-stream" if not options.stream else "QwenMagics.stream = False"
         lines.append(f"{source} is not applied: the local model shows its answer as it generates it")
     return lines
 
@@ -348,9 +282,9 @@ def replaced_fields(request: Request) -> list[str]:
             for key, value in request.extra if key in own]
 
 
-def system_prompt(args: argparse.Namespace, settings: QwenSettings) -> str:
+def system_prompt(options: Options, settings: QwenSettings) -> str:
     """The system prompt: -s or the configured one, plus what -f code / -f json ask of the model."""
-    parts = [args.system if args.system is not None else settings.system, FORMAT_INSTRUCTIONS.get(args.format, "")]
+    parts = [options.system if options.system is not None else settings.system, FORMAT_INSTRUCTIONS.get(options.format, "")]
     return "\n\n".join(p for p in parts if p)
 
 
@@ -360,11 +294,18 @@ def messages_for(system: str, prompt: Any, history: list[dict[str, Any]] | None 
         {"role": "user", "content": prompt}]
 
 
-def json_schema_of(name: str, namespace: dict[str, Any]) -> tuple[dict[str, Any], Any]:
-    """--schema NAME: a JSON Schema dict, or a pydantic model class (returned too, to validate the answer)."""
-    if name not in namespace:
-        raise InvalidInput(f"--schema {name!r}: no such variable", "define a JSON Schema dict or a pydantic model first")
-    value = namespace[name]
+def json_schema_of(schema: Any, namespace: Mapping[str, Any]) -> tuple[dict[str, Any], Any]:
+    """--schema NAME: a JSON Schema dict, or a pydantic model class (returned too, to validate the answer).
+
+    From Python the dict or class may be given itself rather than its name.
+    """
+    if isinstance(schema, str):
+        if schema not in namespace:
+            raise InvalidInput(f"--schema {schema!r}: no such variable",
+                               "define a JSON Schema dict or a pydantic model first")
+        name, value = schema, namespace[schema]
+    else:
+        name, value = getattr(schema, "__name__", "schema"), schema
     if isinstance(value, type) and hasattr(value, "model_json_schema"):
         try:
             return value.model_json_schema(), value

@@ -22,7 +22,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from .local_model import RUNTIME_VERSION, LocalModel, LocalModelError, get_model, is_verified, verify
+from .model import RUNTIME_VERSION, LocalModel, LocalModelError, get_model, is_verified, verify
 
 __all__ = ["install", "install_runtime", "runtime_version", "verify"]
 
