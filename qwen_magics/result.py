@@ -171,6 +171,13 @@ class Result:
     def complete(self) -> bool:
         return self.state == "complete"
 
+    @property
+    def refused(self) -> bool:
+        """The run failed or was stopped before the model produced anything: no text, reasoning, tool call or
+        token count.  It has nothing for a footer to describe; its error is all there is to show."""
+        return self.state in ("incomplete", "stopped") and not (
+            self.text or self.reasoning or self._tool_calls or self.logprobs or self.usage_reported or self._others)
+
     def __str__(self) -> str:
         return self.text
 

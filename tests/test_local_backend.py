@@ -193,6 +193,30 @@ def test_cancelling_the_task_stops_generation_and_the_worker() -> None:
     assert workers() == []
 
 
+def test_a_cancelled_answer_hands_on_its_token_counts_before_the_cancellation_ends_it() -> None:
+    """A stopped answer keeps llama.cpp's counts: the prompt's tokens and every token generated before the stop."""
+    async def cancel_after_three() -> list[Event]:
+        seen, events = asyncio.Event(), []
+
+        async def consume() -> None:
+            async for event in stream(request(STORY, temperature=0, max_tokens=400)):
+                events.append(event)
+                if sum(isinstance(e, TextDelta) for e in events) == 3:
+                    seen.set()
+
+        task = asyncio.create_task(consume())
+        await seen.wait()
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        return events
+
+    events = asyncio.run(cancel_after_three())
+    [usage] = [e for e in events if isinstance(e, Usage)]
+    assert usage.input > 10 and sum(isinstance(e, TextDelta) for e in events) <= usage.output < 400
+    assert not [e for e in events if isinstance(e, Finished)] and workers() == []
+
+
 def test_loop_stays_responsive_and_requests_take_turns() -> None:
     async def two_requests_and_a_ticker() -> tuple[list[list[Event]], int]:
         ticks = 0

@@ -75,7 +75,22 @@ def test_ctrl_c_stops_local_generation_and_keeps_the_partial_answer(offline):
     result = offline.user_ns["_qwen"]
     assert result.state == "stopped" and result.text and result.usage.output < 1000
     assert not [t for t in threading.enumerate() if t.name == "qwen-local"]  # generation really ended
+    # llama.cpp's own counts, not an estimate: the prompt, and every token generated before the stop
+    assert result.usage_reported and result.usage.input > 20 and result.usage.output >= max(1, len(result.text) // 8)
+    footer = offline.display_pub.outputs[-1]["data"]["text/plain"]
+    assert f"{result.usage.input} in / {result.usage.output} out tokens" in footer and "estimated" not in footer
+    assert footer.endswith("ran locally, free · stopped")  # the why is the cell's one error line, not said twice
     assert offline.run_line_magic("qwen", "-m local:0.5b --max-tokens 4 again").complete
+
+
+def test_a_missing_local_model_is_one_line_and_no_footer(offline, tmp_path, monkeypatch):
+    monkeypatch.setenv("QWEN_MAGICS_CACHE", str(tmp_path))  # an empty cache: no model installed
+    with pytest.raises(UsageError) as refused:
+        offline.run_line_magic("qwen", "-m local:0.5b hi")
+    assert str(refused.value) == ("Local model 0.5b is not installed. Run `qwen-magics install-local --model 0.5b` "
+                                  "(or `%qwen_local install` in a notebook).")
+    assert offline.display_pub.outputs == []  # no footer, no second copy of the error
+    assert offline.user_ns["_qwen"].state == "incomplete"
 
 
 def test_qwen_local_shows_and_unloads_the_model(offline, capsys):
@@ -219,3 +234,27 @@ def test_the_local_model_honours_both_penalties(offline):
     assert plain.complete and penalised.complete and present.complete
     assert penalised.text != plain.text and present.text != plain.text
     assert penalised.parameters["repetition_penalty"] == 1.6 and present.parameters["presence_penalty"] == 2
+
+
+def test_search_and_thinking_on_the_local_model_say_they_were_not_applied_and_are_not_recorded(
+        offline, run_log_in_a_temporary_folder):
+    from qwen_magics.runlog import RunLog
+
+    result = offline.run_cell_magic("qwen", "-m local:0.5b --search --thinking --thinking-budget 200 -t 0 "
+                                            "--max-tokens 4", "Who won the 2022 World Cup?")
+    assert notices(offline) == ["⚠ --search is not applied: the local model cannot search the web",
+                                "⚠ --thinking is not applied: the local Qwen2.5-Coder models do not reason",
+                                "⚠ --thinking-budget is not applied: the local Qwen2.5-Coder models do not reason"]
+    assert result.complete  # answered without them, instead of refusing the run
+    assert not {"enable_search", "enable_thinking", "thinking_budget"} & set(result.parameters)
+    assert offline.magics_manager.registry["QwenMagics"].run_log.log().flush(10)
+    [record] = RunLog(run_log_in_a_temporary_folder).recent(5)
+    assert record.parameters == result.parameters and "enable_search" not in record.parameters
+
+
+def test_a_configured_search_is_named_by_its_setting_on_the_local_model(offline):
+    offline.run_line_magic("config", "QwenMagics.search = True")
+    result = offline.run_line_magic("qwen", "-m local:0.5b -t 0 --max-tokens 2 --no-stream hi")
+    assert notices(offline) == ["⚠ QwenMagics.search = True is not applied: the local model cannot search the web",
+                                "⚠ --no-stream is not applied: the local model shows its answer as it generates it"]
+    assert "enable_search" not in result.parameters and result.parameters["stream"] is True

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import os
+import re
 import sqlite3
 import subprocess
 import sys
@@ -150,13 +151,33 @@ def test_qwen_log_lists_searches_and_shows_runs_escaped(ip, dashscope):
     assert len(found.rows) == 1 and found.rows[0][1] == "qwen-plus"
     assert len(ip.run_line_magic("qwen_log", "-n 1").rows) == 1
     assert repr(ip.run_line_magic("qwen_log", "-q nothing-like-this")).startswith("No runs matching")
-    entropy_id = found.rows[0][5]
+    entropy_id = found.rows[0][-1]
     bundle = ip.run_line_magic("qwen_log", f"show {entropy_id}")._repr_mimebundle_()
     assert "<summary>Thinking" in bundle["text/html"] and "<details " in bundle["text/html"]  # collapsed
     assert "<strong>Echo:</strong> What is entropy?" in bundle["text/html"]
     assert "qwen-plus · " in bundle["text/html"] and "tok/s" in bundle["text/plain"]
-    unsafe = ip.run_line_magic("qwen_log", f"show {table.rows[0][5]}")._repr_mimebundle_()["text/html"]
+    unsafe = ip.run_line_magic("qwen_log", f"show {table.rows[0][-1]}")._repr_mimebundle_()["text/html"]
     assert "<script>" not in unsafe and "&lt;script&gt;" in unsafe
+
+
+def test_qwen_log_cuts_a_long_prompt_at_a_word_and_shows_each_runs_group_and_temperature(ip, dashscope):
+    prompt = ("Explain in plain words why the sky looks blue on a clear day but red and orange at sunset, "
+              "for a curious child")
+    ip.run_cell_magic("qwen", "-m qwen-plus -t 0.3", prompt)
+    ip.run_cell_magic("qwen_compare", "-m qwen-plus -t 0,0.7", "Same prompt")
+    ip.user_ns["words"] = ["kettle"]
+    ip.run_cell_magic("qwen_map", "words -m qwen-flash", "Say {item}.")
+    table = ip.run_line_magic("qwen_log", "")
+    assert table.heads == ["time", "model", "prompt", "temperature", "group", "tokens in / out", "state", "id"]
+    by_prompt = {row[2]: row for row in table.rows}
+    cell = by_prompt["Explain in plain words why the sky looks blue on a clear day but red and orange…"]
+    assert (cell[3], cell[4]) == ("0.3", "")  # a cell belongs to no group
+    compared = [row for row in table.rows if row[2] == "Same prompt"]
+    assert sorted(row[3] for row in compared) == ["0", "0.7"]
+    assert len({row[4] for row in compared}) == 1 and re.fullmatch(r"compare [0-9a-f]{8}", compared[0][4])
+    mapped = by_prompt["Say kettle."]
+    assert mapped[3] == "default" and re.fullmatch(r"map [0-9a-f]{8}", mapped[4])
+    assert 'min-width:24em">Explain in plain words' in table._repr_html_()  # the prompt column has room
 
 
 def test_qwen_log_df_cost_rm_and_path(ip, dashscope, run_log_in_a_temporary_folder, capsys):

@@ -16,8 +16,9 @@ from conftest import outputs_text
 
 
 def bodies(server):
-    """What the chat requests carried (the panel's /models listing has no body)."""
-    return [r.body for r in server.requests if r.body is not None]
+    """The bodies of the requests that asked for an answer (a panel also lists the endpoint's models, with a GET
+    that may arrive after its first answer's request)."""
+    return [r.body for r in server.requests if r.method == "POST"]
 
 
 def overlapping(requests):
@@ -194,6 +195,27 @@ def test_the_panel_runs_its_settings_and_makes_them_the_defaults(ip, dashscope):
     ip.run_line_magic("qwen", "hello")
     body = bodies(dashscope)[-1]
     assert (body["model"], body["temperature"], body["top_p"], body["seed"]) == ("qwen-flash", 1.1, 0.5, 9)
+
+
+def test_the_panel_greys_out_search_and_thinking_for_the_local_model_and_sends_neither(ip, dashscope):
+    panel = ip.magics_manager.registry["QwenWidgetMagics"].make_panel()
+    panel.search.value, panel.thinking.value, panel.thinking_budget.value = True, "on", 300
+    greyed = lambda: [c.disabled for c in (panel.search, panel.thinking, panel.thinking_budget)]  # noqa: E731
+    panel.model.value = "local:0.5b"
+    assert greyed() == [True, True, True] and not panel.temperature.disabled
+    assert not {"--search", "--thinking", "--thinking-budget"} & set(panel.columns[0].options().split())
+    panel.model.value = "qwen-plus"
+    assert greyed() == [False, False, False]
+    assert {"--search", "--thinking", "--thinking-budget"} <= set(panel.columns[0].options().split())
+
+
+def test_a_panel_run_the_service_refuses_shows_its_error_line_and_no_footer(ip, dashscope):
+    panel = ip.magics_manager.registry["QwenWidgetMagics"].make_panel()
+    panel.model.value, panel.prompt.value = "qwen-nope", "hi"
+    result = panel.run().result(timeout=30).results[0]
+    assert result.state == "incomplete" and "is not available" in result.error
+    shown = [part.value for part in panel.output.children]
+    assert len(shown) == 1 and "is not available" in shown[0] and "tokens" not in shown[0]
 
 
 def test_the_panel_offers_known_and_listed_models_and_reports_bad_input(ip, dashscope):

@@ -70,7 +70,17 @@ async def _events(request: Request) -> AsyncIterator[Event]:
     worker.start()
     try:
         while True:
-            for item in await queue.get():
+            try:
+                batch = await queue.get()
+            except asyncio.CancelledError:
+                # Stopped: the worker ends at its next token and counts what it generated; that text and
+                # the counts are handed on before the cancellation goes on, so a stopped answer keeps both.
+                cancelled.set()
+                await asyncio.to_thread(worker.join, _JOIN_TIMEOUT)
+                for item in _left_over(queue):
+                    yield item
+                raise
+            for item in batch:
                 if item is _DONE:
                     return
                 if isinstance(item, BaseException):
@@ -79,6 +89,14 @@ async def _events(request: Request) -> AsyncIterator[Event]:
     finally:
         cancelled.set()
         await asyncio.to_thread(worker.join, _JOIN_TIMEOUT)
+
+
+def _left_over(queue: asyncio.Queue) -> list[Any]:
+    """The events still queued (the worker has ended): text and counts, not the end marker or an error."""
+    items = []
+    while not queue.empty():
+        items += [item for item in queue.get_nowait() if item is not _DONE and not isinstance(item, BaseException)]
+    return items
 
 
 class _Handover:
@@ -168,7 +186,8 @@ def _generate(model: LoadedModel, request: Request, cancelled: threading.Event, 
     output = 0
     try:
         for token in tokens:
-            if cancelled.is_set():
+            if cancelled.is_set():  # stopped: what was generated is still counted (see _events)
+                emit(Usage(input=len(prompt), output=output))
                 return
             if llama_cpp.llama_vocab_is_eog(vocab, token):  # the end of turn: sampled, but not output
                 reason = "stop"

@@ -189,6 +189,8 @@ class Job:
     recalled: set[int] = field(default_factory=set)
     unrun: dict[int, str] = field(default_factory=dict)
     """Why a row that has no outcome was not run, where that is known (its Batch job expired, was cancelled...)."""
+    model_notice: str | None = None
+    """Why the model was chosen for the user (no key: the local model): said once per kernel, as by %%qwen."""
 
     def __len__(self) -> int:
         return len(self.requests)
@@ -221,16 +223,17 @@ def plan(settings: Any, options: Options, data: Any, template: str, namespace: d
                     dataframe_rows=settings.dataframe_rows)
     options = options.but(expand=False)  # each row's prompt is expanded here, once
     requests, prompts, notices, cut = [], [], list(body.notices), Counter()
-    validator = None
+    validator = model_notice = None
     for position in range(count):
         label = rows.labels[position]
         text, warnings = body.render(rows.values[position], label)
         try:
-            prepared = prepare(settings, options, text, namespace)
+            prepared = prepare(settings, options, text, namespace, reasoning_shown=False)
         except QwenMagicsError as err:
             raise InvalidInput(f"Row {label!r}: {err.message}", err.hint) from None
         if position == 0:
-            notices += [n for n in (prepared.model_notice, *prepared.notices) if n]
+            notices += prepared.notices
+            model_notice = prepared.model_notice
             validator = prepared.validator
         cut.update(warnings)
         requests.append(prepared.request)
@@ -239,7 +242,8 @@ def plan(settings: Any, options: Options, data: Any, template: str, namespace: d
     fmt = "json" if options.schema is not None else options.format
     keys = [cache_key_of(r) for r in requests]
     job_id = hashlib.sha256("\n".join(keys).encode()).hexdigest()[:16]
-    return Job(rows, requests, prompts, keys, job_id, fmt, validator, notices, [None] * count)
+    return Job(rows, requests, prompts, keys, job_id, fmt, validator, notices, [None] * count,
+               model_notice=model_notice)
 
 
 def dry_run_text(job: Job, log: RunLog | None) -> str:

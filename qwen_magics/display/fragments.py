@@ -52,6 +52,11 @@ def sources_html(sources) -> str:
     return f'<div style="{_FOOT_STYLE}">Sources<ol style="margin:2px 0">{"".join(items)}</ol></div>'
 
 
+def notice_bundle(text: str) -> dict[str, str]:
+    """A one-line warning or note (``⚠ text``) as every surface shows it above an answer or a map."""
+    return {"text/plain": f"⚠ {text}", "text/html": f'<div style="color:#a65e00">⚠ {html.escape(text)}</div>'}
+
+
 def heading_bundle(text: str) -> dict[str, str]:
     """A line naming what follows (``Answer 2 of 3`` above one of ``-n K`` answers)."""
     return {"text/plain": f"── {text} ──",
@@ -65,7 +70,8 @@ def token_view_html(logprobs) -> str:
     for entry in logprobs:
         p = math.exp(entry.logprob)
         alternatives = ", ".join(f"{t!r} {math.exp(lp):.1%}" for t, lp in entry.top)
-        title = html.escape(f"p = {p:.1%}" + (f" | top: {alternatives}" if alternatives else ""), quote=True)
+        title = html.escape(f"model probability {p:.1%}" + (f" | alternatives: {alternatives}" if alternatives else ""),
+                            quote=True)
         spans.append(f'<span title="{title}" style="background:rgba(255,120,0,{(1 - p) * 0.85:.2f})">'
                      f"{html.escape(entry.token)}</span>")
     return (f'<details open style="margin-top:4px"><summary>Token probabilities ({len(logprobs)} tokens; '

@@ -17,8 +17,11 @@ CHARS_PER_TOKEN = 4
 """How many characters a token stands for when a server reports no counts (English text; a rough figure)."""
 
 
-def footer_text(result: Any) -> str:
+def footer_text(result: Any, error: bool = True) -> str:
     """``model · tokens · first token · speed · time · cost · state``: one line under an answer.
+
+    ``error`` false: the run's error is shown as a line of its own (a cell raises it), so a failed or
+    stopped run's footer names its state without repeating why.
 
     An answer replayed from the run log (``--cache``) names the logged run
     instead of timings and cost, which would describe the replay, not a sample.
@@ -49,7 +52,9 @@ def footer_text(result: Any) -> str:
             parts.append("ran locally, free")
         elif result.cost is not None:
             parts.append(f"cost {result.cost:.4f}")
-    if result.state == "stopped":
+    if result.state in ("stopped", "incomplete") and not error:
+        parts.append(result.state)
+    elif result.state == "stopped":
         parts.append("stopped by user: partial answer")
     elif result.state == "incomplete":
         parts.append(f"incomplete: {result.error}")

@@ -16,14 +16,17 @@ from typing import Any, Mapping
 from IPython.core.error import UsageError
 from IPython.core.magic import Magics, cell_magic, magics_class, no_var_expand
 from IPython.core.magic_arguments import argument, magic_arguments
+from IPython.display import display
 
 from .. import runner
 from ..backends import backend_for
+from ..display.fragments import notice_bundle
 from ..errors import InvalidInput, QwenMagicsError
 from ..options.declare import options_from, parse_options, request_arguments, words
 from ..options.value import Options
 
 _CANCEL_GRACE = 10.0
+_CONCURRENCY = 8  # rows in flight unless --concurrency says otherwise
 _MAP_OWN = ("concurrency", "dry_run", "limit", "fresh", "out", "batch", "no_wait")
 """The options that say how the map runs, not what each row asks."""
 
@@ -42,7 +45,7 @@ class QwenMapMagics(Magics):
     @request_arguments()
     @argument("-f", "--format", choices=["text", "json"], default="text",
               help="text (default), or json: JSON mode, each answer parsed into columns (--schema: validated)")
-    @argument("--concurrency", type=int, default=8, metavar="N", help="rows in flight at most (default 8)")
+    @argument("--concurrency", type=int, metavar="N", help="rows in flight at most (default 8)")
     @argument("--dry-run", action="store_true", help="show the first three prompts, the row count and an input-token "
               "estimate; send nothing")
     @argument("--limit", type=int, metavar="N", help="run the first N rows only (to try a prompt)")
@@ -101,7 +104,7 @@ class QwenMapMagics(Magics):
             raise InvalidInput("--no-wait goes with --batch", "add --batch, or drop --no-wait to map the rows live")
         if args.out is not None and not args.out.isidentifier():
             raise InvalidInput(f"-o {args.out!r} is not a Python name", "use e.g. -o labels")
-        if args.concurrency < 1 or (args.limit is not None and args.limit < 1):
+        if (args.concurrency is not None and args.concurrency < 1) or (args.limit is not None and args.limit < 1):
             raise InvalidInput("--concurrency and --limit must be 1 or more", "e.g. --concurrency 8 --limit 10")
         job = datamap.plan(self.settings, request, data, template, namespace, args.limit)
         log = self.settings.run_log.log() if self.settings.log else None
@@ -110,12 +113,12 @@ class QwenMapMagics(Magics):
             return None
         if args.batch:
             return self._batch(job, args, log, template)
-        concurrency = args.concurrency
-        if job.requests and job.requests[0].protocol == "local" and concurrency > 1:
-            job.notices.append(f"The local model takes rows in turn: --concurrency {concurrency} runs as 1")
+        concurrency = args.concurrency or _CONCURRENCY
+        if job.requests and job.requests[0].protocol == "local":
+            if concurrency > 1 and args.concurrency is not None:  # said only to whom asked for more
+                job.notices.append(f"The local model takes rows in turn: --concurrency {concurrency} runs as 1")
             concurrency = 1
-        for notice in job.notices:
-            print(f"⚠ {notice}")
+        self._notices(job)
         if log is not None and not args.fresh:
             datamap.recall(job, log)
         backend = backend_for(job.requests[0].protocol) if job.requests else None  # the SDK imported now, once
@@ -136,8 +139,7 @@ class QwenMapMagics(Magics):
         from ..batch import maps
 
         batch.check_batchable(job.requests)  # before the log is read or anything is sent
-        for notice in job.notices:
-            print(f"⚠ {notice}")
+        self._notices(job)
         if log is not None and not args.fresh:
             datamap.recall(job, log)
         todo = [p for p, outcome in enumerate(job.outcomes) if outcome is None]
@@ -168,6 +170,19 @@ class QwenMapMagics(Magics):
         maps.mark_collected(job, ids, log, line, context)
         maps.finish(progress, rows, line)
         return self._store(datamap.outcome(job), args.out)
+
+    def _notices(self, job: Any) -> None:
+        """The job's notices, shown as %%qwen shows its own; the no-key one once per kernel, whichever magic
+        says it first (the flag is on the shared settings)."""
+        lines = list(job.notices)
+        if job.model_notice and not self.settings.local_notice_shown:
+            lines.insert(0, job.model_notice)
+            self.settings.local_notice_shown = True
+        for line in lines:
+            if self.settings.renders_in_notebook():
+                display(notice_bundle(line), raw=True)
+            else:
+                print(f"⚠ {line}")
 
     def _progress(self, job: Any, price: tuple[float, float] | None) -> Any:
         from ..render.progress import Progress

@@ -42,7 +42,8 @@ class QwenMagics(Magics, QwenSettings):
         super().__init__(shell=shell, **kwargs)
         self.conversations = Conversations()
         self._live: list = []  # results and comparisons streamed into the running cell
-        self._local_notice_shown = False
+        self.local_notice_shown = False
+        """Whether the no-key notice (the local model answers) was shown: once per kernel, by any magic."""
         self._listed: list[str] | None = None  # what %qwen_models last heard from the endpoint
         self.run_log = Recorder(self, shell)
         """Every run goes into the log through this (the widgets get its ``record`` as their callback)."""
@@ -114,9 +115,9 @@ class QwenMagics(Magics, QwenSettings):
                            history=conversation.messages() if conversation else None)
         request = prepared.request
         renderer = self._renderer(prepared.format)
-        if prepared.model_notice and not self._local_notice_shown:
+        if prepared.model_notice and not self.local_notice_shown:
             renderer.notice(prepared.model_notice)
-            self._local_notice_shown = True
+            self.local_notice_shown = True
         for notice in prepared.notices:
             renderer.notice(notice)
         self.run_log.show_warnings()
@@ -126,7 +127,7 @@ class QwenMagics(Magics, QwenSettings):
         else:
             result = self._answers(request, prepared, renderer, args)
         self.track_live(result)
-        if result.error_kind is not None:  # the run failed: its line is in the footer, and is the cell's error
+        if result.error_kind is not None:  # the run failed: its line is the cell's error (the footer names the state)
             raise UsageError(result.error)
         self._postprocess(prepared.format, result, prepared.validator)
         if conversation is not None and result.complete:
@@ -248,9 +249,10 @@ class QwenMagics(Magics, QwenSettings):
         self.run_log.end_of_cell()
 
     def _renderer(self, fmt: str):
+        """A renderer for this cell; the cell raises a failed run's error, so the renderer does not repeat it."""
         if self.renders_in_notebook():
-            return NotebookRenderer(fmt=fmt, interval=self.update_interval)
-        return TerminalRenderer(interval=self.update_interval)
+            return NotebookRenderer(fmt=fmt, interval=self.update_interval, separate_error=True)
+        return TerminalRenderer(interval=self.update_interval, separate_error=True)
 
     def _postprocess(self, fmt: str, result: Result, validator=None) -> None:
         if fmt == "code":
@@ -322,7 +324,7 @@ class QwenMagics(Magics, QwenSettings):
 
         Examples::
 
-            %qwen_log                      the last 20 runs: time, model, prompt, tokens, state, id
+            %qwen_log                      the last 20 runs: time, model, prompt, temperature, group, tokens, state, id
             %qwen_log -n 50 -q entropy     the last 50 runs whose prompt or answer mentions entropy
             %qwen_log show 1a2b3c4d        a run as it was shown: reasoning, answer, footer
             %qwen_log df                   every run as a pandas DataFrame

@@ -251,7 +251,7 @@ class QwenWidgetMagics(Magics):
 
     @magic_arguments()
     @argument("name", nargs="?", default="_qwen", help="a result from %%qwen --logprobs K (default: _qwen)")
-    @argument("--position", type=int, help="token to start at (default: the most uncertain one)")
+    @argument("--position", type=int, help="token to start at, 1 for the first (default: the most uncertain one)")
     @line_magic
     def qwen_probs(self, line: str):
         """Explore how sampling picks each token: the next-token distribution with temperature and top_p sliders.

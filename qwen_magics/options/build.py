@@ -18,7 +18,7 @@ from .config import QwenSettings, check_penalties, check_temperature, check_top_
 from ..errors import InvalidInput, missing_key
 from .expand import expand
 from .media import media_url, user_content
-from ..models import is_local, known, likely_typo
+from ..models import LOCAL_LACKS, is_local, known, likely_typo
 from ..request import Endpoint, Request, Sampling
 from ..tools import Tool, tools_from
 from .value import Options
@@ -51,13 +51,15 @@ class Prepared:
 
 
 def prepare(settings: QwenSettings, options: Options, template: str, namespace: Mapping[str, Any], *,
-            history: list[dict[str, Any]] | None = None, listed: list[str] | None = None) -> Prepared:
+            history: list[dict[str, Any]] | None = None, listed: list[str] | None = None,
+            reasoning_shown: bool = True) -> Prepared:
     """Turn options, a prompt template and the notebook's namespace into a checked :class:`Request`.
 
     The one way every surface builds a request, so an option means, checks
     and fails the same everywhere.  ``{expr}`` is expanded unless
     ``not options.expand``; ``history`` holds a conversation's earlier turns;
-    ``listed`` is what the endpoint last said it offers (for the typo check).
+    ``listed`` is what the endpoint last said it offers (for the typo check); ``reasoning_shown`` false: the
+    surface shows no reasoning (a map), so the no-key notice says nothing of a Thinking section.
     Raises :class:`~qwen_magics.errors.QwenMagicsError` for anything that can
     be checked here, before anything is sent.
     """
@@ -75,9 +77,10 @@ def prepare(settings: QwenSettings, options: Options, template: str, namespace: 
     if options.prefix is not None:
         messages.append(partial_message(options.prefix, namespace))
     tools = tuple(tools_from(options.tools, namespace)) if options.tools else ()
-    model, model_notice = choose_model(options, settings)
+    model, model_notice = choose_model(options, settings, reasoning_shown)
     request = make_request(options, settings, messages, model, schema, tuple(t.spec for t in tools))
-    notices = [*(expansion.warnings if expansion else ()), *replaced_fields(request)]
+    notices = [*(expansion.warnings if expansion else ()), *replaced_fields(request),
+               *not_applied(options, settings, model)]
     answers = options.n or 1
     requests = 1
     if answers > 1:
@@ -110,7 +113,7 @@ def why_not_n(request: Request) -> str | None:
     return None
 
 
-def choose_model(options: Options, settings: QwenSettings) -> tuple[str, str | None]:
+def choose_model(options: Options, settings: QwenSettings, reasoning_shown: bool = True) -> tuple[str, str | None]:
     """The model to ask, and a notice when it was chosen for the user.
 
     With no key, no model named (neither -m nor a configured one) and no base
@@ -125,8 +128,12 @@ def choose_model(options: Options, settings: QwenSettings) -> tuple[str, str | N
     model = local_model.default_model()
     if not local_model.is_assembled(model):
         return settings.model, None  # the missing-key error follows, and names the offline option
-    return "local", (f"No {settings.api_key_env} set: answering with {model.title}, running locally in this "
-                     f"kernel; it does not reason, so no Thinking section appears (set {settings.api_key_env} "
+    env = settings.api_key_env
+    if not reasoning_shown:
+        return "local", (f"No {env} set: answering with {model.title}, running locally in this kernel "
+                         f"(set {env} to use Model Studio)")
+    return "local", (f"No {env} set: answering with {model.title}, running locally in this "
+                     f"kernel; it does not reason, so no Thinking section appears (set {env} "
                      "to use Model Studio, whose models reason)")
 
 
@@ -186,6 +193,9 @@ def make_request(options: Options, settings: QwenSettings, messages: list[dict[s
             raise InvalidInput("--prefix (partial mode) cannot be combined with --thinking",
                                "drop --thinking, or drop --prefix")
         thinking = False
+    search, stream = bool(pick("search")), settings.stream and options.stream
+    if is_local(model):  # what it would ignore is not sent, so the result and the run log say what was used
+        thinking, budget, search, stream = None, None, False, True
     api = options.api or settings.api
     extra = extra_params(options.param)
     if api == "responses":
@@ -213,9 +223,40 @@ def make_request(options: Options, settings: QwenSettings, messages: list[dict[s
         messages=tuple(messages), model=model, endpoint=endpoint, sampling=sampling, logprobs=options.logprobs,
         price=(0.0, 0.0) if is_local(model) else _price(settings.prices.get(model)),
         thinking=thinking, thinking_budget=budget, response_format=response_format(options.format, schema),
-        stream=settings.stream and options.stream, protocol="local" if is_local(model) else api, tools=tools,
-        search=bool(pick("search")), extra=extra,
+        stream=stream, protocol="local" if is_local(model) else api, tools=tools, search=search, extra=extra,
     )
+
+
+_LOCAL_UNUSED = {  # options that only a remote endpoint uses, and why the local model has no use for them
+    "api": "the local model runs in this kernel, not behind an API",
+    "region": "the local model runs in this kernel, in no region",
+    "base_url": "the local model runs in this kernel, not on a server",
+    "timeout": "the local model runs in this kernel, with no connection to wait on",
+}
+
+
+def not_applied(options: Options, settings: QwenSettings, model: str) -> list[str]:
+    """One line for each option asked for that the chosen model does not honour (the request leaves it out).
+
+    The local model cannot search or reason, and always streams; an option given in the cell is named by its
+    flag, one from the configuration by its setting.
+    """
+    if not is_local(model):
+        return []
+    lines = []
+    for name, why in LOCAL_LACKS.items():
+        given = getattr(options, name)
+        value = given if given is not None else getattr(settings, name, None)
+        if value:
+            source = "--" + name.replace("_", "-") if given is not None else f"QwenMagics.{name} = {value!r}"
+            lines.append(f"{source} is not applied: {why}")
+    for name, why in _LOCAL_UNUSED.items():
+        if getattr(options, name) is not None:
+            lines.append(f"--{name.replace('_', '-')} is not applied: {why}")
+    if not (options.stream and settings.stream):
+        source = "--no-stream" if not options.stream else "QwenMagics.stream = False"
+        lines.append(f"{source} is not applied: the local model shows its answer as it generates it")
+    return lines
 
 
 def extra_params(items: list[str] | None) -> tuple[tuple[str, Any], ...]:

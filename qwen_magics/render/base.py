@@ -20,9 +20,13 @@ if TYPE_CHECKING:
 class Renderer:
     """Base class: take events, refresh when due, finish once."""
 
-    def __init__(self, interval: float = 0.1, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(self, interval: float = 0.1, clock: Callable[[], float] = time.monotonic,
+                 separate_error: bool = False) -> None:
         self.interval = interval
         self.clock = clock
+        self.separate_error = separate_error
+        """The caller shows a failed run's error as a line of its own (a cell raises it as its error): the
+        footer then names the state without the error, and a run refused before any output shows nothing."""
         self._dirty = False
         self._last_refresh = float("-inf")
 

@@ -18,14 +18,17 @@ from ..display.fragments import tool_html
 from ..result import Result
 from ..display.text import footer_text, tool_run_text
 
-_PROMPT_SHOWN = 60
+_PROMPT_SHOWN = 80
+#: How the log's group kinds read in the table: which comparison, map or evaluation a run belonged to.
+_GROUPS = {"comparison": "compare", "dataset": "map", "batch": "map batch job"}
 
 
 class Table:
     """Rows of text under a title, as plain text and as an HTML table (every cell escaped)."""
 
-    def __init__(self, title: str, heads: list[str], rows: list[list[str]]) -> None:
-        self.title, self.heads, self.rows = title, heads, rows
+    def __init__(self, title: str, heads: list[str], rows: list[list[str]], wide: str | None = None) -> None:
+        """``wide``: the head of a column of running text (a prompt), given room in HTML rather than squeezed."""
+        self.title, self.heads, self.rows, self.wide = title, heads, rows, wide
 
     def __repr__(self) -> str:
         rows = [self.heads, *self.rows]
@@ -34,17 +37,34 @@ class Table:
 
     def _repr_html_(self) -> str:
         heads = "".join(f"<th>{html.escape(h)}</th>" for h in self.heads)
-        body = "".join("<tr>" + "".join(f'<td style="text-align:left">{html.escape(c)}</td>' for c in row) + "</tr>"
-                       for row in self.rows)
+        styles = ["text-align:left" + (";min-width:24em" if head == self.wide else "") for head in self.heads]
+        body = "".join("<tr>" + "".join(f'<td style="{style}">{html.escape(c)}</td>' for style, c in zip(styles, row))
+                       + "</tr>" for row in self.rows)
         return (f"<p>{html.escape(self.title)}</p><table><thead><tr>{heads}</tr></thead>"
                 f"<tbody>{body}</tbody></table>")
 
 
 def runs_table(records: list[Any], title: str) -> Table:
-    """One row per run: time, model, the prompt's first line, tokens, state, id."""
-    rows = [[local_time(r.started), r.model, first_line(r.prompt), f"{r.input_tokens} / {r.output_tokens}",
-             r.state, r.id[:8]] for r in records]
-    return Table(title, ["time", "model", "prompt", "tokens in / out", "state", "id"], rows)
+    """One row per run: time, model, the prompt's first line, temperature, the group it ran in (a comparison,
+    a map, ...), tokens, state, id."""
+    rows = [[local_time(r.started), r.model, first_line(r.prompt), temperature(r.parameters), group(r),
+             f"{r.input_tokens} / {r.output_tokens}", r.state, r.id[:8]] for r in records]
+    return Table(title, ["time", "model", "prompt", "temperature", "group", "tokens in / out", "state", "id"], rows,
+                 wide="prompt")
+
+
+def temperature(parameters: Mapping[str, Any]) -> str:
+    """The temperature sent, or ``default`` where the model's own was left to apply."""
+    value = parameters.get("temperature")
+    return "default" if value is None else f"{value:g}"
+
+
+def group(record: Any) -> str:
+    """``compare 1a2b3c4d``: the kind of group a run belonged to and the start of its id (blank for a cell)."""
+    if not record.group_kind:
+        return ""
+    kind = _GROUPS.get(record.group_kind, record.group_kind)
+    return f"{kind} {record.group_id[:8]}" if record.group_id else kind
 
 
 def cost_table(totals: Iterable[Mapping[str, Any]], title: str) -> Table:
@@ -88,6 +108,11 @@ def local_time(started: str) -> str:
         return started
 
 
-def first_line(text: str) -> str:
-    line = text.strip().split("\n", 1)[0]
-    return line[:_PROMPT_SHOWN] + ("…" if len(line) > _PROMPT_SHOWN or "\n" in text.strip() else "")
+def first_line(text: str, limit: int = _PROMPT_SHOWN) -> str:
+    """The first line of ``text``, cut at a word within ``limit`` characters; "…" marks anything left out."""
+    stripped = text.strip()
+    line = stripped.split("\n", 1)[0]
+    if len(line) <= limit:
+        return line + ("…" if "\n" in stripped else "")
+    cut = line[:limit + 1].rsplit(" ", 1)[0].rstrip(" ,;:")
+    return (cut if len(cut) >= limit // 2 else line[:limit]) + "…"  # a word longer than half the room is cut

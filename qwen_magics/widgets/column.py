@@ -15,7 +15,7 @@ from typing import Any, Callable
 
 import ipywidgets as w
 
-from ..models import is_local, picker_options
+from ..models import LOCAL_LACKS, picker_options, unsupported_controls
 
 _THINKING = {"default": None, "on": True, "off": False}
 _LABEL = {"description_width": "92px"}
@@ -34,7 +34,6 @@ NUMBERS = {  # name: flag, description, max; 0 sends nothing
 CONTROLS = ("model", "temperature", "top_p", "top_k", "seed", "presence_penalty", "repetition_penalty", "max_tokens",
             "thinking", "thinking_budget", "search")
 """Every control of a column, in the order their options are written."""
-LOCAL_UNSUPPORTED = ("search", "thinking", "thinking_budget")
 """Column controls disabled for the local model: it cannot search or think, so they are greyed and not sent."""
 _FLAGS = {"-m": "model", "--model": "model", "--temperature": "temperature", "--seed": "seed",
           **{spec[0]: name for name, spec in {**SLIDERS, **NUMBERS}.items()}}
@@ -110,9 +109,9 @@ class ColumnControls:
                 listener(name)
 
     def _grey_for_local(self) -> None:
-        local = is_local(self.model.value)
-        for name in LOCAL_UNSUPPORTED:
-            self.widget_of(name).disabled = local
+        lacks = unsupported_controls(self.model.value)
+        for name in LOCAL_LACKS:
+            self.widget_of(name).disabled = name in lacks
 
     # State ------------------------------------------------------------------------------------------
 
@@ -177,10 +176,10 @@ class ColumnControls:
 
     def tokens(self) -> list[str]:
         """The settings as ``%qwen`` options: only what is set, and nothing the chosen model cannot do."""
-        local, out = is_local(self.model.value), []
+        lacks, out = unsupported_controls(self.model.value), []
         for name in CONTROLS:
             value, unset = self.state(name)
-            if unset or (local and name in LOCAL_UNSUPPORTED):
+            if unset or name in lacks:
                 continue
             if name == "model" and value.strip():
                 out += ["-m", value.strip()]

@@ -25,10 +25,10 @@ import ipywidgets as w
 
 from .. import runner
 from ..errors import InvalidInput
-from ..models import is_local, picker_options
+from ..models import is_local, picker_options, unsupported_controls
 from ..request import Request
 from ..result import Result
-from .column import CONTROLS, LOCAL_UNSUPPORTED, NUMBERS, SLIDERS, ColumnControls
+from .column import CONTROLS, NUMBERS, SLIDERS, ColumnControls
 from .compare import Column, Comparison, OnResult
 
 RequestFactory = Callable[[str, str], Request]
@@ -286,8 +286,7 @@ class Panel:
 def _cell_value(controls: ColumnControls, name: str) -> str:
     """A control as ``%%qwen_compare`` writes it; ``default`` where the column sends nothing."""
     value, unset = controls.state(name)
-    local = is_local(controls.model.value)
-    if unset or (local and name in LOCAL_UNSUPPORTED):
+    if unset or name in unsupported_controls(controls.model.value):
         return "default"
     if name in SLIDERS:
         return f"{value:g}"
