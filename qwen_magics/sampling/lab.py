@@ -27,7 +27,7 @@ import numpy as np
 
 from ..errors import InvalidInput, LocalModelError
 from ..local.model import LoadedModel, import_llama_cpp, load, resolve
-from .shape import Settings, Shaped, Stage, entropy_bits, shape
+from .shape import Settings, Shaped, Stage, entropy_bits, penalise, shape
 
 _KEPT_LOGITS = 32
 _BUSY_WAIT = 600.0  # seconds a lab call waits for a generation on the same model to end
@@ -156,7 +156,7 @@ class Lab:
         """Tokens the context can still take."""
         return self.model.n_ctx - len(self._prompt_ids) - len(self.taken)
 
-    def step(self, token: int | str | None = None) -> str:
+    def step(self, token: int | str | None = None, *, how: str = "chosen") -> str:
         """Take ``token`` (a piece or an id), or draw one with the settings; evaluate it; return its piece."""
         if self.ended:
             raise InvalidInput(f"The text has ended with {self.taken[-1].piece!r}",
@@ -168,7 +168,7 @@ class Lab:
         if token is None:
             chosen, how = self._draw(result, self._rng), "greedy" if self.settings.greedy else "sampled"
         else:
-            chosen, how = self._token_id(token), "chosen"
+            chosen = self._token_id(token)
         taken = Taken(chosen, self.piece(chosen), float(result.raw[chosen]), float(result.probs[chosen]),
                       self.rank(chosen), how)
         if self.llama_cpp.llama_vocab_is_eog(self._vocab, chosen):  # nothing follows: the view stays here
@@ -181,6 +181,10 @@ class Lab:
         if len(self.taken) > _KEPT_LOGITS:  # the prompt's own (0) stay: one batch made them
             self._logits.pop(len(self.taken) - _KEPT_LOGITS, None)
         return taken.piece
+
+    def greedy(self) -> str:
+        """Take the most likely token after the penalties, as llama.cpp's greedy sampler does."""
+        return self.step(int(np.argmax(penalise(self.logits, self.history, self.settings))), how="greedy")
 
     def back(self) -> str:
         """Undo the last token taken; returns its piece."""

@@ -112,6 +112,14 @@ class Shaped:
     raw: np.ndarray
     probs: np.ndarray
     stages: tuple[Stage, ...]
+    cuts: tuple[tuple[str, np.ndarray], ...] = ()
+    """Each cutting stage's name and the candidates it kept, in order."""
+
+    def cut_by(self, token: int) -> str | None:
+        """The first stage that removed ``token``; None while it is a candidate."""
+        if self.probs[token] > 0:
+            return None
+        return next((name for name, kept in self.cuts if not np.any(kept == token)), None)
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:
@@ -151,8 +159,11 @@ def shape(logits: np.ndarray, history: Sequence[int], settings: Settings) -> Sha
                     active=on)]
     mass = 1.0  # of ``base``, still among the candidates
 
+    cuts: list[tuple[str, np.ndarray]] = []
+
     def cut(name: str, setting: str, kept: np.ndarray) -> Stage:
         nonlocal mass
+        cuts.append((name, kept))
         left = float(base[kept].sum())
         stage = Stage(name, setting, len(kept), removed=max(0.0, mass - left))
         mass = left
@@ -164,7 +175,7 @@ def shape(logits: np.ndarray, history: Sequence[int], settings: Settings) -> Sha
         stages += [Stage(name, "skipped at temperature 0", n, active=False)
                    for name in ("top_k", "typical_p", "top_p", "min_p")]
         stages.append(Stage("temperature", "0: greedy takes the top token", 1, removed=1.0 - float(base[top])))
-        return Shaped(raw, probs, tuple(stages))
+        return Shaped(raw, probs, tuple(stages), (("temperature 0", np.array([top])),))
 
     order: np.ndarray | None = None  # candidates, highest logit first (made only when a stage needs it)
     k = settings.top_k
@@ -209,7 +220,7 @@ def shape(logits: np.ndarray, history: Sequence[int], settings: Settings) -> Sha
     probs[candidates] = after
     stages.append(Stage("temperature", f"T={t:g}" if t != 1 else "off (T=1)", len(candidates),
                         moved=0.5 * float(np.abs(after - before).sum()), active=t != 1))
-    return Shaped(raw, probs, tuple(stages))
+    return Shaped(raw, probs, tuple(stages), tuple(cuts))
 
 
 def _sorted(penalised: np.ndarray, order: np.ndarray | None) -> np.ndarray:
