@@ -13,11 +13,15 @@ its own tokens again (reusing the longest common prefix, as llama.cpp's
 :data:`_KEPT_LOGITS` positions are kept, so going back shows the very
 distribution shown before without a model call.  Restoring a saved state
 (``Llama.save_state``/``load_state``) would copy the whole context instead.
+
+Model calls run in a short-lived thread, as the local backend's generations
+do: llama.cpp's CPU backend gives every thread that calls it an OpenMP team,
+and a team made by the kernel's main thread, which lives as long as the kernel,
+slows every later generation in other threads by about a third.
 """
 
 from __future__ import annotations
 
-import contextlib
 import threading
 from collections import Counter
 from dataclasses import dataclass
@@ -27,7 +31,7 @@ import numpy as np
 
 from ..errors import InvalidInput, LocalModelError
 from ..local.model import LoadedModel, import_llama_cpp, load, resolve
-from .shape import Settings, Shaped, Stage, entropy_bits, penalise, shape
+from .shape import Settings, Shaped, Stage, penalise, shape
 
 _KEPT_LOGITS = 32
 _BUSY_WAIT = 600.0  # seconds a lab call waits for a generation on the same model to end
@@ -44,6 +48,8 @@ class Taken:
     shaped: float
     rank: int
     how: str
+    ends: bool = False
+    """An end-of-generation token: nothing follows it."""
 
 
 class Lab:
@@ -69,8 +75,7 @@ class Lab:
         self.taken: list[Taken] = []
         self._logits: dict[int, np.ndarray] = {}  # tokens evaluated after the prompt -> that position's logits
         self._shaped: tuple[Any, Shaped] | None = None
-        with self._model():
-            self._logits[0] = self._evaluate(self._prompt_ids)
+        self._logits[0] = self._call(self._prompt_ids)
 
     # --- what the distribution is -------------------------------------------------------------
     @property
@@ -121,7 +126,8 @@ class Lab:
 
     def entropy(self, shaped: bool = True) -> float:
         """Entropy in bits of the settings' (or, ``shaped=False``, the model's) distribution."""
-        return entropy_bits(self.probabilities(shaped))
+        result = self.shaped()
+        return result.entropy if shaped else result.raw_entropy
 
     def choices(self, shaped: bool = True) -> float:
         """The effective number of choices, 2 ** entropy."""
@@ -149,7 +155,7 @@ class Lab:
     @property
     def ended(self) -> bool:
         """The last token taken ends generation (an end-of-turn or end-of-text token)."""
-        return bool(self.taken) and bool(self.llama_cpp.llama_vocab_is_eog(self._vocab, self.taken[-1].id))
+        return bool(self.taken) and self.taken[-1].ends
 
     @property
     def room(self) -> int:
@@ -169,13 +175,13 @@ class Lab:
             chosen, how = self._draw(result, self._rng), "greedy" if self.settings.greedy else "sampled"
         else:
             chosen = self._token_id(token)
+        ends = bool(self.llama_cpp.llama_vocab_is_eog(self._vocab, chosen))
         taken = Taken(chosen, self.piece(chosen), float(result.raw[chosen]), float(result.probs[chosen]),
-                      self.rank(chosen), how)
-        if self.llama_cpp.llama_vocab_is_eog(self._vocab, chosen):  # nothing follows: the view stays here
+                      self.rank(chosen), how, ends)
+        if ends:  # nothing follows: the view stays here
             self.taken.append(taken)
             return taken.piece
-        with self._model():
-            logits = self._evaluate([*self._prompt_ids, *self.history, chosen])
+        logits = self._call([*self._prompt_ids, *self.history, chosen])
         self.taken.append(taken)
         self._logits[len(self.taken)] = logits
         if len(self.taken) > _KEPT_LOGITS:  # the prompt's own (0) stay: one batch made them
@@ -193,8 +199,7 @@ class Lab:
         taken = self.taken.pop()
         self._logits.pop(len(self.taken) + 1, None)
         if self._position not in self._logits:  # older than the logits kept: evaluate that position again
-            with self._model():
-                self._logits[self._position] = self._evaluate([*self._prompt_ids, *self.history])
+            self._logits[self._position] = self._call([*self._prompt_ids, *self.history])
         return taken.piece
 
     def run(self, max_tokens: int = 128) -> Iterator[str]:
@@ -235,15 +240,28 @@ class Lab:
                 f"{self.settings}>")
 
     # --- the model ------------------------------------------------------------------------------
-    @contextlib.contextmanager
-    def _model(self) -> Iterator[None]:
-        if not self.model.lock.acquire(timeout=_BUSY_WAIT):
-            raise LocalModelError("The local model stayed busy with another generation",
-                                  "Wait for it to end, then try again", code="busy")
-        try:
-            yield
-        finally:
-            self.model.lock.release()
+    def _call(self, ids: list[int]) -> np.ndarray:
+        """:meth:`_evaluate` in a thread of its own, holding the model's lock; its result or its error here."""
+        outcome: list[Any] = []
+
+        def work() -> None:
+            try:
+                if not self.model.lock.acquire(timeout=_BUSY_WAIT):
+                    raise LocalModelError("The local model stayed busy with another generation",
+                                          "Wait for it to end, then try again", code="busy")
+                try:
+                    outcome.append(self._evaluate(ids))
+                finally:
+                    self.model.lock.release()
+            except BaseException as exc:  # handed to the caller's thread
+                outcome.append(exc)
+
+        worker = threading.Thread(target=work, name="qwen-lab", daemon=True)
+        worker.start()
+        worker.join()
+        if isinstance(outcome[0], BaseException):
+            raise outcome[0]
+        return outcome[0]
 
     def _evaluate(self, ids: list[int]) -> np.ndarray:
         """Make the context hold ``ids`` and return a copy of the last position's logits (lock held).

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, fields, replace
+from functools import cached_property
 from difflib import get_close_matches
 from typing import Any, Sequence
 
@@ -115,6 +116,16 @@ class Shaped:
     cuts: tuple[tuple[str, np.ndarray], ...] = ()
     """Each cutting stage's name and the candidates it kept, in order."""
 
+    @cached_property
+    def entropy(self) -> float:
+        """Entropy in bits of ``probs``."""
+        return entropy_bits(self.probs)
+
+    @cached_property
+    def raw_entropy(self) -> float:
+        """Entropy in bits of ``raw``."""
+        return entropy_bits(self.raw)
+
     def cut_by(self, token: int) -> str | None:
         """The first stage that removed ``token``; None while it is a candidate."""
         if self.probs[token] > 0:
@@ -192,11 +203,7 @@ def shape(logits: np.ndarray, history: Sequence[int], settings: Settings) -> Sha
     else:
         stages.append(Stage("typical_p", "off", _count(order, n), active=False))
     if settings.top_p < 1:
-        order = _sorted(penalised, order)
-        p = softmax(penalised[order])
-        cumulative = np.cumsum(p)
-        keep = min(int(np.searchsorted(cumulative, settings.top_p, side="left")) + 1, len(order))
-        order = order[:keep]
+        order = _nucleus(penalised, order, settings.top_p)
         stages.append(cut("top_p", f"p={settings.top_p:g}", order))
     else:
         stages.append(Stage("top_p", "off", _count(order, n), active=False))
@@ -221,6 +228,30 @@ def shape(logits: np.ndarray, history: Sequence[int], settings: Settings) -> Sha
     stages.append(Stage("temperature", f"T={t:g}" if t != 1 else "off (T=1)", len(candidates),
                         moved=0.5 * float(np.abs(after - before).sum()), active=t != 1))
     return Shaped(raw, probs, tuple(stages), tuple(cuts))
+
+
+def _nucleus(penalised: np.ndarray, order: np.ndarray | None, p: float) -> np.ndarray:
+    """The smallest most-likely prefix of the candidates whose probability reaches ``p`` (at least one).
+
+    Over the whole vocabulary only the head is sorted, as llama.cpp does: the likeliest 256 first, then four
+    times as many until the prefix reaches ``p``, so a slider move does not sort 151,936 numbers.
+    """
+    if order is not None:
+        probs = softmax(penalised[order])
+        return order[:min(int(np.searchsorted(np.cumsum(probs), p, side="left")) + 1, len(order))]
+    peak = penalised.max()
+    weights = np.exp(penalised - peak)
+    total = weights.sum()
+    m = 256
+    while True:
+        m = min(m, len(penalised))
+        head = np.argpartition(-penalised, m - 1)[:m] if m < len(penalised) else np.arange(m)
+        head = head[np.argsort(-penalised[head], kind="stable")]
+        cumulative = np.cumsum(weights[head] / total)
+        reach = int(np.searchsorted(cumulative, p, side="left"))
+        if reach < m or m == len(penalised):
+            return head[:min(reach + 1, m)]
+        m *= 4
 
 
 def _sorted(penalised: np.ndarray, order: np.ndarray | None) -> np.ndarray:
