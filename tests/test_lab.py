@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from qwen_magics.backends.local import stream
+from qwen_magics.events import TokenLogprob
 from qwen_magics.errors import InvalidInput
 from qwen_magics.local.model import load, resolve, unload
 from qwen_magics.request import Endpoint, Request, Sampling
@@ -141,3 +142,17 @@ def test_bad_settings_and_tokens_get_one_clear_line() -> None:
         lab.back()
     with pytest.raises(InvalidInput, match="runs on the local model"):
         open_lab(FRANCE, "qwen-plus")
+
+
+def test_logprobs_answers_carry_the_whole_vocabularys_entropy_at_each_position() -> None:
+    async def answer() -> list:
+        question = Request(messages=({"role": "user", "content": FRANCE},), model="local:0.5b",
+                           endpoint=Endpoint(base_url="local", key_required=False, context=4096),
+                           sampling=Sampling(temperature=0, max_tokens=3), logprobs=2)
+        return [event async for event in stream(question) if isinstance(event, TokenLogprob)]
+
+    entries = asyncio.run(answer())
+    lab = open_lab(FRANCE, "local:0.5b", chat=True)
+    assert entries[0].entropy == pytest.approx(lab.entropy(shaped=False), abs=1e-3)
+    lab.step(int(np.argmax(lab.logits)))
+    assert entries[1].entropy == pytest.approx(lab.entropy(shaped=False), abs=1e-3)
