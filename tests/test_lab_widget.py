@@ -59,7 +59,7 @@ def test_clicking_a_bar_takes_it_back_removes_it_and_sliders_need_no_model() -> 
     holder.start()
     held.wait()
     try:
-        before = [v.value for v in widget.bar_values]
+        before, calls = [v.value for v in widget.bar_values], widget.lab.calls
         started = time.perf_counter()
         widget.sliders["temperature"].value = 0.5
         assert time.perf_counter() - started < 5
@@ -68,6 +68,7 @@ def test_clicking_a_bar_takes_it_back_removes_it_and_sliders_need_no_model() -> 
         assert "cut by top_k" in widget.bar_values[2].value and "top_k</b> k=2: 2 kept" in widget.stages_view.value
         widget.draw_button.click()
         assert "<svg" in widget.counts.value and "observed in 100" in widget.counts.value
+        assert widget.lab.calls == calls and f"{calls} model calls" in widget.summary.value
     finally:
         release.set()
         holder.join()

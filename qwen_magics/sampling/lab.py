@@ -73,6 +73,8 @@ class Lab:
                                   f"{model.n_ctx}", "Shorten the prompt or raise the context size",
                                   code="context_length")
         self.taken: list[Taken] = []
+        self.calls = 0
+        """Model evaluations so far (the prompt, each token taken, a position re-evaluated): views make none."""
         self._logits: dict[int, np.ndarray] = {}  # tokens evaluated after the prompt -> that position's logits
         self._shaped: tuple[Any, Shaped] | None = None
         self._logits[0] = self._call(self._prompt_ids)
@@ -256,6 +258,7 @@ class Lab:
             except BaseException as exc:  # handed to the caller's thread
                 outcome.append(exc)
 
+        self.calls += 1
         worker = threading.Thread(target=work, name="qwen-lab", daemon=True)
         worker.start()
         worker.join()

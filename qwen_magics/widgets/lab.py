@@ -49,6 +49,7 @@ class LabWidget(w.VBox):
         self.bar_buttons = [w.Button(layout=w.Layout(width="11em"), tooltip="take this token") for _ in range(BARS)]
         self.bar_values = [w.HTML(layout=w.Layout(flex="1 1 auto")) for _ in range(BARS)]
         for i, button in enumerate(self.bar_buttons):
+            button.add_class("qwen-lab-take")
             button.on_click(lambda _, i=i: self._act(lambda: self.lab.step(self._shown[i])))
         rows = [w.HBox([b, v], layout=w.Layout(align_items="center")) for b, v in zip(self.bar_buttons, self.bar_values)]
         self.stages_view = w.HTML()
@@ -262,7 +263,8 @@ def _summary_html(lab: Lab) -> str:
     ended = " · the text has ended" if lab.ended else ""
     return (f"<div><b>Next token</b>: entropy {lab.entropy(shaped=False):.2f} bits "
             f"(≈ {lab.choices(shaped=False):.1f} choices) for the model; {lab.entropy():.2f} bits "
-            f"(≈ {lab.choices():.1f}) after the settings · {len(lab.taken)} tokens taken{last}{ended}</div>")
+            f"(≈ {lab.choices():.1f}) after the settings · {len(lab.taken)} tokens taken{last}{ended} · "
+            f'<span class="qwen-lab-calls">{lab.calls} model calls</span></div>')
 
 
 def _text_html(lab: Lab) -> str:
