@@ -10,6 +10,7 @@ import pytest
 from IPython.core.error import UsageError
 
 import qwen_magics
+from qwen_magics.errors import InvalidInput
 from qwen_magics.local.model import load, resolve, unload
 from qwen_magics.widgets.lab import BARS, LabWidget
 
@@ -81,6 +82,8 @@ def test_run_to_end_streams_and_stops_and_pieces_are_escaped() -> None:
     assert "application/vnd.jupyter.widget-view+json" in bundle
 
     widget.run_button.click()
+    with pytest.raises(InvalidInput, match="running to the end"):
+        widget.step()
     deadline = time.monotonic() + 60
     while len(widget.tokens) < 3 and time.monotonic() < deadline:
         time.sleep(0.05)

@@ -323,6 +323,8 @@ def open_lab(prompt: str, model: str = "local", *, chat: bool = False, seed: int
     loaded once per process and shared with ``%%qwen -m local``; ``settings`` as :meth:`Lab.set`."""
     if not isinstance(prompt, str):
         raise InvalidInput(f"The lab's prompt must be text, not {type(prompt).__name__}", "Pass a string")
+    if not prompt:
+        raise InvalidInput("The lab's prompt is empty", "Give the text the model should continue")
     if model != "local" and not model.startswith("local:"):
         raise InvalidInput(f"The lab runs on the local model, not {model!r}",
                            "Use model='local', 'local:0.5b', 'local:1.5b' or 'local:/path/model.gguf'")

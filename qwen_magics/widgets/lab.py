@@ -18,7 +18,7 @@ import ipywidgets as w
 import numpy as np
 
 from ..display.charts import BLUE, ORANGE, Series, bar_rows
-from ..errors import QwenMagicsError
+from ..errors import InvalidInput, QwenMagicsError
 from ..sampling.lab import Lab
 
 BARS = 12
@@ -107,18 +107,21 @@ class LabWidget(w.VBox):
 
     def step(self, token: int | str | None = None) -> str:
         """Take ``token`` (piece or id) or draw one with the settings; returns its piece."""
+        self._idle()
         piece = self.lab.step(token)
         self.redraw()
         return piece
 
     def greedy(self) -> str:
         """Take the most likely token."""
+        self._idle()
         piece = self.lab.greedy()
         self.redraw()
         return piece
 
     def back(self) -> str:
         """Undo the last token; returns its piece."""
+        self._idle()
         piece = self.lab.back()
         self.redraw()
         return piece
@@ -160,6 +163,10 @@ class LabWidget(w.VBox):
         for button in (self.sample_button, self.greedy_button, self.draw_button, self.run_button):
             button.disabled = ended or self._running
         self.back_button.disabled = not lab.taken or self._running
+
+    def _idle(self) -> None:
+        if self._running:
+            raise InvalidInput("The lab is running to the end", "Press Stop first, or wait for it to end")
 
     @property
     def _running(self) -> bool:
