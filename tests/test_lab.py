@@ -156,3 +156,18 @@ def test_logprobs_answers_carry_the_whole_vocabularys_entropy_at_each_position()
     assert entries[0].entropy == pytest.approx(lab.entropy(shaped=False), abs=1e-3)
     lab.step(int(np.argmax(lab.logits)))
     assert entries[1].entropy == pytest.approx(lab.entropy(shaped=False), abs=1e-3)
+
+
+def test_another_token_after_back_shows_its_own_distribution() -> None:
+    """The view of a position is never one computed for another token taken there before."""
+    lab = open_lab(OPEN, "local:0.5b")
+    first = lab.distribution()[0]
+    lab.step(" park")
+    after_park = lab.probabilities().copy()
+    lab.back()
+    assert lab.distribution()[0] == first
+    lab.step(" zoo")
+    assert not np.array_equal(lab.probabilities(), after_park)
+    fresh = open_lab(OPEN, "local:0.5b")
+    fresh.step(" zoo")
+    assert np.array_equal(lab.probabilities(), fresh.probabilities())

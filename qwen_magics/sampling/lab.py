@@ -77,6 +77,7 @@ class Lab:
         """Model evaluations so far (the prompt, each token taken, a position re-evaluated): views make none."""
         self._logits: dict[int, np.ndarray] = {}  # tokens evaluated after the prompt -> that position's logits
         self._shaped: tuple[Any, Shaped] | None = None
+        self._moves = 0  # steps and backs so far: a new position (or history) whenever it changes
         self._logits[0] = self._call(self._prompt_ids)
 
     # --- what the distribution is -------------------------------------------------------------
@@ -97,7 +98,7 @@ class Lab:
 
     def shaped(self) -> Shaped:
         """The chain of the current settings over the current logits (computed once per position and settings)."""
-        key = (id(self.logits), len(self.taken), self.settings)
+        key = (self._moves, self.settings)
         if self._shaped is None or self._shaped[0] != key:
             self._shaped = (key, shape(self.logits, self.history, self.settings))
         return self._shaped[1]
@@ -165,7 +166,10 @@ class Lab:
         return self.model.n_ctx - len(self._prompt_ids) - len(self.taken)
 
     def step(self, token: int | str | None = None, *, how: str = "chosen") -> str:
-        """Take ``token`` (a piece or an id), or draw one with the settings; evaluate it; return its piece."""
+        """Take ``token`` (a piece or an id), or draw one with the settings; evaluate it; return its piece.
+
+        ``how`` names a given token's choice in :attr:`taken` (a drawn one is "sampled" or "greedy").
+        """
         if self.ended:
             raise InvalidInput(f"The text has ended with {self.taken[-1].piece!r}",
                                "Call back() to undo that token, or open a new lab")
@@ -182,9 +186,11 @@ class Lab:
                       self.rank(chosen), how, ends)
         if ends:  # nothing follows: the view stays here
             self.taken.append(taken)
+            self._moves += 1
             return taken.piece
         logits = self._call([*self._prompt_ids, *self.history, chosen])
         self.taken.append(taken)
+        self._moves += 1
         self._logits[len(self.taken)] = logits
         if len(self.taken) > _KEPT_LOGITS:  # the prompt's own (0) stay: one batch made them
             self._logits.pop(len(self.taken) - _KEPT_LOGITS, None)
@@ -199,6 +205,7 @@ class Lab:
         if not self.taken:
             raise InvalidInput("Nothing to undo: no token has been taken", "Call step() first")
         taken = self.taken.pop()
+        self._moves += 1
         self._logits.pop(len(self.taken) + 1, None)
         if self._position not in self._logits:  # older than the logits kept: evaluate that position again
             self._logits[self._position] = self._call([*self._prompt_ids, *self.history])
