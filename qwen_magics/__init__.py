@@ -11,10 +11,11 @@ __version__ = "0.1.0"
 
 def load_ipython_extension(ipython) -> None:
     """Register the magics (IPython calls this on ``%load_ext``): %%qwen, %qwen_chat, %qwen_local, %qwen_log,
-    %qwen_panel, %%qwen_compare, %qwen_probs, %%qwen_map, %qwen_batch; and let ``%qwen What is X?`` ask rather
+    %qwen_panel, %%qwen_compare, %qwen_probs, %qwen_lab, %%qwen_map, %qwen_batch; and let ``%qwen What is X?`` ask rather
     than open help."""
     from .magics import line_help
     from .magics.batch import QwenBatchMagics
+    from .magics.lab import QwenLabMagics
     from .magics.qwen import QwenMagics
     from .magics.map import QwenMapMagics
     from .magics.widgets import QwenWidgetMagics
@@ -24,6 +25,7 @@ def load_ipython_extension(ipython) -> None:
     ipython.register_magics(QwenWidgetMagics(ipython, settings))
     ipython.register_magics(QwenMapMagics(ipython, settings))
     ipython.register_magics(QwenBatchMagics(ipython, settings))
+    ipython.register_magics(QwenLabMagics(ipython, settings))
     line_help.register(ipython)
 
 
@@ -79,3 +81,23 @@ def probs_widget(result, position: int | None = None):
     from .widgets.probs import probs_widget as make
 
     return make(result, position)
+
+
+def lab(prompt: str, model: str = "local", chat: bool = False, seed: int | None = None, **settings):
+    """The sampling lab (as ``%qwen_lab``): continue ``prompt`` on the local Qwen one token at a time.
+
+    ``chat=True`` puts the prompt in the chat template as a user turn; ``seed`` seeds Sample and Run to end;
+    ``settings`` are ``temperature``, ``top_k``, ``typical_p``, ``top_p``, ``min_p``, ``repetition``,
+    ``frequency``, ``presence`` (None: that stage off).  The widget answers from Python too:
+    ``distribution(shaped=True)``, ``entropy()``, ``set(...)``, ``step(token=None)``, ``back()``,
+    ``draw(n, seed=0)``, ``text``, ``tokens``, ``stages``.
+    """
+    from IPython import get_ipython
+
+    from .magics.lab import make_lab
+
+    shell = get_ipython()
+    context = 4096
+    if shell is not None and "QwenMagics" in shell.magics_manager.registry:
+        context = shell.magics_manager.registry["QwenMagics"].local_context
+    return make_lab(prompt, model, chat=chat, seed=seed, context=context, **settings)

@@ -62,6 +62,13 @@ def missing(name: str, nb) -> list[str]:
             "the tinted token view with its chart":
                 "Token probabilities" in html and "<svg" in shown(nb, "text/html", "%%qwen -t 0 --logprobs"),
         },
+        "sampling_lab": {
+            "the whole vocabulary's distribution": "151,936 tokens have p > 0" in shown(nb, "stream"),
+            "what each setting removes": "removed: top_p" in shown(nb, "stream"),
+            "Sample 100 beside the computed shares": "observed in 100" in shown(nb, "stream"),
+            "entropy along an answer": "Entropy of the next-token distribution" in shown(nb, "text/html", "%%qwen"),
+            "the lab's static view": "The sampler&#x27;s stages" in html or "The sampler's stages" in html,
+        },
         "datasets": {
             "every review labelled": "30 rows: 30 answered" in plain,
             "the labels as a DataFrame": all(

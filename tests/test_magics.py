@@ -327,7 +327,7 @@ def test_probs_needs_a_result_with_logprobs(ip):
     ip.run_line_magic("qwen", "--no-thinking hi")
     with pytest.raises(UsageError, match=r"no token probabilities: run the cell again with --logprobs 5"):
         ip.run_line_magic("qwen_probs", "")
-    with pytest.raises(UsageError, match=r"No result named 'nothing'"):
+    with pytest.raises(UsageError, match=r"No result or logged run named 'nothing'"):
         ip.run_line_magic("qwen_probs", "nothing")
     with pytest.raises(UsageError, match=r"logprobs 50 is out of range"):
         ip.run_line_magic("qwen", "--logprobs 50 hi")

@@ -217,7 +217,8 @@ def _generate(model: LoadedModel, request: Request, cancelled: threading.Event, 
 
 
 class _Alternatives:
-    """Log-probabilities of a sampled token and of the ``k`` likeliest, from the last position's logits only.
+    """Log-probabilities of a sampled token and of the ``k`` likeliest, and the entropy of the whole
+    distribution, from the last position's logits only.
 
     Right after a token is sampled the context still holds the logits it was
     drawn from (raw: the sampler works on a copy), so nothing needs llama.cpp to
@@ -236,11 +237,16 @@ class _Alternatives:
         pointer = self.llama_cpp.llama_get_logits_ith(self.llm.ctx, -1)
         logits = np.ctypeslib.as_array(pointer, shape=(self.n_vocab,))
         peak = float(logits.max())
-        log_total = peak + math.log(float(np.exp(logits - peak).sum(dtype=np.float64)))
+        shifted = logits - peak
+        weights = np.exp(shifted)
+        total = float(weights.sum(dtype=np.float64))
+        log_total = peak + math.log(total)
+        # Entropy of the whole distribution, in bits: log Z - E[logit - peak], from the same exponentials.
+        entropy = (math.log(total) - float(np.dot(weights, shifted)) / total) / math.log(2)
         top = np.argpartition(logits, -self.k)[-self.k:] if self.k < self.n_vocab else np.arange(self.n_vocab)
         ids = {int(i) for i in top} | {token}
         ranked = sorted(((self._name(i), float(logits[i]) - log_total) for i in ids), key=lambda p: -p[1])
-        return TokenLogprob(text, float(logits[token]) - log_total, tuple(ranked))
+        return TokenLogprob(text, float(logits[token]) - log_total, tuple(ranked), max(0.0, entropy))
 
     def _name(self, token: int) -> str:
         return self.llm.detokenize([token]).decode("utf-8", errors="ignore")

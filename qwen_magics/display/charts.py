@@ -112,6 +112,44 @@ def probability_strip(probabilities: Sequence[float], *, marker: int | None = No
     return "".join(out)
 
 
+def entropy_strip(bits: Sequence[float], *, approximate: bool = False, columns: int = 160) -> str:
+    """The entropy (bits) of the next-token distribution at each position of an answer: peaks show where the
+    model weighed many tokens.
+
+    Longer answers are cut into at most ``columns`` equal runs, each drawn at
+    its highest entropy (a peak must not be averaged away).  ``approximate``
+    says the values come from the top K alternatives only, not the vocabulary.
+    """
+    n = len(bits)
+    per = max(1, math.ceil(n / columns))
+    highs = [max(bits[i:i + per]) for i in range(0, n, per)]
+    scale = max(1.0, math.ceil(max(highs, default=0.0)))
+    left, plot_h, top = 46, 60, 6
+    step = max(3, min(12, 480 // max(len(highs), 1)))
+    width = left + max(len(highs), 1) * step + 8
+    bottom = top + plot_h
+    what = "each token" if per == 1 else f"the highest of every {per} tokens"
+    over = "the top K alternatives only: an approximation" if approximate else "the whole vocabulary"
+    title = f"Entropy of the next-token distribution along the answer, in bits, over {over} ({n} tokens; a bar is {what})"
+    out = [_open(max(width, 320), bottom + 30, title)]
+    for tick in (0, scale / 2, scale):
+        y = bottom - tick / scale * plot_h
+        out.append(f'<line x1="{left}" y1="{y:.1f}" x2="{width - 4}" y2="{y:.1f}" {_GRID}/>'
+                   + _text(left - 4, y + 4, f"{tick:g}", anchor="end", size=9))
+    out.append(_text(6, top + plot_h / 2 + 4, "H", anchor="middle", weight="bold"))
+    out.append(f'<g class="bars" fill="{ORANGE}">')
+    for i, h_bits in enumerate(highs):
+        h = round(max(0.0, min(1.0, h_bits / scale)) * plot_h)
+        out.append(f'<rect x="{left + i * step}" y="{bottom - h}" width="{step - 1}" height="{h}"/>')
+    out.append("</g>")
+    caption = "bits (top K only: an approximation)" if approximate else "bits over the whole vocabulary"
+    out.append(_text(left, bottom + 14, "1", size=9)
+               + _text(width - 4, bottom + 14, str(n), anchor="end", size=9)
+               + _text(left, bottom + 26, f"token position ({what}); {caption}", anchor="start", size=10))
+    out.append("</svg>")
+    return "".join(out)
+
+
 def _open(width: float, height: float, title: str) -> str:
     """The root element: fixed size (it never stretches over the output), titled for screen readers."""
     label = html.escape(title, quote=True)

@@ -11,7 +11,7 @@ import html
 import math
 from typing import Any
 
-from .charts import probability_strip
+from .charts import entropy_strip, probability_strip
 from .markdown import render_plain
 from .text import footer_text
 
@@ -76,8 +76,25 @@ def token_view_html(logprobs) -> str:
                      f"{html.escape(entry.token)}</span>")
     return (f'<details open style="margin-top:4px"><summary>Token probabilities ({len(logprobs)} tokens; '
             f"hover a token for its alternatives; %qwen_probs explores them)</summary>"
-            f"{probability_strip([math.exp(e.logprob) for e in logprobs])}"
+            f"{probability_strip([math.exp(e.logprob) for e in logprobs])}{entropy_chart(logprobs)}"
             f'<div style="white-space:pre-wrap;font-family:monospace;line-height:1.6">{"".join(spans)}</div></details>')
+
+
+def entropy_chart(logprobs) -> str:
+    """Entropy along the answer: over the whole vocabulary where the backend measured it (the local model),
+    else from the top K alternatives, labelled as an approximation; nothing when there are no alternatives."""
+    if logprobs and all(getattr(e, "entropy", None) is not None for e in logprobs):
+        return entropy_strip([e.entropy for e in logprobs])
+    if logprobs and all(e.top for e in logprobs):
+        return entropy_strip([_top_k_entropy(e.top) for e in logprobs], approximate=True)
+    return ""
+
+
+def _top_k_entropy(top) -> float:
+    """Entropy in bits of the top K renormalised (a lower bound's shape, not the distribution's value)."""
+    weights = [math.exp(lp) for _, lp in top]
+    total = sum(weights)
+    return max(0.0, -sum(w / total * math.log2(w / total) for w in weights if w > 0))
 
 
 def token_view_text(logprobs) -> str:

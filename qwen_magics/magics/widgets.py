@@ -44,6 +44,7 @@ _COMMON = tuple(dict.fromkeys(d.dest for d in REQUEST_OPTIONS if d.dest not in C
 """The request options a comparison applies to every column."""
 _CONCURRENCY = 4  # columns streaming at once when --concurrency is not given
 _VARIANT_SEPARATOR = re.compile(r"^[ \t]*---[ \t]*$", re.M)
+_READ_WAIT = 2.0  # seconds to let the log writer finish before a run is looked up
 
 
 @magics_class
@@ -250,7 +251,8 @@ class QwenWidgetMagics(Magics):
             raise UsageError("Stopped by user: every column keeps its partial answer (in _qwen_compare)") from None
 
     @magic_arguments()
-    @argument("name", nargs="?", default="_qwen", help="a result from %%qwen --logprobs K (default: _qwen)")
+    @argument("name", nargs="?", default="_qwen",
+              help="a result from %%qwen --logprobs K, or the id of a logged run (default: _qwen)")
     @argument("--position", type=int, help="token to start at, 1 for the first (default: the most uncertain one)")
     @line_magic
     def qwen_probs(self, line: str):
@@ -261,16 +263,36 @@ class QwenWidgetMagics(Magics):
             %qwen -m local --logprobs 5 -t 0 The capital of France is
             %qwen_probs                      the last result
             %qwen_probs answer --position 3
+            %qwen_probs 1a2b3c4d              a run from %qwen_log, in this kernel or an earlier one
         """
         from ..widgets.probs import probs_widget
 
         args = parse_argstring(self.qwen_probs, line)
-        if args.name not in self.shell.user_ns:
-            raise UsageError(f"No result named {args.name!r}: run %%qwen --logprobs 5 first")
+        result = self.shell.user_ns[args.name] if args.name in self.shell.user_ns else self._logged(args.name)
         try:
-            display(probs_widget(self.shell.user_ns[args.name], args.position))
+            display(probs_widget(result, args.position))
         except ValueError as err:
             raise UsageError(str(err)) from None
+
+    def _logged(self, run_id: str):
+        """A logged run's token probabilities (as a result carrying ``logprobs``), found by its id or a prefix."""
+        from types import SimpleNamespace
+
+        from ..runlog.view import logprob_entries
+
+        log = self.settings.run_log.log()
+        log.flush(_READ_WAIT)
+        try:
+            record = log.get(run_id) if re.fullmatch(r"[0-9a-fA-F]{4,32}", run_id) else None
+        except QwenMagicsError as err:
+            raise UsageError(err.line()) from None
+        if record is None:
+            raise UsageError(f"No result or logged run named {run_id!r}: run %%qwen --logprobs 5 first, "
+                             "or give a run id from %qwen_log")
+        entries = logprob_entries(record)
+        if not entries:
+            raise UsageError(f"Run {record.id[:8]} has no token probabilities: it ran without --logprobs K")
+        return SimpleNamespace(logprobs=entries)
 
 
 def _turns_notice(requests: list[Request]) -> list[str]:

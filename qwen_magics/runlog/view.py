@@ -14,7 +14,7 @@ from types import SimpleNamespace
 from typing import Any, Iterable, Mapping
 
 from .. import events as ev
-from ..display.fragments import tool_html
+from ..display.fragments import token_view_html, token_view_text, tool_html
 from ..result import Result
 from ..display.text import footer_text, tool_run_text
 
@@ -84,7 +84,8 @@ class ShownRun:
                              request_id=record.request_id, state=record.state, error=record.error,
                              ttft=record.ttft, elapsed=record.elapsed, price=price,
                              usage=ev.Usage(record.input_tokens, record.output_tokens, record.reasoning_tokens,
-                                            record.cached_tokens))
+                                            record.cached_tokens),
+                             logprobs=logprob_entries(record))
 
     def header(self) -> str:
         r = self.record
@@ -96,8 +97,17 @@ class ShownRun:
                  for run in self.record.tool_runs if isinstance(run, dict)]
         shown = self.result._repr_mimebundle_()
         head = f'<div style="color:#888;font-size:0.85em">{html.escape(self.header())}</div>'
-        return {"text/plain": "\n".join([self.header(), *tools, shown["text/plain"], f"[{footer_text(self.result)}]"]),
-                "text/html": head + "".join(tool_html(t) for t in tools) + shown["text/html"]}
+        entries = self.result.logprobs
+        return {"text/plain": "\n".join([self.header(), *tools, shown["text/plain"], f"[{footer_text(self.result)}]",
+                                         *([token_view_text(entries)] if entries else [])]),
+                "text/html": head + "".join(tool_html(t) for t in tools) + shown["text/html"]
+                + (token_view_html(entries) if entries else "")}
+
+
+def logprob_entries(record: Any) -> list[ev.TokenLogprob]:
+    """The run's token probabilities as the events that made them (empty for a run without --logprobs)."""
+    return [ev.TokenLogprob(token, logprob, tuple((alt, lp) for alt, lp in top), entropy)
+            for token, logprob, top, entropy in record.logprobs or ()]
 
 
 def local_time(started: str) -> str:
