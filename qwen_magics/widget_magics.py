@@ -9,7 +9,6 @@ imported here on first use, not when the extension loads.
 from __future__ import annotations
 
 import argparse
-import re
 import uuid
 from functools import partial
 
@@ -26,13 +25,11 @@ from .expand import expand
 from .options import choose_model, endpoint_for, parse_options, prepare, split_line
 from .request import Request
 from .text import footer_text
+from .widgets.settings import setting_arguments, settings_of
 
-_AXES = {"model": "-m", "temperature": "-t", "top_p": "--top-p", "seed": "--seed", "thinking": "--thinking",
-         "presence_penalty": "--presence-penalty", "repetition_penalty": "--repetition-penalty"}
 _COMMON = {"system": "-s", "max_tokens": "--max-tokens", "top_k": "--top-k", "region": "--region",
            "base_url": "--base-url", "logprobs": "--logprobs", "timeout": "--timeout", "api": "--api"}
 _CONCURRENCY = 4  # columns streaming at once when --concurrency is not given
-_VARIANT_SEPARATOR = re.compile(r"^[ \t]*---[ \t]*$", re.M)
 
 
 @magics_class
@@ -102,17 +99,7 @@ class QwenWidgetMagics(Magics):
         return partial(self.settings.run_log.record, group_id=uuid.uuid4().hex, group_kind=kind)
 
     @magic_arguments()
-    @argument("-m", "--model", help="models, comma-separated: -m qwen3.5-plus,qwen-flash,local")
-    @argument("-t", "--temperature", help="temperatures, comma-separated: -t 0,0.7,1.3")
-    @argument("--top-p", help="top_p values, comma-separated: --top-p 0.1,0.5,1")
-    @argument("--seed", help="seeds, comma-separated: --seed 1,2,3")
-    @argument("--thinking", nargs="?", const="on", help="on, off, or on,off (compare reasoning against none)")
-    @argument("--no-thinking", dest="thinking", action="store_const", const="off", help="no reasoning, every column")
-    @argument("--presence-penalty", help="presence penalties, comma-separated: --presence-penalty 0,1.5")
-    @argument("--repetition-penalty", help="repetition penalties, comma-separated: --repetition-penalty 1,1.3")
-    @argument("--variants", action="store_true",
-              help="the cell holds several prompts, separated by lines of only ---: each is a column (an axis)")
-    @argument("--grid", action="store_true", help="cross the lists (e.g. a temperature x top_p grid) instead of zipping them")
+    @setting_arguments
     @argument("-n", "--repeat", type=int, default=1, metavar="K", help="run each setting K times to show sampling variance")
     @argument("-s", "--system", help="system prompt for every column")
     @argument("--max-tokens", type=int, help="cap on answer tokens, every column")
@@ -160,11 +147,9 @@ class QwenWidgetMagics(Magics):
         expansion = None if args.no_expand else expand(cell, self.shell.user_ns, max_chars=self.settings.max_value_chars,
                                                        dataframe_rows=self.settings.dataframe_rows)
         prompt = (expansion.text if expansion else cell).strip()
-        axes = {option: _split(getattr(args, name)) for name, option in _AXES.items()}
         common = [tok for name, option in _COMMON.items() if getattr(args, name) is not None
                   for tok in (option, str(getattr(args, name)))]
-        variants = _variants(prompt) if args.variants else []
-        specs = column_specs(axes, args.grid, args.repeat, common, variants)
+        specs = column_specs(settings_of(args, prompt), args.repeat, common)
         make = self.request_factory(prompt)
         requests = [make(spec.options, spec.prompt or prompt) for spec in specs]  # all checked before sending
         for request in requests:
@@ -231,16 +216,3 @@ def _turns_notice(requests: list[Request]) -> list[str]:
         return []
     others = ", the other columns at the same time" if local < len(requests) else ""
     return [f"The local model answers one column at a time: its {local} columns run one after another{others}"]
-
-
-def _variants(prompt: str) -> list[str]:
-    """``--variants``: the prompts of a cell, separated by lines holding only ``---``."""
-    variants = [part.strip() for part in _VARIANT_SEPARATOR.split(prompt)]
-    if len(variants) < 2 or not all(variants):
-        raise InvalidInput("--variants needs two or more prompts separated by lines holding only ---",
-                           "write each phrasing of the prompt, with a line of --- between them")
-    return variants
-
-
-def _split(value: str | None) -> list[str]:
-    return [v.strip() for v in value.split(",") if v.strip()] if value else []
