@@ -188,6 +188,10 @@ class Job:
     recalled: set[int] = field(default_factory=set)
     unrun: dict[int, str] = field(default_factory=dict)
     """Why a row that has no outcome was not run, where that is known (its Batch job expired, was cancelled...)."""
+    kind: str = "dataset"
+    """The group kind of its records in the run log."""
+    noun: str = "rows"
+    """What the end line counts (an evaluation's job holds a request per row, setting and repeat)."""
 
     def __len__(self) -> int:
         return len(self.requests)
@@ -208,13 +212,14 @@ class Job:
 
 
 def plan(settings: Any, args: Any, data: Any, template: str, namespace: dict[str, Any],
-         schema_namespace: Mapping[str, Any] | None = None) -> Job:
+         schema_namespace: Mapping[str, Any] | None = None, *, result_columns: tuple[str, ...] = RESULT_COLUMNS) -> Job:
     """Build and check every row's request (the first ``args.limit`` rows); nothing is sent.
 
-    ``schema_namespace`` is where ``--schema NAME`` is looked up (the notebook's names by default).
+    ``schema_namespace`` is where ``--schema NAME`` is looked up (the notebook's names by default);
+    ``result_columns`` are the columns the caller's result adds, which the data must not have.
     """
     rows = rows_of(data)
-    clash = [name for name in rows.fields if name in RESULT_COLUMNS]
+    clash = [name for name in rows.fields if name in result_columns]
     if clash:
         raise InvalidInput(f"The data already has a column {clash[0]!r}, which the result adds",
                            f"rename it first, e.g. data.rename(columns={{{clash[0]!r}: 'given_{clash[0]}'}})")
@@ -365,7 +370,7 @@ class MapRun:
             self.job.settle(position, result)
             self.progress.add(self.job.label(position), result)
             if self.log is not None:  # written now, off the loop: a killed kernel loses only the rows in flight
-                record = record_from(result, self.job.requests[position], group_id=self.job.id, group_kind="dataset",
+                record = record_from(result, self.job.requests[position], group_id=self.job.id, group_kind=self.job.kind,
                                      cache_key=self.job.keys[position], **self.context)
                 write = asyncio.ensure_future(asyncio.to_thread(self.log.write, record))
                 self._writes.add(write)
@@ -436,7 +441,7 @@ def summary(job: Job) -> str:
         parts.append(f"{states['not run']:,} not run")
     if job.parse_errors:
         parts.append(f"{len(job.parse_errors):,} answers not valid JSON (see error)")
-    line = f"{len(job):,} rows: {', '.join(parts)}"
+    line = f"{len(job):,} {job.noun}: {', '.join(parts)}"
     if states["failed"] or states["not run"]:
         line += ": run the cell again to " + ("retry the failed rows" if not states["not run"] else
                                               "send the rows not answered")

@@ -11,8 +11,8 @@ from __future__ import annotations
 import pytest
 
 from qwen_magics.errors import InvalidInput
-from qwen_magics.evaluate import stats
-from qwen_magics.evaluate.scorers import Unscorable, chosen_letter, last_number, scorer_for
+from qwen_magics.evaluation import stats
+from qwen_magics.evaluation.scorers import Unscorable, chosen_letter, last_number, scorer_for
 
 
 def score(spec, answer, expected, row=None, namespace=None):

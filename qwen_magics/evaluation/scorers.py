@@ -7,7 +7,7 @@ a function that does not exist); scoring a row that cannot be scored raises
 :class:`Unscorable` with one line, and the row counts as failed, never as 0.
 An answer that is wrong, or says nothing the scorer can read (no number,
 no letter, no JSON), scores 0.  ``judge`` is scored from a model's verdict:
-see :mod:`~qwen_magics.evaluate.judge`.
+see :func:`~qwen_magics.evaluation.run.verdict`.
 """
 
 from __future__ import annotations
