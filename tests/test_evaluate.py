@@ -281,3 +281,69 @@ def test_variants_and_grids_are_settings_with_their_own_columns(ev, dashscope):
     assert len(chats(dashscope)) == 12
     assert list(result.table.variant) == [1, 1, 2, 2] and list(result.table.temperature) == [0.0, 1.2, 0.0, 1.2]
     assert result.labels[2] == "variant 2 “Compute: What is {a} +…” -m qwen-flash -t 0"
+
+
+# the run: a stop, the log, the progress view, the local model
+
+def test_ctrl_c_keeps_the_answers_so_far_and_running_again_sends_only_the_rest(ev, dashscope, run_log_in_a_temporary_folder):
+    import os
+    import signal
+    import sqlite3
+    import threading
+    import time
+
+    def slow(body):
+        script = arithmetic(body)
+        script.first_byte_delay = 0.1
+        return script
+
+    dashscope.respond(slow)
+
+    def press_after_some_answers():
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline and sum(r.finished is not None for r in dashscope.requests) < 6:
+            time.sleep(0.01)
+        os.kill(os.getpid(), signal.SIGINT)
+
+    threading.Thread(target=press_after_some_answers, daemon=True).start()
+    line, cell = "sums --expect total --score number -m qwen-flash -t 0,1.2 --concurrency 2", "What is {a} + {b}?"
+    stopped = ev.run_cell_magic("qwen_eval", line, cell)
+    done = (stopped.answers.state == "complete").sum()
+    assert 4 <= done < 80 and set(stopped.answers.state) == {"complete", "not run"}
+    assert stopped.answers[stopped.answers.state == "not run"].score.isna().all()
+    assert stopped.line.endswith("not run: run the cell again to send the rows not answered")
+    with sqlite3.connect(run_log_in_a_temporary_folder) as conn:
+        kinds = conn.execute("SELECT group_kind, count(*) FROM runs GROUP BY group_kind").fetchall()
+    assert kinds == [("evaluation", done)]
+    before = len(chats(dashscope))
+    dashscope.respond(arithmetic)
+    finished = ev.run_cell_magic("qwen_eval", line, cell)
+    assert len(chats(dashscope)) - before == 80 - done and list(finished.table.n) == [40, 40]
+
+
+def test_one_progress_view_shows_every_request(ev, dashscope):
+    dashscope.respond(arithmetic)
+    ev.run_cell_magic("qwen_eval", "sums --expect total --score number -m qwen-flash -t 0,1.2", "What is {a} + {b}?")
+    shown = [o for o in ev.display_pub.outputs if "qwen-map" in o["data"].get("text/html", "")]
+    assert len({(o.get("transient") or {}).get("display_id") for o in shown}) == 1
+    assert shown[-1]["data"]["text/plain"].splitlines()[-1] == "80 requests: 80 answered"
+    assert "q39 · -m qwen-flash -t 1.2" in shown[-1]["data"]["text/plain"]
+
+
+@pytest.mark.local
+def test_the_local_model_answers_three_sums_at_two_temperatures_in_turn(ev, dashscope, capsys):
+    from qwen_magics.evaluation.scorers import last_number
+    from qwen_magics.local_model import unload
+
+    try:
+        result = ev.run_cell_magic("qwen_eval", "sums --expect total --score number -m local:0.5b -t 0,1.2 --limit 3 "
+                                   "--max-tokens 12", "What is {a} + {b}? Answer with the number only.")
+    finally:
+        unload()
+    assert "⚠ The local model takes requests in turn: --concurrency 8 runs as 1" in capsys.readouterr().out
+    assert dashscope.requests == []  # nothing left the kernel
+    answers = result.answers
+    assert len(answers) == 6 and (answers.state == "complete").all() and answers.answer.str.strip().astype(bool).all()
+    assert list(answers.score) == [float(last_number(a) == e) for a, e in zip(answers.answer, answers.expected)]
+    assert list(result.table.n) == [3, 3] and list(result.table.temperature) == [0.0, 1.2]
+    assert (result.table.output_tokens > 0).all() and result.sentence().startswith("Best: -m local:0.5b -t ")

@@ -136,3 +136,13 @@ def test_other_pairs_get_wilcoxon_and_the_smallest_exact_p_for_five_pairs_is_one
     assert result.method == "Wilcoxon signed-rank" and result.p_value == pytest.approx(0.0625)
     assert stats.paired([0.5, 0.2], [0.5, 0.2]).p_value == 1.0
     assert stats.paired([], []).difference is None
+
+
+def test_past_two_thousand_rows_a_mean_gets_students_t_interval():
+    scores = [(i % 7) / 6 for i in range(3000)]  # 0, 1/6, ..., 1, repeating
+    got = stats.interval(scores)
+    mean = sum(scores) / len(scores)
+    sd = (sum((s - mean) ** 2 for s in scores) / (len(scores) - 1)) ** 0.5
+    half = 1.9607 * sd / len(scores) ** 0.5  # t(0.975, 2999) = 1.9607 (a t table's entry for large df)
+    assert got.method == "t" and got.mean == pytest.approx(mean)
+    assert got.low == pytest.approx(mean - half, abs=1e-4) and got.high == pytest.approx(mean + half, abs=1e-4)

@@ -36,22 +36,15 @@ class Evaluation:
         self.labels = [s.label for s in evaluation.settings]
         columns = _setting_columns(evaluation)
         count, settings = evaluation.count, len(evaluation.settings)
-        per_row: list[list[list[float]]] = [[[] for _ in range(count)] for _ in range(settings)]
+        sums, counts = [[0.0] * count for _ in range(settings)], [[0] * count for _ in range(settings)]
         failed_at: list[set[int]] = [set() for _ in range(settings)]
         tokens = [[0, 0] for _ in range(settings)]
         costs: list[list[float]] = [[] for _ in range(settings)]
         latencies: list[list[float]] = [[] for _ in range(settings)]
-        answers: dict[str, list[Any]] = {"row": [], **{name: [] for name in columns}, "repeat": [], "answer": [],
-                                         "expected": [], "score": [], "state": [], "error": []}
-        judged = evaluation.scorer.score is None
-        if judged:
-            answers["judge_reason"] = []
-        order = sorted(range(len(scored)), key=lambda p: (evaluation.units[p].setting, evaluation.units[p].row,
-                                                           evaluation.units[p].repeat))
-        for position in order:
-            unit, outcome, result = evaluation.units[position], scored[position], evaluation.job.outcomes[position]
+        for unit, outcome, result in zip(evaluation.units, scored, evaluation.job.outcomes):
             if outcome.score is not None:
-                per_row[unit.setting][unit.row].append(outcome.score)
+                sums[unit.setting][unit.row] += outcome.score
+                counts[unit.setting][unit.row] += 1
             elif outcome.state == "failed":
                 failed_at[unit.setting].add(unit.row)
             if result is not None:
@@ -62,18 +55,20 @@ class Evaluation:
                     costs[unit.setting].append(result.cost)
                 if result.complete and result.elapsed is not None:
                     latencies[unit.setting].append(result.elapsed)
-            answers["row"].append(evaluation.rows.labels[unit.row])
-            for name, values in columns.items():
-                answers[name].append(values[unit.setting])
-            answers["repeat"].append(unit.repeat)
-            answers["answer"].append(outcome.answer)
-            answers["expected"].append(evaluation.expected(unit.row))
-            answers["score"].append(outcome.score)
-            answers["state"].append(outcome.state)
-            answers["error"].append(outcome.error)
-            if judged:
-                answers["judge_reason"].append(outcome.judge_reason)
-        self.row_scores = [{row: math.fsum(s) / len(s) for row, s in enumerate(rows) if s} for rows in per_row]
+        keys = [(u.setting, u.row, u.repeat) for u in evaluation.units]
+        order = sorted(range(len(keys)), key=keys.__getitem__)  # by setting, then row, then repeat
+        units, outcomes = [evaluation.units[p] for p in order], [scored[p] for p in order]
+        labels, expected = evaluation.rows.labels, [evaluation.expected(row) for row in range(count)]
+        answers: dict[str, list[Any]] = {
+            "row": [labels[u.row] for u in units],
+            **{name: [values[u.setting] for u in units] for name, values in columns.items()},
+            "repeat": [u.repeat for u in units], "answer": [o.answer for o in outcomes],
+            "expected": [expected[u.row] for u in units], "score": [o.score for o in outcomes],
+            "state": [o.state for o in outcomes], "error": [o.error for o in outcomes]}
+        if evaluation.scorer.score is None:  # judged
+            answers["judge_reason"] = [o.judge_reason for o in outcomes]
+        self.row_scores = [{row: total / n for row, (total, n) in enumerate(zip(sums[s], counts[s])) if n}
+                           for s in range(settings)]
         """Each setting's score of every row it scored (row position -> the mean of its repeats)."""
         table: dict[str, list[Any]] = {**columns, "n": [], "score": [], "low": [], "high": [], "failed": [],
                                        "input_tokens": [], "output_tokens": [], "cost": [], "latency": []}

@@ -4,10 +4,12 @@ A setting's score is the mean of its rows' scores, each row one unit (with
 repeats, a row's score is the mean of its repeats).  Its 95% interval is
 Wilson's score interval when every row scored 0 or 1
 (``binomtest(k, n).proportion_ci(method="wilson")``), else a bootstrap of the
-mean over rows (``scipy.stats.bootstrap``, BCa).  Two settings are compared
-on the rows both scored: the exact McNemar test for 0/1 scores (a binomial
-test on the discordant pairs), the Wilcoxon signed-rank test otherwise, and
-the difference's interval is a bootstrap of the paired differences.
+mean over rows (``scipy.stats.bootstrap``: BCa, the percentile interval past
+500 rows; past 2,000 rows Student's t interval, ``ttest_1samp``).  Two
+settings are compared on the rows both scored: the exact McNemar test for 0/1
+scores (a binomial test on the discordant pairs), the Wilcoxon signed-rank
+test otherwise; the difference's interval is made as a mean's, from the
+paired differences.
 Bootstraps draw from a generator seeded with 0, so the same scores give the
 same interval.
 """
@@ -20,8 +22,12 @@ from typing import Sequence
 
 CONFIDENCE = 0.95
 _RESAMPLES = 9999
-_WORK = 20_000_000
-"""Resampled values a bootstrap draws at most: past it, fewer resamples (never under 1,000), so 100,000 rows stay fast."""
+_BOOTSTRAP_ROWS = 2_000
+"""Past this many rows a mean's interval is Student's t interval: the bootstrap's work grows with the rows, and with
+that many the mean's sampling distribution is normal to within the bootstrap's own resampling error."""
+_BCA_ROWS = 500
+"""Past this many rows the bootstrap interval is the percentile one: BCa's jackknife grows with the square of the
+rows, and its correction matters in small samples."""
 
 
 @dataclass(frozen=True)
@@ -50,8 +56,8 @@ def interval(scores: Sequence[float]) -> Interval:
 
         ci = binomtest(int(round(math.fsum(scores))), n).proportion_ci(confidence_level=CONFIDENCE, method="wilson")
         return Interval(mean, float(ci.low), float(ci.high), "wilson")
-    low, high = _bootstrap(scores)
-    return Interval(mean, low, high, "bootstrap")
+    low, high, method = _spread(scores)
+    return Interval(mean, low, high, method)
 
 
 @dataclass(frozen=True)
@@ -91,7 +97,7 @@ def paired(a: Sequence[float], b: Sequence[float], names: tuple[str, str] = ("a"
     else:
         p = _wilcoxon(differences)
         method = "Wilcoxon signed-rank"
-    low, high = _bootstrap(differences)
+    low, high, _ = _spread(differences)
     return Paired(*names, n, difference, low, high, p, method)
 
 
@@ -103,22 +109,28 @@ def _wilcoxon(differences: Sequence[float]) -> float:
     return float(wilcoxon(differences).pvalue)
 
 
-def _bootstrap(values: Sequence[float]) -> tuple[float, float]:
-    """The 95% bootstrap interval of the mean of ``values`` (BCa; the percentile interval where BCa is undefined)."""
+def _spread(values: Sequence[float]) -> tuple[float, float, str]:
+    """The 95% interval of the mean of ``values``, and its method: a bootstrap (BCa up to 500 values, else the
+    percentile interval, which is also taken where BCa is undefined), or past 2,000 values Student's t."""
     if len(set(values)) < 2:  # no spread: every resample has the same mean
-        return float(values[0]), float(values[0])
+        return float(values[0]), float(values[0]), "bootstrap"
     import warnings
 
     import numpy as np
+
+    data = np.asarray(values, dtype=float)
+    if len(values) > _BOOTSTRAP_ROWS:
+        from scipy.stats import ttest_1samp
+
+        ci = ttest_1samp(data, 0.0).confidence_interval(CONFIDENCE)
+        return float(ci.low), float(ci.high), "t"
     from scipy.stats import bootstrap
 
-    data = (np.asarray(values, dtype=float),)
-    resamples = max(1000, min(_RESAMPLES, _WORK // len(values)))
-    for method in ("BCa", "percentile"):
+    for method in ("BCa", "percentile") if len(values) <= _BCA_ROWS else ("percentile",):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # BCa's warning on a lopsided sample: the percentile interval follows
-            ci = bootstrap(data, np.mean, confidence_level=CONFIDENCE, n_resamples=resamples, method=method,
+            ci = bootstrap((data,), np.mean, confidence_level=CONFIDENCE, n_resamples=_RESAMPLES, method=method,
                            rng=np.random.default_rng(0)).confidence_interval
         if not (math.isnan(ci.low) or math.isnan(ci.high)):
             break
-    return float(ci.low), float(ci.high)
+    return float(ci.low), float(ci.high), "bootstrap"
