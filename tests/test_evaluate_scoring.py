@@ -146,3 +146,11 @@ def test_past_two_thousand_rows_a_mean_gets_students_t_interval():
     half = 1.9607 * sd / len(scores) ** 0.5  # t(0.975, 2999) = 1.9607 (a t table's entry for large df)
     assert got.method == "t" and got.mean == pytest.approx(mean)
     assert got.low == pytest.approx(mean - half, abs=1e-4) and got.high == pytest.approx(mean + half, abs=1e-4)
+
+
+def test_the_shipped_arithmetic_set_is_forty_right_sums_and_differences():
+    from qwen_magics.evaluation import sums
+
+    data = sums()
+    assert list(data.columns) == ["a", "op", "b", "answer"] and len(data) == 40
+    assert all(answer == (a + b if op == "+" else a - b) for a, op, b, answer in data.itertuples(index=False))

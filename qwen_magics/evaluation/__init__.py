@@ -7,3 +7,14 @@ Nothing here is imported when the extension loads but the magic's module.
 The folder is ``evaluation``, not ``evaluate``: a subpackage of that name would
 replace the ``qwen_magics.evaluate`` function once imported.
 """
+
+
+def sums():
+    """The package's small arithmetic set, for trying evaluations: 40 two-digit sums and differences as a
+    DataFrame with columns ``a``, ``op``, ``b`` and ``answer`` (``{a} {op} {b}`` is ``answer``)."""
+    from importlib.resources import files
+
+    import pandas as pd
+
+    with files(__name__).joinpath("data", "sums.csv").open(encoding="utf-8") as source:
+        return pd.read_csv(source)
