@@ -1,6 +1,6 @@
 """Regenerate the gallery: run the teaching notebooks on the local model and save them with their outputs.
 
-    python notebooks/regenerate.py                      all four (30 minutes with the 1.5B on a busy 2-core machine)
+    python notebooks/regenerate.py                      all five (30 minutes with the 1.5B on a busy 2-core machine)
     python notebooks/regenerate.py quickstart datasets  only these
 
 GitHub and nbviewer then show real streamed answers, comparison grids and
@@ -32,7 +32,7 @@ import nbformat
 from nbclient import NotebookClient
 
 HERE = Path(__file__).resolve().parent
-GALLERY = ("quickstart", "compare_sampling", "offline_sampling", "datasets")
+GALLERY = ("quickstart", "compare_sampling", "offline_sampling", "datasets", "evaluate_sampling")
 METADATA = "qwen_magics"
 HASH_KEY = "source_sha256"
 #: A widget view needs a live kernel or saved widget state. nbconvert (nbviewer) skips a view with no

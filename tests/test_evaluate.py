@@ -234,6 +234,7 @@ def test_py_scores_are_the_functions_and_a_raising_row_is_failed_with_its_line(e
     ("sums --expect total --repeats 0", "--repeats must be 1 or more."),
     ("sums --expect total -t 0,1 --top-p 0.5,0.6,0.7", "The option lists have different lengths."),
     ("sums --expect total -t 0,3", "-m qwen-flash -t 3: temperature 3.0 is out of range. Use a value in [0, 2)"),
+    ("sums --expect total -t 0,hot", "-m qwen-flash -t hot: argument -t/--temperature: invalid float value: 'hot'"),
     ("sums --expect total --score json:n", "--score json:n reads each answer as JSON. Add -f json, or --schema NAME."),
     ("nothing --expect total", "DATA 'nothing': name 'nothing' is not defined: define it in a cell first"),
     ("sums --expect total --bogus", "unrecognized arguments: --bogus"),
@@ -347,3 +348,20 @@ def test_the_local_model_answers_three_sums_at_two_temperatures_in_turn(ev, dash
     assert list(answers.score) == [float(last_number(a) == e) for a, e in zip(answers.answer, answers.expected)]
     assert list(result.table.n) == [3, 3] and list(result.table.temperature) == [0.0, 1.2]
     assert (result.table.output_tokens > 0).all() and result.sentence().startswith("Best: -m local:0.5b -t ")
+
+
+@pytest.mark.local
+@pytest.mark.timeout(900)  # 72 short answers on the local model (the 1.5B, where it is installed)
+def test_the_evaluate_sampling_notebook_scores_temperatures_offline(dashscope, tmp_path, monkeypatch):
+    from pathlib import Path
+
+    import nbformat
+    from nbclient import NotebookClient
+
+    monkeypatch.delenv("DASHSCOPE_API_KEY")
+    nb = nbformat.read(Path(__file__).resolve().parents[1] / "notebooks" / "evaluate_sampling.ipynb", as_version=4)
+    NotebookClient(nb, timeout=900, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}).execute()
+    assert not [o for c in nb.cells for o in c.get("outputs", []) if o.get("output_type") == "error"]
+    plain = "\n".join(o.get("text", "") + o.get("data", {}).get("text/plain", "") for c in nb.cells
+                      if c.cell_type == "code" for o in c.get("outputs", []))
+    assert "72 requests: 72 answered" in plain and "(72 from the run log)" in plain and dashscope.requests == []
