@@ -56,10 +56,6 @@ def wilson(k: int, n: int) -> tuple[float, float]:
     return centre - half, centre + half
 
 
-def sent_line(text: str) -> str:
-    return text
-
-
 # the done-when run
 
 def test_forty_sums_at_two_temperatures_are_eighty_requests_scored_with_wilson_intervals_and_mcnemar(ev, dashscope):
