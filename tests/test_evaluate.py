@@ -361,3 +361,68 @@ def test_the_evaluate_sampling_notebook_scores_temperatures_offline(dashscope, t
     plain = "\n".join(o.get("text", "") + o.get("data", {}).get("text/plain", "") for c in nb.cells
                       if c.cell_type == "code" for o in c.get("outputs", []))
     assert "72 requests: 72 answered" in plain and "(72 from the run log)" in plain and dashscope.requests == []
+
+
+# --batch
+
+def test_batch_sends_the_requests_as_a_job_and_the_judges_as_a_second_and_a_rerun_sends_nothing(ev, dashscope):
+    import json
+
+    def uploads():
+        return [[json.loads(line) for line in data.decode().splitlines()] for data in dashscope.batches.uploads()]
+
+    line = ("sums --expect total --score judge --judge qwen-plus -m qwen-flash -t 0,1.2 --limit 3 --batch",
+            "What is {a} + {b}?")
+    verdict = '{"score": 0.5, "reason": "half right"}'  # the batch loopback scripts by custom id: both jobs' lines
+    dashscope.batches.scripts.update({f"row-{i}": Script(text=verdict, reasoning="") for i in range(6)})
+    result = ev.run_cell_magic("qwen_eval", *line)
+    answers, verdicts = uploads()
+    assert len(answers) == 6 and {u["body"]["model"] for u in answers} == {"qwen-flash"}
+    assert sorted(u["body"]["temperature"] for u in answers) == [0, 0, 0, 1.2, 1.2, 1.2]
+    assert len(verdicts) == 6 and {u["body"]["model"] for u in verdicts} == {"qwen-plus"}
+    questions = sorted(re.search(r"The task:\n<<<\n(.*?)\n>>>", u["body"]["messages"][-1]["content"])[1]
+                       for u in verdicts)
+    assert questions == sorted(["What is 0 + 0?", "What is 1 + 7?", "What is 2 + 3?"] * 2)
+    assert all(f"The answer to grade:\n<<<\n{verdict}\n>>>" in u["body"]["messages"][-1]["content"] for u in verdicts)
+    assert chats(dashscope) == [] and (result.answers.state == "complete").all()
+    assert list(result.table.n) == [3, 3] and list(result.table.score) == [0.5, 0.5]
+    assert set(result.answers.judge_reason) == {"half right"}
+    ev.run_cell_magic("qwen_eval", *line)
+    assert len(uploads()) == 2  # answers and verdicts from the run log
+
+
+def test_batch_is_refused_in_one_line_for_a_local_judge_before_anything_is_uploaded(ev, dashscope):
+    with pytest.raises(UsageError, match="^The local model has no batch mode"):
+        ev.run_cell_magic("qwen_eval", "sums --expect total --score judge --judge local -m qwen-flash --batch",
+                          "What is {a} + {b}?")
+    assert dashscope.batches.uploads() == [] and dashscope.requests == []
+
+
+def test_ctrl_c_stops_waiting_for_the_batch_and_the_cell_run_again_follows_the_same_job(ev, dashscope, capsys):
+    import os
+    import signal
+    import threading
+    import time
+
+    from loopback_batch import BatchTiming
+
+    dashscope.batches.timing = BatchTiming(per_line=0.15)
+
+    def press_once_running():
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline and not any(j.order and time.monotonic() - j.started > 1.0
+                                                      for j in list(dashscope.batches.jobs.values())):
+            time.sleep(0.02)
+        os.kill(os.getpid(), signal.SIGINT)
+
+    threading.Thread(target=press_once_running, daemon=True).start()
+    line = ("sums --expect total --score number -m qwen-flash -t 0,1.2 --limit 5 --batch", "What is {a} + {b}?")
+    stopped = ev.run_cell_magic("qwen_eval", *line)
+    (job,) = dashscope.batches.jobs
+    shown = [o for o in ev.display_pub.outputs if "qwen-map" in o["data"].get("text/html", "")]
+    assert shown[-1]["data"]["text/plain"].splitlines()[-1].startswith(f"Stopped waiting; batch job(s) {job} keep running")
+    assert set(stopped.answers.state) == {"not run"} and list(stopped.table.n) == [0, 0]
+    capsys.readouterr()
+    result = ev.run_cell_magic("qwen_eval", *line)
+    assert capsys.readouterr().out.startswith(f"These requests went as batch job(s) {job} before: following those")
+    assert len(dashscope.batches.uploads()) == 1 and list(result.table.n) == [5, 5] and chats(dashscope) == []

@@ -61,6 +61,8 @@ class QwenEvalMagics(Magics):
               "prompts; send nothing")
     @argument("--fresh", action="store_true", help="send every request, even those answered before (in the run log)")
     @argument("-o", "--out", metavar="NAME", help="also store the result in NAME (always in _qwen_eval)")
+    @argument("--batch", action="store_true", help="send the requests as Model Studio Batch jobs (half price, within "
+              "24 hours); the judge's requests go in a second job")
     @no_var_expand
     @cell_magic
     def qwen_eval(self, line: str, cell: str):
@@ -152,7 +154,11 @@ class QwenEvalMagics(Magics):
         if judge_args is not None:
             from ..options import prepare
 
-            prepare(self.settings, judge_args, "(a check of the judge's options)", namespace)  # before anything is sent
+            sample = prepare(self.settings, judge_args, "(a check of the judge's options)", namespace).request
+            if args.batch:
+                from ..batch import check_batchable
+
+                check_batchable([sample])  # the judge's job comes after the answers': refused before those go
         evaluation = run.plan(self.settings, lambda setting: self._request_args(args, setting),
                               settings_of(args, template.strip()), data, template, namespace, expect=args.expect,
                               scorer=scorer, repeats=args.repeats, limit=args.limit, schema_namespace=lookup,
@@ -162,14 +168,17 @@ class QwenEvalMagics(Magics):
             print(run.dry_run_text(evaluation, log))
             return None
         job = evaluation.job
+        def answer(target: Any, what: str) -> bool:
+            return self._batch(target, args, log, what) if args.batch else self._answer(target, args, log)
+
         for notice in job.notices:
             print(f"⚠ {notice}")
-        stopped = self._answer(job, args, log)
+        stopped = answer(job, template)
         lines = [datamap.summary(job)]
         if judge_args is not None and not stopped:
             judged = run.plan_judging(self.settings, evaluation, namespace)
             if judged is not None:
-                self._answer(judged, args, log)
+                answer(judged, "(the judge of an evaluation)")
                 lines.append(datamap.summary(judged))
         result = Evaluation(evaluation, run.score_all(evaluation), "; ".join(lines))
         self.shell.user_ns["_qwen_eval"] = result
@@ -180,7 +189,6 @@ class QwenEvalMagics(Magics):
     def _answer(self, job: Any, args: argparse.Namespace, log: Any) -> bool:
         """Answer the job's requests not in the run log, with one progress view; whether it was stopped."""
         from .. import datamap
-        from ..render.progress import Progress
 
         if log is not None and not args.fresh:
             datamap.recall(job, log)
@@ -189,11 +197,8 @@ class QwenEvalMagics(Magics):
             print(f"⚠ The local model takes requests in turn: --concurrency {concurrency} runs as 1")
             concurrency = 1
         streams = {p: backend_for(p) for p in {r.protocol for r in job.requests}}  # the SDKs imported now, once
-        price = job.requests[0].price if job.requests else None
-        progress = Progress(len(job), notebook=self.settings.renders_in_notebook(), priced=bool(price and any(price)),
-                            interval=self.settings.update_interval)
-        context = dict(kernel_id=self.settings.run_log.kernel_id(), notebook=os.environ.get("JPY_SESSION_NAME") or None)
-        mapping = datamap.MapRun(job, progress, log, concurrency, lambda r: streams[r.protocol](r), **context)
+        progress = self._progress(job, job.requests[0].price if job.requests else None)
+        mapping = datamap.MapRun(job, progress, log, concurrency, lambda r: streams[r.protocol](r), **self._context())
         future = runner.submit(mapping.run())
         try:
             runner.wait(future)
@@ -202,6 +207,50 @@ class QwenEvalMagics(Magics):
             mapping.done.wait(_CANCEL_GRACE)
             return True
         return False
+
+    def _batch(self, job: Any, args: argparse.Namespace, log: Any, template: str) -> bool:
+        """The job's requests not in the run log as Batch jobs (or those submitted before, still uncollected):
+        wait, collect; whether the wait was stopped (the jobs go on at the service)."""
+        from .. import batch, datamap
+        from ..batch import maps
+
+        batch.check_batchable(job.requests)  # before the log is read or anything is sent
+        if log is not None and not args.fresh:
+            datamap.recall(job, log)
+        todo = [p for p, outcome in enumerate(job.outcomes) if outcome is None]
+        if not todo:
+            return False
+        context = self._context()
+        earlier = None if args.fresh else maps.pending(log, job.id)
+        if earlier is not None:
+            ids = list(earlier.parameters["batch_jobs"])
+            positions = [p for p in earlier.parameters["positions"] if job.outcomes[p] is None]
+            print(f"These requests went as batch job(s) {', '.join(ids)} before: following those, not submitting again")
+        else:
+            ids, positions = maps.submit_map(job, todo, log, template, context), todo
+        progress = self._progress(job, batch.batch_price(job.requests[0].price))
+        progress.begin(job)
+        endpoint = job.requests[0].endpoint
+        try:
+            maps.watch(endpoint, ids, progress)
+        except KeyboardInterrupt:
+            maps.finish(progress, [], maps.stopped_line(ids))
+            return True
+        rows = maps.settle(job, batch.collect(endpoint, ids), positions, log, context)
+        line = datamap.summary(job)
+        maps.mark_collected(job, ids, log, line, context)
+        maps.finish(progress, rows, line)
+        return False
+
+    def _progress(self, job: Any, price: tuple[float, float] | None) -> Any:
+        from ..render.progress import Progress
+
+        return Progress(len(job), notebook=self.settings.renders_in_notebook(), priced=bool(price and any(price)),
+                        interval=self.settings.update_interval)
+
+    def _context(self) -> dict[str, Any]:
+        """What every answer's log record says of where it ran."""
+        return dict(kernel_id=self.settings.run_log.kernel_id(), notebook=os.environ.get("JPY_SESSION_NAME") or None)
 
     def _request_args(self, args: argparse.Namespace, setting: Setting) -> argparse.Namespace:
         """One setting's request options, merged as ``%%qwen_map`` merges its own: the setting's values read by
