@@ -33,7 +33,7 @@ import nbformat
 from nbclient import NotebookClient
 
 HERE = Path(__file__).resolve().parent
-GALLERY = ("quickstart", "compare_sampling", "offline_sampling", "datasets", "sampling_lab")
+GALLERY = ("quickstart", "compare_sampling", "offline_sampling", "datasets", "sampling_lab", "evaluate_sampling")
 METADATA = "qwen_magics"
 HASH_KEY = "source_sha256"
 OUTPUTS_KEY = "outputs_sha256"

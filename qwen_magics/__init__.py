@@ -11,10 +11,11 @@ __version__ = "0.1.0"
 
 def load_ipython_extension(ipython) -> None:
     """Register the magics (IPython calls this on ``%load_ext``): %%qwen, %qwen_chat, %qwen_local, %qwen_log,
-    %qwen_panel, %%qwen_compare, %qwen_probs, %qwen_lab, %%qwen_map, %qwen_batch; and let ``%qwen What is X?`` ask rather
+    %qwen_panel, %%qwen_compare, %qwen_probs, %qwen_lab, %%qwen_map, %qwen_batch, %%qwen_eval; and let ``%qwen What is X?`` ask rather
     than open help."""
     from .magics import line_help
     from .magics.batch import QwenBatchMagics
+    from .magics.eval import QwenEvalMagics
     from .magics.lab import QwenLabMagics
     from .magics.qwen import QwenMagics
     from .magics.map import QwenMapMagics
@@ -26,6 +27,7 @@ def load_ipython_extension(ipython) -> None:
     ipython.register_magics(QwenMapMagics(ipython, settings))
     ipython.register_magics(QwenBatchMagics(ipython, settings))
     ipython.register_magics(QwenLabMagics(ipython, settings))
+    ipython.register_magics(QwenEvalMagics(ipython, settings))
     line_help.register(ipython)
 
 
@@ -57,6 +59,22 @@ def map(data, template: str, **options):
     if shell is None or "QwenMapMagics" not in shell.magics_manager.registry:
         raise RuntimeError("Load the extension first: %load_ext qwen_magics")
     return shell.magics_manager.registry["QwenMapMagics"].map_from_python(data, template, options)
+
+
+def evaluate(data, template: str, **options):
+    """Score a prompt over the rows of ``data`` at several settings (as ``%%qwen_eval``); options by their long
+    names, lists as lists: ``expect=``, ``score=`` (a scorer's name, or a function ``f(answer, expected, row)``),
+    ``model=``, ``temperature=[0, 1]``, ``repeats=``, ``judge=``, ``limit=``, ...
+
+    Returns the same :class:`~qwen_magics.evaluation.report.Evaluation` as the magic: ``.table``, ``.answers``,
+    ``.compare(a, b)``.
+    """
+    from IPython import get_ipython
+
+    shell = get_ipython()
+    if shell is None or "QwenEvalMagics" not in shell.magics_manager.registry:
+        raise RuntimeError("Load the extension first: %load_ext qwen_magics")
+    return shell.magics_manager.registry["QwenEvalMagics"].evaluate_from_python(data, template, options)
 
 
 def log():

@@ -74,6 +74,17 @@ def missing(name: str, nb) -> list[str]:
             "the labels as a DataFrame": all(
                 word in shown(nb, "text/html", "labels[") for word in ("<table", "sentiment", "topic")),
         },
+        "evaluate_sampling": {
+            "the dry run's count": "12 rows x 3 settings x 2 repeats = 72 requests" in shown(nb, "stream"),
+            "every answer scored": "72 requests: 72 answered" in plain,
+            "the table, the chart of intervals and the sentence":
+                all(part in shown(nb, "text/html", "%%qwen_eval data --expect answer --score number -m local -t 0,1,1.8 "
+                                                   "--repeats 2 --limit 12 --max-tokens 8 -o")
+                    for part in ("<table", "<svg", 'class="interval"', "significant at 5%")),
+            "the paired test": "Wilcoxon signed-rank" in shown(nb, "text/plain", "temps.compare")
+                               or "exact McNemar" in shown(nb, "text/plain", "temps.compare"),
+            "the Python twin's answers from the run log": "(72 from the run log)" in plain,
+        },
     }[name]
     return [what for what, seen in expected.items() if not seen]
 

@@ -152,7 +152,7 @@ def settle(job: Any, outcomes: Mapping[str, Outcome], positions: Sequence[int], 
         job.settle(position, result)
         settled.append((job.label(position), result))
         if log is not None and write:
-            log.write_async(record_from(result, request, group_id=job.id, group_kind="dataset",
+            log.write_async(record_from(result, request, group_id=job.id, group_kind=job.kind,
                                         cache_key=job.keys[position], **context))
     if log is not None and write:
         log.flush(_LOG_WAIT)

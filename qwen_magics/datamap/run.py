@@ -191,6 +191,10 @@ class Job:
     """Why a row that has no outcome was not run, where that is known (its Batch job expired, was cancelled...)."""
     model_notice: str | None = None
     """Why the model was chosen for the user (no key: the local model): said once per kernel, as by %%qwen."""
+    kind: str = "dataset"
+    """The group kind of its records in the run log."""
+    noun: str = "rows"
+    """What the end line counts (an evaluation's job holds a request per row, setting and repeat)."""
 
     def __len__(self) -> int:
         return len(self.requests)
@@ -211,10 +215,13 @@ class Job:
 
 
 def plan(settings: Any, options: Options, data: Any, template: str, namespace: dict[str, Any],
-         limit: int | None = None) -> Job:
-    """Build and check every row's request (the first ``limit`` rows); nothing is sent."""
+         limit: int | None = None, *, result_columns: tuple[str, ...] = RESULT_COLUMNS) -> Job:
+    """Build and check every row's request (the first ``limit`` rows); nothing is sent.
+
+    ``result_columns`` are the columns the caller's result adds, which the data must not have.
+    """
     rows = rows_of(data)
-    clash = [name for name in rows.fields if name in RESULT_COLUMNS]
+    clash = [name for name in rows.fields if name in result_columns]
     if clash:
         raise InvalidInput(f"The data already has a column {clash[0]!r}, which the result adds",
                            f"rename it first, e.g. data.rename(columns={{{clash[0]!r}: 'given_{clash[0]}'}})")
@@ -368,7 +375,7 @@ class MapRun:
             self.job.settle(position, result)
             self.progress.add(self.job.label(position), result)
             if self.log is not None:  # written now, off the loop: a killed kernel loses only the rows in flight
-                record = record_from(result, self.job.requests[position], group_id=self.job.id, group_kind="dataset",
+                record = record_from(result, self.job.requests[position], group_id=self.job.id, group_kind=self.job.kind,
                                      cache_key=self.job.keys[position], **self.context)
                 write = asyncio.ensure_future(asyncio.to_thread(self.log.write, record))
                 self._writes.add(write)
@@ -439,7 +446,7 @@ def summary(job: Job) -> str:
         parts.append(f"{states['not run']:,} not run")
     if job.parse_errors:
         parts.append(f"{len(job.parse_errors):,} answers not valid JSON (see error)")
-    line = f"{len(job):,} rows: {', '.join(parts)}"
+    line = f"{len(job):,} {job.noun}: {', '.join(parts)}"
     if states["failed"] or states["not run"]:
         line += ": run the cell again to " + ("retry the failed rows" if not states["not run"] else
                                               "send the rows not answered")

@@ -170,3 +170,43 @@ def _short(label: str) -> str:
     """One line of at most ``_LABEL_CHARS`` characters: a long option string keeps its start."""
     flat = " ".join(label.split())
     return flat if len(flat) <= _LABEL_CHARS else flat[:_LABEL_CHARS - 1] + "…"
+
+
+def interval_rows(labels: Sequence[str], means: Sequence[float | None], lows: Sequence[float | None],
+                  highs: Sequence[float | None], *, title: str, axis: str) -> str:
+    """A score in [0, 1] per row label, as a bar with its interval drawn over it (a line from low to high).
+
+    A row with no score says "no score" in place of the bar.
+    """
+    left, right, bar, gap, top = 210, 470, 12, 10, 26
+    row = bar + gap
+    bottom = top + row * len(labels)
+    out = [_open(right + 70, bottom + 32, title), _text(0, 13, title, weight="bold")]
+    for tick in (0, 0.25, 0.5, 0.75, 1):
+        x = left + tick * (right - left)
+        out.append(f'<line x1="{x:.1f}" y1="{top - 2}" x2="{x:.1f}" y2="{bottom}" {_GRID}/>'
+                   + _text(x, bottom + 12, f"{tick:g}", anchor="middle"))
+    out.append(_text((left + right) / 2, bottom + 26, axis, anchor="middle"))
+    out.append('<g class="bars">')
+    span = right - left
+    for r, label in enumerate(labels):
+        y = top + r * row
+        out.append(_text(left - 6, y + bar - 2, _short(label), anchor="end", title=label))
+        mean, low, high = means[r], lows[r], highs[r]
+        if mean is None:
+            out.append(_text(left + 3, y + bar - 2, "no score", size=9, opacity=0.7))
+            continue
+        w = max(0.0, min(1.0, mean)) * span
+        tip = html.escape(f"{label}: {mean:.2f}" + (f" (95% interval {low:.2f} to {high:.2f})" if low is not None
+                                                     else ""))
+        out.append(f'<rect x="{left}" y="{y}" width="{w:.1f}" height="{bar}" fill="{BLUE}" fill-opacity="0.55">'
+                   f"<title>{tip}</title></rect>")
+        if low is not None and high is not None:
+            x1, x2, mid = left + max(0.0, low) * span, left + min(1.0, high) * span, y + bar / 2
+            out.append(f'<g class="interval" stroke="currentColor" stroke-width="1.5">'
+                       f'<line x1="{x1:.1f}" y1="{mid:.1f}" x2="{x2:.1f}" y2="{mid:.1f}"/>'
+                       f'<line x1="{x1:.1f}" y1="{y + 2}" x2="{x1:.1f}" y2="{y + bar - 2}"/>'
+                       f'<line x1="{x2:.1f}" y1="{y + 2}" x2="{x2:.1f}" y2="{y + bar - 2}"/></g>')
+        out.append(_text(right + 6, y + bar - 2, f"{mean:.2f}", size=10))
+    out.append("</g></svg>")
+    return "".join(out)

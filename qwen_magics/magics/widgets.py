@@ -33,17 +33,15 @@ from ..options.declare import (
     split_line,
     words,
 )
+from ..options.settings import AXES as _AXES, expand as expand_settings, settings_of
 from ..options.value import Options
 from ..request import Request
 from ..display.text import footer_text
 
-_AXES = {d.dest: d.flags[0] for d in REQUEST_OPTIONS if d.dest in COMPARED and d.listed}
-"""The settings a comparison takes as comma lists, and the flag that names each in a column's label."""
 _COMMON = tuple(dict.fromkeys(d.dest for d in REQUEST_OPTIONS if d.dest not in COMPARED
                               and d.dest not in ("schema", "prefix", "no_stream")))
 """The request options a comparison applies to every column."""
 _CONCURRENCY = 4  # columns streaming at once when --concurrency is not given
-_VARIANT_SEPARATOR = re.compile(r"^[ \t]*---[ \t]*$", re.M)
 _READ_WAIT = 2.0  # seconds to let the log writer finish before a run is looked up
 
 
@@ -138,7 +136,7 @@ class QwenWidgetMagics(Magics):
         for name, values in (lists or {}).items():
             for value in values:
                 _check_number(name, value)
-        specs = column_specs({_AXES[name]: values for name, values in (lists or {}).items()}, False, 1, [])
+        specs = column_specs(expand_settings(dict(lists or {}), grid=False), 1, [])
         options = [spec.options for spec in specs]
         if columns is not None and len(options) > 1 and columns != len(options):
             raise InvalidInput(f"--columns {columns} but the lists give {len(options)} columns",
@@ -207,11 +205,9 @@ class QwenWidgetMagics(Magics):
         expansion = None if args.no_expand else expand(cell, self.shell.user_ns, max_chars=self.settings.max_value_chars,
                                                        dataframe_rows=self.settings.dataframe_rows)
         prompt = (expansion.text if expansion else cell).strip()
-        axes = {flag: _split(getattr(args, dest)) for dest, flag in _AXES.items()}
         common = [word for dest in _COMMON for word in as_words(dest, getattr(args, dest))]
         common += ["--logprobs", str(args.logprobs)] if args.logprobs is not None else []
-        variants = _variants(prompt) if args.variants else []
-        specs = column_specs(axes, args.grid, args.repeat, common, variants)
+        specs = column_specs(settings_of(args, prompt), args.repeat, common)
         make = self.request_factory(prompt)
         requests = [make(spec.options, spec.prompt or prompt) for spec in specs]  # all checked before sending
         for request in requests:
@@ -302,15 +298,6 @@ def _turns_notice(requests: list[Request]) -> list[str]:
         return []
     others = ", the other columns at the same time" if local < len(requests) else ""
     return [f"The local model answers one column at a time: its {local} columns run one after another{others}"]
-
-
-def _variants(prompt: str) -> list[str]:
-    """``--variants``: the prompts of a cell, separated by lines holding only ``---``."""
-    variants = [part.strip() for part in _VARIANT_SEPARATOR.split(prompt)]
-    if len(variants) < 2 or not all(variants):
-        raise InvalidInput("--variants needs two or more prompts separated by lines holding only ---",
-                           "write each phrasing of the prompt, with a line of --- between them")
-    return variants
 
 
 def _check_number(name: str, value: str) -> None:

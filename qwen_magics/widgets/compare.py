@@ -23,7 +23,6 @@ import asyncio
 import concurrent.futures
 import contextlib
 import html
-import itertools
 import shlex
 import threading
 from dataclasses import dataclass, field
@@ -41,6 +40,7 @@ from ..result import Result
 from ..display.text import footer_text
 from ..display.summary import Summary, diff_html, summarize, summary_html, summary_markdown
 from .column import ColumnControls
+from ..options.settings import Setting
 
 RequestFactory = Callable[[str, str], Request]
 """Builds the request of a column from its option string and prompt; raises QwenMagicsError on bad options."""
@@ -61,53 +61,12 @@ class ColumnSpec:
     """With ``--variants``: this column's phrasing of the prompt (None: the comparison's prompt)."""
 
 
-def column_specs(axes: dict[str, list[str]], grid: bool, repeats: int, common: list[str],
-                 variants: list[str] | None = None) -> list[ColumnSpec]:
-    """Columns from option lists: crossed with ``grid``, else zipped (one list, or lists of equal length).
-
-    ``axes`` maps an option (``-m``, ``-t``, ``--top-p``, ...) to its values; ``variants``, the prompt
-    phrasings of ``--variants``, are one more axis.
-    """
-    axes = {k: v for k, v in axes.items() if v}
-    if variants:
-        axes = {_VARIANT: variants, **axes}  # the first axis: a grid groups each phrasing's columns together
-    lengths = {len(v) for v in axes.values() if len(v) > 1}
-    if grid:
-        combos = list(itertools.product(*axes.values()))
-    elif len(lengths) > 1:
-        raise QwenMagicsError("The option lists have different lengths",
-                              "give each list the same number of values, or pass --grid to cross them")
-    else:
-        n = lengths.pop() if lengths else 1
-        combos = [tuple(v[i] if len(v) > 1 else v[0] for v in axes.values()) for i in range(n)]
-    specs = []
-    for combo in combos:
-        chosen = dict(zip(axes, combo))
-        prompt = chosen.pop(_VARIANT, None)
-        tokens = [tok for option, value in chosen.items() for tok in _tokens(option, value)]
-        label = " ".join(([f"variant {variants.index(prompt) + 1} “{_first_words(prompt)}”"] if prompt else [])
-                         + tokens) or "defaults"
-        for k in range(repeats):
-            suffix = f" #{k + 1}" if repeats > 1 else ""
-            specs.append(ColumnSpec(shlex.join(tokens + common), label + suffix, label, prompt))
-    return specs
-
-
-def _first_words(text: str, words: int = 5) -> str:
-    """How the summary names a prompt variant: its first few words."""
-    first = text.split()
-    return " ".join(first[:words]) + ("…" if len(first) > words else "")
-
-
-_VARIANT = "variant"
-
-
-def _tokens(option: str, value: str) -> list[str]:
-    if value.lower() == "default":  # this column sends nothing for the option: %%qwen's default applies
-        return []
-    if option == "--thinking":
-        return ["--thinking" if value.lower() in ("on", "true", "1", "yes") else "--no-thinking"]
-    return [option, value]
+def column_specs(settings: list[Setting], repeats: int, common: list[str]) -> list[ColumnSpec]:
+    """Columns for the settings (see :mod:`~qwen_magics.options.settings`): each ``repeats`` times, with the
+    options ``common`` to every column after the setting's own."""
+    return [ColumnSpec(shlex.join([*setting.tokens, *common]), setting.label + (f" #{k + 1}" if repeats > 1 else ""),
+                       setting.label, setting.prompt)
+            for setting in settings for k in range(repeats)]
 
 
 @dataclass
