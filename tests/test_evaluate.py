@@ -233,7 +233,7 @@ def test_py_scores_are_the_functions_and_a_raising_row_is_failed_with_its_line(e
     ("sums --expect total -t 0,hot", "-m qwen-flash -t hot: argument -t/--temperature: invalid float value: 'hot'"),
     ("sums --expect total --score json:n", "--score json:n reads each answer as JSON. Add -f json, or --schema NAME."),
     ("nothing --expect total", "DATA 'nothing': name 'nothing' is not defined: define it in a cell first"),
-    ("sums --expect total --bogus", "unrecognized arguments: --bogus"),
+    ("sums --expect total --bogus", "Unknown option --bogus (see %qwen_eval?"),
 ])
 def test_bad_input_is_one_line_and_nothing_is_sent(ev, dashscope, line, message):
     with pytest.raises(UsageError) as err:

@@ -168,8 +168,9 @@ def unknown_option(parser: argparse.ArgumentParser, word: str, magic: str) -> st
     """The line for an option the magic does not have, naming the closest one it has."""
     name = word.split("=", 1)[0]
     known = [flag for action in parser._actions for flag in action.option_strings if flag.startswith("--")]
-    close = get_close_matches(name, known, n=1, cutoff=0.6)
-    hint = f": did you mean {close[0]}?" if close else ""
+    bare = {flag.lstrip("-"): flag for flag in known}  # the dashes every flag shares would make all look alike
+    close = get_close_matches(name.lstrip("-"), list(bare), n=1, cutoff=0.6)
+    hint = f": did you mean {bare[close[0]]}?" if close else ""
     return f"Unknown option {word}{hint} (see %{magic}? for the options; to start a prompt with '-', put -- before it)"
 
 

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..errors import InvalidInput, QwenMagicsError
-from .build.declare import COMPARED, REQUEST_OPTIONS
+from .declare import COMPARED, REQUEST_OPTIONS
 
 AXES = {d.dest: d.flags[0] for d in REQUEST_OPTIONS if d.dest in COMPARED and d.listed}
 """Each list option: its name (as the settings' columns are named) and the flag that writes it."""
