@@ -510,9 +510,10 @@ def test_a_column_waiting_for_its_turn_says_so(ip, dashscope):
     dashscope.enqueue(Script(reasoning="", text="w" * 60, chunk_chars=2, chunk_delay=0.03, repeat=2))
     seen = []
     registry = ip.magics_manager.registry["QwenWidgetMagics"]
+    from qwen_magics.options.settings import expand
     from qwen_magics.widgets.compare import Comparison, column_specs
 
-    specs = column_specs({"-m": ["qwen-plus"], "-t": ["0", "1"]}, False, 1, ["--no-thinking"])
+    specs = column_specs(expand({"model": ["qwen-plus"], "temperature": ["0", "1"]}, False), 1, ["--no-thinking"])
     comparison = Comparison("hi", specs, registry.request_factory("hi"), concurrency=1)
     comparison.columns[1].status.observe(lambda change: seen.append(change.new), "value")
     from qwen_magics import runner
