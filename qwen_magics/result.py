@@ -161,6 +161,13 @@ class Result:
         return self.usage.output / span if span > 0 else None
 
     @property
+    def counted_output(self) -> int:
+        """The answer's and its reasoning's tokens counted with Qwen's tokenizer (for servers that report none)."""
+        from .tokens.qwen import count_many
+
+        return sum(count_many([self.text, self.reasoning]))
+
+    @property
     def cost(self) -> float | None:
         """What the tokens cost, where the model's price and the tokens are known."""
         if self.price is None or self.cached_from is not None or not self.usage_reported:

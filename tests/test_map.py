@@ -189,8 +189,8 @@ def test_dry_run_shows_three_prompts_the_count_and_an_estimate_and_sends_nothing
     assert mp.run_cell_magic("qwen_map", "reviews -m qwen-flash --dry-run", "Review: {text}") is None
     out = capsys.readouterr().out
     assert sent(dashscope) == 0
-    assert out.startswith("Dry run, nothing sent: 6 rows to qwen-flash, about ")
-    assert "input tokens (an estimate: characters / 4" in out
+    assert out.startswith("Dry run, nothing sent: 6 rows to qwen-flash, ")
+    assert "input tokens (Qwen's tokenizer; 48 of them the chat template's" in out
     assert out.count("── row ") == 3 and "Review: Does the job." in out and "Review: Would buy again." not in out
 
 

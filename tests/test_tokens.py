@@ -112,3 +112,14 @@ def test_the_magic_without_text_says_what_to_write(ip):
 
     with pytest.raises(UsageError, match="No text to count"):
         ip.run_line_magic("qwen_tokens", "  ")
+
+
+def test_the_speed_of_an_answer_without_reported_tokens_is_counted_in_qwens_tokens():
+    from qwen_magics.display.text import footer_text
+    from qwen_magics.result import Result
+
+    answer = "今天天气很好，我们去公园散步吧。" * 5
+    result = Result(model="served", parameters={"stream": True}, text=answer, usage_reported=False,
+                    started=0.0, ttft=1.0, elapsed=3.0, state="complete")
+    assert result.counted_output == 50
+    assert "≈ 25 tok/s, counted with Qwen's tokenizer" in footer_text(result)  # 80 characters: not 80 / 4 / 2

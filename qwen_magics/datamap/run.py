@@ -189,6 +189,8 @@ class Job:
     recalled: set[int] = field(default_factory=set)
     unrun: dict[int, str] = field(default_factory=dict)
     """Why a row that has no outcome was not run, where that is known (its Batch job expired, was cancelled...)."""
+    input_tokens: list[int] | None = None
+    """Each row's input tokens, once counted (:func:`input_tokens`)."""
 
     def __len__(self) -> int:
         return len(self.requests)
@@ -243,15 +245,27 @@ def plan(settings: Any, options: Options, data: Any, template: str, namespace: d
 
 
 def dry_run_text(job: Job, log: RunLog | None) -> str:
-    """What would be sent: the row count, an input-token estimate and the first three prompts."""
+    """What would be sent: the row count, the input tokens (Qwen's tokenizer) and the first three prompts."""
+    from ..tokens.qwen import template_tokens
+
     answered = sum(1 for key in job.keys if log.cached(key) is not None) if log is not None else 0
-    chars = sum(len(_text(m.get("content"))) for r in job.requests for m in r.messages)
+    template = sum(template_tokens(r.messages) for r in job.requests)
     lines = [f"Dry run, nothing sent: {len(job):,} rows to {job.requests[0].model if job.requests else '-'}"
              + (f" ({answered:,} already answered in the run log)" if answered else "")
-             + f", about {chars // 4:,} input tokens (an estimate: characters / 4; the model's own count differs)"]
+             + f", {sum(input_tokens(job)):,} input tokens (Qwen's tokenizer; {template:,} of them the chat "
+               "template's; images not counted)"]
     for position, prompt in enumerate(job.prompts[:3]):
         lines += [f"── row {job.label(position)!r} ──", prompt]
     return "\n".join(lines)
+
+
+def input_tokens(job: Job) -> list[int]:
+    """Each row's input tokens as Qwen's tokenizer counts them, chat template included (counted once)."""
+    if job.input_tokens is None:
+        from ..tokens.qwen import count_conversations
+
+        job.input_tokens = count_conversations([r.messages for r in job.requests])
+    return job.input_tokens
 
 
 def recall(job: Job, log: RunLog) -> int:
@@ -487,10 +501,4 @@ def _parsed_columns(job: Job) -> dict[str, list[Any]]:
     names = dict.fromkeys(k for value in plain.values() for k in value)
     return {(f"data.{k}" if k in taken else k): [plain[i].get(k) if i in plain else None for i in range(len(job))]
             for k in names}
-
-
-def _text(content: Any) -> str:
-    if isinstance(content, str):
-        return content
-    return "".join(p.get("text", "") for p in content or () if isinstance(p, dict))
 

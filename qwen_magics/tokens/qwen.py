@@ -19,7 +19,7 @@ import threading
 import unicodedata
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterable
+from typing import TYPE_CHECKING, Any, Iterable, Sequence
 
 from ..errors import InvalidInput
 
@@ -139,9 +139,18 @@ def message_text(content: Any) -> str:
     return "" if content is None else str(content)
 
 
+def template_tokens(messages: Sequence[Any]) -> int:
+    """The tokens ChatML adds to a request of these messages (around each, and to open the answer)."""
+    return TEMPLATE_PER_MESSAGE * len(messages) + TEMPLATE_REPLY
+
+
 def count_messages(messages: Iterable[dict[str, Any]]) -> int:
     """The input tokens of a chat request: each message's text and ChatML's tokens around it, and the tokens
     that open the answer.  Images and videos are not counted (their tokens depend on the service)."""
-    messages = list(messages)
-    texts = [message_text(m.get("content")) for m in messages]
-    return sum(count_many(texts)) + TEMPLATE_PER_MESSAGE * len(messages) + TEMPLATE_REPLY
+    return count_conversations([list(messages)])[0]
+
+
+def count_conversations(conversations: Sequence[Sequence[dict[str, Any]]]) -> list[int]:
+    """:func:`count_messages` of each request's messages, counted in one call into the tokenizer."""
+    counts = iter(count_many([message_text(m.get("content")) for c in conversations for m in c]))
+    return [sum(next(counts) for _ in c) + template_tokens(c) for c in conversations]
