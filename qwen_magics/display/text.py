@@ -43,8 +43,8 @@ def footer_text(result: Any) -> str:
             parts.append(f"{result.elapsed:.2f} s")
         if result.parameters.get("protocol") == "local":
             parts.append("ran locally, free")
-        elif result.cost is not None:
-            parts.append(f"cost {result.cost:.4f}")
+        elif (cost := getattr(result, "cost_text", None)) is not None:
+            parts.append(f"cost {cost}")
     if result.state == "stopped":
         parts.append("stopped by user: partial answer")
     elif result.state == "incomplete":

@@ -169,10 +169,12 @@ class QwenMapMagics(Magics):
         maps.finish(progress, rows, line)
         return self._store(datamap.outcome(job), args.out)
 
-    def _progress(self, job: Any, price: tuple[float, float] | None) -> Any:
+    def _progress(self, job: Any, price: Any) -> Any:
+        """The live view; ``price`` (a :class:`~qwen_magics.tokens.prices.Price`) shows the cost in its currency."""
         from ..render.progress import Progress
 
-        return Progress(len(job), notebook=self.settings.renders_in_notebook(), priced=bool(price and any(price)),
+        return Progress(len(job), notebook=self.settings.renders_in_notebook(),
+                        priced=price if price is not None and not price.free else None,
                         interval=self.settings.update_interval)
 
     def _context(self) -> dict[str, Any]:
