@@ -90,7 +90,7 @@ def test_a_dataframe_comes_back_on_its_index_with_each_rows_answer(mp, dashscope
                                                 zip(REVIEWS, [5, 1, 3, 4, 5, 2]))
     assert list(frame.index) == [f"r{i}" for i in range(6)]
     assert list(frame.columns) == ["text", "stars", "answer", "state", "error", "input_tokens", "output_tokens",
-                                   "elapsed", "request_id"]
+                                   "cost", "elapsed", "request_id"]
     assert frame.loc["r1", "answer"].startswith("**Echo:** Review: Broke after a week. (1 stars)")
     assert (frame.state == "complete").all() and frame.error.isna().all() and (frame.output_tokens > 0).all()
     assert mp.user_ns["_qwen_map"] is frame and mp.user_ns["labelled"] is frame

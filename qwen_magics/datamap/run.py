@@ -41,7 +41,8 @@ from ..request import Request
 from ..result import Result
 from ..runlog import RunLog, cache_key_of, record_from
 
-RESULT_COLUMNS = ("answer", "reasoning", "state", "error", "input_tokens", "output_tokens", "elapsed", "request_id")
+RESULT_COLUMNS = ("answer", "reasoning", "state", "error", "input_tokens", "output_tokens", "cost", "elapsed",
+                  "request_id")
 RATE_LIMIT_RETRIES = 4
 _QUIET = 3600.0  # the rows' renderer never refreshes: deltas are joined until the stream ends
 _KINDS = {"RateLimited": "rate limit", "ContentBlocked": "moderation", "ServerError": "server error",
@@ -346,9 +347,11 @@ class MapRun:
     """Answers a job's rows that have no outcome yet, on the package's loop; ``done`` is set when it has ended."""
 
     def __init__(self, job: Job, progress: Any, log: RunLog | None, concurrency: int,
-                 backend: Callable[[Request], Any], **context: Any) -> None:
-        """``context`` goes into every row's log record (``kernel_id``, ``notebook``)."""
+                 backend: Callable[[Request], Any], budget: Any = None, **context: Any) -> None:
+        """``context`` goes into every row's log record (``kernel_id``, ``notebook``); ``budget`` (a
+        :class:`~qwen_magics.datamap.budget.Budget`) decides whether each row may start."""
         self.job, self.progress, self.log, self.backend, self.context = job, progress, log, backend, context
+        self.budget = budget
         self.throttle = Throttle(concurrency)
         self.done = threading.Event()
         self._stopping = False
@@ -372,7 +375,12 @@ class MapRun:
     async def _work(self, todo: deque[int]) -> None:
         while todo and not self._stopping:
             position = todo.popleft()
+            if self.budget is not None and not self.budget.start(position):
+                self.job.unrun[position] = self.budget.ran_out()
+                continue
             result = await self._answer(self.job.requests[position])
+            if self.budget is not None:
+                self.budget.settle(position, result)
             if result is None:
                 return
             self.job.settle(position, result)
@@ -468,6 +476,7 @@ def outcome(job: Job) -> Any:
         counted = result is not None and result.usage_reported
         columns["input_tokens"].append(result.usage.input if counted else None)
         columns["output_tokens"].append(result.usage.output if counted else None)
+        columns["cost"].append(result.cost if result else None)
         columns["elapsed"].append(result.elapsed if result else None)
         columns["request_id"].append(result.request_id if result else None)
     if not any(columns["reasoning"]):

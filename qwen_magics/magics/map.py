@@ -24,7 +24,7 @@ from ..options.declare import options_from, parse_options, request_arguments, wo
 from ..options.value import Options
 
 _CANCEL_GRACE = 10.0
-_MAP_OWN = ("concurrency", "dry_run", "limit", "fresh", "out", "batch", "no_wait")
+_MAP_OWN = ("concurrency", "dry_run", "limit", "fresh", "out", "batch", "no_wait", "budget")
 """The options that say how the map runs, not what each row asks."""
 
 
@@ -46,6 +46,8 @@ class QwenMapMagics(Magics):
     @argument("--dry-run", action="store_true", help="show the first three prompts, the row count and an input-token "
               "estimate; send nothing")
     @argument("--limit", type=int, metavar="N", help="run the first N rows only (to try a prompt)")
+    @argument("--budget", type=float, metavar="AMOUNT", help="spend at most AMOUNT (in the price's currency): "
+              "refused before sending if the estimate is over it; rows that would go over it are not run")
     @argument("--fresh", action="store_true", help="send every row, even those answered before (in the run log)")
     @argument("-o", "--out", metavar="NAME", help="also store the result in NAME (always in _qwen_map)")
     @argument("--batch", action="store_true", help="send the rows as a Model Studio Batch job")
@@ -97,6 +99,8 @@ class QwenMapMagics(Magics):
         """The map's own options in ``args``; what every row's request asks for in ``request``."""
         from ..datamap import run as datamap
 
+        if args.budget is not None and args.batch:
+            raise InvalidInput("--budget bounds a live map, not a Batch job", "drop --budget, or drop --batch")
         if args.no_wait and not args.batch:
             raise InvalidInput("--no-wait goes with --batch", "add --batch, or drop --no-wait to map the rows live")
         if args.out is not None and not args.out.isidentifier():
@@ -118,16 +122,32 @@ class QwenMapMagics(Magics):
             print(f"⚠ {notice}")
         if log is not None and not args.fresh:
             datamap.recall(job, log)
+        budget = self._budget(job, args.budget)
         backend = backend_for(job.requests[0].protocol) if job.requests else None  # the SDK imported now, once
         progress = self._progress(job, job.requests[0].price if job.requests else None)
-        mapping = datamap.MapRun(job, progress, log, concurrency, backend, **self._context())
+        mapping = datamap.MapRun(job, progress, log, concurrency, backend, budget, **self._context())
         future = runner.submit(mapping.run())
         try:
             runner.wait(future)
         except KeyboardInterrupt:
             future.cancel()
             mapping.done.wait(_CANCEL_GRACE)
+        if budget is not None:
+            print(budget.end_line(sum(1 for p in job.unrun if job.outcomes[p] is None)))
         return self._store(datamap.outcome(job), args.out)
+
+    def _budget(self, job: Any, amount: float | None) -> Any:
+        """With --budget: the estimate of the rows to send, shown; refused (nothing sent) if over the budget."""
+        if amount is None:
+            return None
+        from ..datamap import run as datamap
+        from ..datamap.budget import Budget
+
+        budget = Budget(amount, job.requests, datamap.input_tokens(job))
+        todo = [p for p, outcome in enumerate(job.outcomes) if outcome is None]
+        budget.check(todo)
+        print(budget.plan_line(todo))
+        return budget
 
     def _batch(self, job: Any, args: argparse.Namespace, log: Any, template: str) -> Any:
         """The rows not yet answered as Batch jobs (or those submitted before, still uncollected): wait, collect."""
