@@ -231,3 +231,15 @@ def test_differences_against_the_first_column_are_highlighted_on_demand(ip, dash
     assert "&lt;b&gt;rug&lt;/b&gt;" in second.diff.value and comparison.columns[0].diff.value == ""
     comparison.diff_toggle.value = False
     assert second.diff.value == ""
+
+
+def test_the_comparison_frame_has_the_summarys_similarity_to_the_first_column(ip, dashscope):
+    from qwen_magics.display.summary import summarize
+
+    dashscope.enqueue(Script(reasoning="", text="今天天气很好，我们去公园散步吧。"),
+                      Script(reasoning="", text="今天天气很好，我们去海边散步吧。"))
+    comparison = ip.run_cell_magic("qwen_compare", "-m qwen-plus,qwen-flash --no-thinking --concurrency 1", "hi")
+    frame = comparison.to_dataframe()
+    texts = list(frame.text)
+    assert list(frame.similarity) == summarize(texts).to_first and frame.similarity[0] == 1.0
+    assert 0.75 <= frame.similarity[1] < 1.0
