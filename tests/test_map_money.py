@@ -17,6 +17,7 @@ def test_a_chinese_dry_run_counts_qwen_tokens_and_the_template_not_characters_ov
     counted = sum(qwen.count(f"翻译：{s}") for s in CHINESE) + 3 * 8
     assert f", {counted:,} input tokens (Qwen's tokenizer; 24 of them the chat template's" in out
     assert counted > sum(len(f"翻译：{s}") for s in CHINESE) // 4 * 2 and sent(dashscope) == 0
+    assert f"estimated cost ${counted * 0.4 / 1e6:.4f} (input only" in out
 
 
 def many(mp, rows: int) -> None:

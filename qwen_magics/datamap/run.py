@@ -254,10 +254,25 @@ def dry_run_text(job: Job, log: RunLog | None) -> str:
     lines = [f"Dry run, nothing sent: {len(job):,} rows to {job.requests[0].model if job.requests else '-'}"
              + (f" ({answered:,} already answered in the run log)" if answered else "")
              + f", {sum(input_tokens(job)):,} input tokens (Qwen's tokenizer; {template:,} of them the chat "
-               "template's; images not counted)"]
+               "template's; images not counted)" + _estimated_cost(job)]
     for position, prompt in enumerate(job.prompts[:3]):
         lines += [f"── row {job.label(position)!r} ──", prompt]
     return "\n".join(lines)
+
+
+def _estimated_cost(job: Job) -> str:
+    """``, estimated cost $0.0123 (...)`` where the model's price is known; else nothing."""
+    from .budget import Budget
+
+    if not job.requests or job.requests[0].price is None or job.requests[0].price.free:
+        return ""
+    budget = Budget(float("inf"), job.requests, input_tokens(job))
+    total = budget.total(range(len(job)))
+    if total is None:
+        return ""
+    guess = job.requests[0].sampling.max_tokens
+    return (f", estimated cost {budget.money(total)} ("
+            + (f"output at --max-tokens {guess})" if guess else "input only: output is not known before answers)"))
 
 
 def input_tokens(job: Job) -> list[int]:

@@ -43,8 +43,8 @@ class QwenMapMagics(Magics):
     @argument("-f", "--format", choices=["text", "json"], default="text",
               help="text (default), or json: JSON mode, each answer parsed into columns (--schema: validated)")
     @argument("--concurrency", type=int, default=8, metavar="N", help="rows in flight at most (default 8)")
-    @argument("--dry-run", action="store_true", help="show the first three prompts, the row count and an input-token "
-              "estimate; send nothing")
+    @argument("--dry-run", action="store_true", help="show the first three prompts, the row count, the input tokens "
+              "(Qwen's tokenizer) and the estimated cost; send nothing")
     @argument("--limit", type=int, metavar="N", help="run the first N rows only (to try a prompt)")
     @argument("--budget", type=float, metavar="AMOUNT", help="spend at most AMOUNT (in the price's currency): "
               "refused before sending if the estimate is over it; rows that would go over it are not run")
