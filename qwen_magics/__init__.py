@@ -11,7 +11,7 @@ __version__ = "0.1.0"
 
 def load_ipython_extension(ipython) -> None:
     """Register the magics (IPython calls this on ``%load_ext``): %%qwen, %qwen_chat, %qwen_local, %qwen_log,
-    %qwen_panel, %%qwen_compare, %qwen_probs, %qwen_lab, %%qwen_map, %qwen_batch, %%qwen_eval; and let ``%qwen What is X?`` ask rather
+    %qwen_panel, %%qwen_compare, %qwen_probs, %qwen_lab, %%qwen_map, %qwen_batch, %%qwen_eval, %qwen_tokens; and let ``%qwen What is X?`` ask rather
     than open help."""
     from .magics import line_help
     from .magics.batch import QwenBatchMagics
@@ -19,6 +19,7 @@ def load_ipython_extension(ipython) -> None:
     from .magics.lab import QwenLabMagics
     from .magics.qwen import QwenMagics
     from .magics.map import QwenMapMagics
+    from .magics.tokens import QwenTokenMagics
     from .magics.widgets import QwenWidgetMagics
 
     settings = QwenMagics(ipython)
@@ -28,6 +29,7 @@ def load_ipython_extension(ipython) -> None:
     ipython.register_magics(QwenBatchMagics(ipython, settings))
     ipython.register_magics(QwenLabMagics(ipython, settings))
     ipython.register_magics(QwenEvalMagics(ipython, settings))
+    ipython.register_magics(QwenTokenMagics(ipython))
     line_help.register(ipython)
 
 
@@ -92,6 +94,14 @@ def log():
     from .runlog import RunLog
 
     return RunLog()
+
+
+def tokenize(text: str, model: str | None = None) -> list[str]:
+    """The pieces Qwen's tokenizer reads ``text`` as (strings, in order, joining to the text); ``model``, if
+    given, must be a Qwen model (they share one vocabulary).  The vocabulary loads on first use."""
+    from .tokens.qwen import tokenize as pieces
+
+    return pieces(text, model)
 
 
 def probs_widget(result, position: int | None = None):

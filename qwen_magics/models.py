@@ -15,6 +15,9 @@ from __future__ import annotations
 import difflib
 import html
 from dataclasses import dataclass
+from typing import Any, Mapping
+
+from .tokens.prices import READ_ON, price_for
 
 
 @dataclass(frozen=True)
@@ -96,7 +99,8 @@ class ModelTable:
     """
 
     def __init__(self, listed: list[str] | None, where: str, local_context: int, note: str | None = None,
-                 asked: bool = True, catalogue: bool = True) -> None:
+                 asked: bool = True, catalogue: bool = True, prices: Mapping[str, Any] | None = None) -> None:
+        """``prices``: ``QwenMagics.prices`` (flat, per model), which replace the package's table."""
         self.listed, self.where, self.note, self.asked, self.catalogue = listed, where, note, asked, catalogue
         offered = set(listed or ())
         self.rows: list[dict[str, object]] = []
@@ -112,6 +116,9 @@ class ModelTable:
         for name in LOCAL:
             self.rows.append({"model": name, "offered": None, "context": local_context, "thinking": "none",
                               "thinks by default": False})
+        for row in self.rows:
+            price = price_for(str(row["model"]), where, prices, local=is_local(str(row["model"])))
+            row["price"] = price.describe() if price is not None else None
 
     def _cells(self, row: dict[str, object]) -> list[str]:
         if not self.catalogue:
@@ -119,20 +126,23 @@ class ModelTable:
         offered = {True: "yes", False: "no", None: "—"}[row["offered"]]  # type: ignore[index]
         context = f"{row['context']:,}" if row["context"] else "?"
         default = {True: "on", False: "off", None: "?"}[row["thinks by default"]]  # type: ignore[index]
-        return [str(row["model"]), offered, context, str(row["thinking"] or "?"), default]
+        return [str(row["model"]), offered, context, str(row["thinking"] or "?"), default, str(row["price"] or "—")]
 
     def _heads(self, html_: bool) -> list[str]:
         if not self.catalogue:
             return ["model"]
         return ["model", "offered here" if html_ else "offered", "context (tokens)" if html_ else "context",
-                "thinking", "default thinking"]
+                "thinking", "default thinking", "price"]
 
     def header(self) -> str:
         if self.listed is not None:
             head = f"{len(self.listed)} model{'' if len(self.listed) == 1 else 's'} listed by {self.where}"
         else:
             head = f"{self.where} did not list its models" if self.asked else f"{self.where} was not asked"
-        return head + (f" ({self.note})" if self.note else "")
+        head += f" ({self.note})" if self.note else ""
+        if self.catalogue:
+            head += f"; prices: Model Studio's list prices read {READ_ON} (— where not known; QwenMagics.prices sets one)"
+        return head
 
     def __repr__(self) -> str:
         heads = self._heads(html_=False)

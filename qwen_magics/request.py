@@ -12,6 +12,8 @@ import os
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
+from .tokens.prices import Price
+
 Protocol = Literal["chat", "responses", "dashscope", "local"]
 APIS: tuple[str, ...] = ("chat", "responses", "dashscope")
 """The remote protocols a user picks with ``--api``; ``local`` follows from the model's name."""
@@ -72,8 +74,8 @@ class Request:
     protocol: Protocol = "chat"
     logprobs: int | None = None
     """Ask for the top-K alternatives of every generated token."""
-    price: tuple[float, float] | None = None
-    """Price per million input and output tokens, where known (``QwenMagics.prices``; 0 for local)."""
+    price: Price | None = None
+    """What a million tokens cost, where known: the package's table, ``QwenMagics.prices``, free for local."""
     tools: tuple[dict[str, Any], ...] = ()
     """Functions the model may call: ``{"name", "description", "parameters"}`` (see :mod:`qwen_magics.tools`)."""
     n: int = 1

@@ -17,6 +17,7 @@ from . import events as ev
 from .display.fragments import footer_html, reasoning_html
 from .display.markdown import render_markdown
 from .request import Request
+from .tokens.prices import Price, cost_of
 
 State = Literal["streaming", "complete", "incomplete", "stopped"]
 _PER_CHOICE = (ev.TextDelta, ev.ReasoningDelta, ev.Finished)
@@ -44,7 +45,8 @@ class Result:
     started: float = field(default_factory=time.monotonic, repr=False)
     ttft: float | None = None
     elapsed: float | None = None
-    price: tuple[float, float] | None = field(default=None, repr=False)
+    price: Price | None = field(default=None, repr=False)
+    """What a million tokens cost (:class:`~qwen_magics.tokens.prices.Price`), where known."""
     data: Any = field(default=None, repr=False)
     """The parsed object when the answer was asked for as JSON (``-f json``)."""
     logprobs: list[ev.TokenLogprob] = field(default_factory=list, repr=False)
@@ -161,11 +163,23 @@ class Result:
         return self.usage.output / span if span > 0 else None
 
     @property
+    def counted_output(self) -> int:
+        """The answer's and its reasoning's tokens counted with Qwen's tokenizer (for servers that report none)."""
+        from .tokens.qwen import count_many
+
+        return sum(count_many([self.text, self.reasoning]))
+
+    @property
     def cost(self) -> float | None:
-        """What the tokens cost, where the model's price and the tokens are known."""
-        if self.price is None or self.cached_from is not None or not self.usage_reported:
-            return None
-        return (self.usage.input * self.price[0] + (self.usage.output) * self.price[1]) / 1_000_000
+        """What the tokens of every round cost, in the price's currency, where the model's price and the tokens
+        are known (``None`` otherwise, never 0 for an unknown price); thinking answers at the thinking price."""
+        return cost_of(self)
+
+    @property
+    def cost_text(self) -> str | None:
+        """The cost with its currency (``$0.0012``), where known."""
+        cost = self.cost
+        return None if cost is None or self.price is None else self.price.money(cost)
 
     @property
     def complete(self) -> bool:

@@ -239,5 +239,8 @@ def test_the_key_is_in_no_file_and_no_error(dashscope, ep, monkeypatch) -> None:
 
 
 def test_batch_price_halves_both_prices() -> None:
-    assert batch.batch_price((0.8, 2.0)) == (0.4, 1.0)
+    from qwen_magics.tokens.prices import Price
+
+    half = batch.batch_price(Price.flat(0.8, 2.0))
+    assert (half.tiers[0].input, half.tiers[0].output, half.batch) == (0.4, 1.0, True)
     assert batch.batch_price(None) is None

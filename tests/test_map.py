@@ -90,7 +90,7 @@ def test_a_dataframe_comes_back_on_its_index_with_each_rows_answer(mp, dashscope
                                                 zip(REVIEWS, [5, 1, 3, 4, 5, 2]))
     assert list(frame.index) == [f"r{i}" for i in range(6)]
     assert list(frame.columns) == ["text", "stars", "answer", "state", "error", "input_tokens", "output_tokens",
-                                   "elapsed", "request_id"]
+                                   "cost", "elapsed", "request_id"]
     assert frame.loc["r1", "answer"].startswith("**Echo:** Review: Broke after a week. (1 stars)")
     assert (frame.state == "complete").all() and frame.error.isna().all() and (frame.output_tokens > 0).all()
     assert mp.user_ns["_qwen_map"] is frame and mp.user_ns["labelled"] is frame
@@ -189,8 +189,8 @@ def test_dry_run_shows_three_prompts_the_count_and_an_estimate_and_sends_nothing
     assert mp.run_cell_magic("qwen_map", "reviews -m qwen-flash --dry-run", "Review: {text}") is None
     out = capsys.readouterr().out
     assert sent(dashscope) == 0
-    assert out.startswith("Dry run, nothing sent: 6 rows to qwen-flash, about ")
-    assert "input tokens (an estimate: characters / 4" in out
+    assert out.startswith("Dry run, nothing sent: 6 rows to qwen-flash, ")
+    assert "input tokens (Qwen's tokenizer; 48 of them the chat template's" in out
     assert out.count("── row ") == 3 and "Review: Does the job." in out and "Review: Would buy again." not in out
 
 

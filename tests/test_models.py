@@ -6,6 +6,7 @@ from loopback import DEFAULT_MODELS
 
 from conftest import outputs_text
 from qwen_magics.models import KNOWN, likely_typo
+from qwen_magics.tokens.prices import READ_ON
 
 
 def test_the_table_shows_what_the_endpoint_offers_next_to_the_known_models(ip, dashscope):
@@ -14,11 +15,15 @@ def test_the_table_shows_what_the_endpoint_offers_next_to_the_known_models(ip, d
     rows = {r["model"]: r for r in table.rows}
     assert rows["qwen-plus"]["offered"] is True and rows["qwen3.5-27b"]["offered"] is False
     assert rows["qwen2.5-7b-instruct"] == {"model": "qwen2.5-7b-instruct", "offered": True, "context": None,
-                                           "thinking": None, "thinks by default": None}  # listed, not in the table
+                                           "thinking": None, "thinks by default": None,
+                                           "price": None}  # listed, not in the table
     assert rows["qwen3.5-plus"]["thinks by default"] is True and rows["qwen-plus"]["thinks by default"] is False
     assert rows["local:0.5b"]["context"] == 4096
     text = repr(table)
-    assert text.splitlines()[0] == f"{len(DEFAULT_MODELS)} models listed by singapore"
+    assert text.splitlines()[0] == (f"{len(DEFAULT_MODELS)} models listed by singapore; prices: Model Studio's "
+                                    f"list prices read {READ_ON} (— where not known; QwenMagics.prices sets one)")
+    assert rows["qwen-plus"]["price"].startswith("$0.4 in / $1.2 out per million tokens")
+    assert rows["local"]["price"] == "free" and rows["qwen3.5-27b"]["price"] is None
     assert "qwen-max             yes      32,768     none      off" in text
     assert "<td>qwen3.5-plus</td><td>yes</td><td>1,000,000</td><td>hybrid</td><td>on</td>" in table._repr_html_()
 
@@ -27,7 +32,7 @@ def test_without_a_key_the_known_table_is_shown_and_nothing_is_asked(ip, dashsco
     monkeypatch.delenv("DASHSCOPE_API_KEY")
     table = ip.run_line_magic("qwen_models", "")
     assert dashscope.requests == []
-    assert repr(table).splitlines()[0] == "singapore was not asked (set DASHSCOPE_API_KEY to ask it)"
+    assert repr(table).splitlines()[0].startswith("singapore was not asked (set DASHSCOPE_API_KEY to ask it); prices")
     assert {r["model"] for r in table.rows} >= {m.name for m in KNOWN}
 
 

@@ -6,6 +6,7 @@ hand from small answers whose words can be counted at a glance.
 
 from __future__ import annotations
 
+import re
 from itertools import combinations
 from statistics import fmean
 
@@ -220,3 +221,32 @@ def test_html_escapes_labels_and_includes_the_group_table():
     assert "&lt;script&gt;x()&lt;/script&gt;" in out and "&lt;i&gt;T&lt;/i&gt;" in out
     assert out.count("<table") == 2 and out.count("<svg") == 1
     assert out.count("<tr>") == 1 + 2 + 1 + 1  # column header and rows, group header and row
+
+
+# Chinese and Japanese: words are Qwen's token pieces
+
+PARK = "今天天气很好，我们去公园散步吧。"
+BEACH = "今天天气很好，我们去海边散步吧。"
+
+
+def test_two_chinese_answers_one_word_apart_are_mostly_similar():
+    assert similarity(PARK, BEACH) >= 0.75
+    assert similarity(PARK, "完全不同的一句话，讲的是编程。") < 0.3
+
+
+def test_chinese_words_are_counted_and_distinct_n_reads_them():
+    summary = summarize([PARK, PARK + PARK], ["a", "b"])
+    assert summary.words == [10, 20]
+    (_, b) = summary.groups
+    assert b.distinct_1 == pytest.approx(10 / 20)
+
+
+def test_the_word_diff_marks_the_one_chinese_word_and_adds_no_spaces():
+    page = diff_html(PARK, BEACH)
+    assert "<del" in page and ">公园</del>" in page and ">海边</ins>" in page
+    assert re.sub(r"<[^>]*>", "", page) == "今天天气很好，我们去公园海边散步吧。"
+
+
+def test_japanese_is_segmented_and_english_stays_split_on_spaces():
+    assert similarity("東京は晴れです。", "東京は雨です。") > 0.5
+    assert summarize(["The cat sat."]).words == [3]

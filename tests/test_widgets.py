@@ -538,3 +538,15 @@ def test_the_panel_shows_the_comparison_as_plain_text_in_a_terminal(ip, dashscop
     bundle = panel._repr_mimebundle_()
     assert "── -m qwen-plus -t 0 ──" in bundle["text/plain"] and "**Echo:** Name a colour." in bundle["text/plain"]
     assert "### -m qwen-flash -t 1.2" in bundle["text/markdown"]
+
+
+def test_the_comparison_frame_has_the_summarys_similarity_to_the_first_column(ip, dashscope):
+    from qwen_magics.display.summary import summarize
+
+    dashscope.enqueue(Script(reasoning="", text="今天天气很好，我们去公园散步吧。"),
+                      Script(reasoning="", text="今天天气很好，我们去海边散步吧。"))
+    comparison = ip.run_cell_magic("qwen_compare", "-m qwen-plus,qwen-flash --no-thinking --concurrency 1", "hi")
+    frame = comparison.to_dataframe()
+    texts = list(frame.text)
+    assert list(frame.similarity) == summarize(texts).to_first and frame.similarity[0] == 1.0
+    assert 0.75 <= frame.similarity[1] < 1.0

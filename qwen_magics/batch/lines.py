@@ -12,6 +12,7 @@ from typing import Any, Sequence
 from ..errors import InvalidInput
 from ..models import is_local
 from ..request import Request
+from ..tokens.prices import Price
 
 #: The regions whose hosts offer the Batch API.
 BATCH_REGIONS = ("singapore", "beijing")
@@ -119,6 +120,6 @@ def split_files(lines: Sequence[str], max_lines: int = MAX_LINES,
     return files
 
 
-def batch_price(price: tuple[float, float] | None) -> tuple[float, float] | None:
-    """The per-million input and output prices of a batch request: half the live ones."""
-    return None if price is None else (price[0] / 2, price[1] / 2)
+def batch_price(price: Price | None) -> Price | None:
+    """The price of a batch request: half the live one, without the cache discount."""
+    return None if price is None else price.halved()

@@ -25,6 +25,7 @@ from ..request import Endpoint, Request
 from ..result import Result
 from ..runlog import Record, RunLog, record_from
 from .jobs import JobStatus, wait_async
+from ..tokens.prices import Price
 from .lines import batch_price
 from .outcomes import Outcome
 
@@ -50,7 +51,8 @@ def submit_map(job: Any, positions: Sequence[int], log: RunLog | None, template:
         payload = {"batch_jobs": ids, "positions": list(positions), "keys": job.keys,
                    "labels": [_plain(label) for label in job.rows.labels[:len(job)]], "fields": job.rows.fields,
                    "values": [[_plain(row.get(f)) for f in job.rows.fields] for row in job.rows.values[:len(job)]],
-                   "format": job.fmt, "parameters": first.parameters(), "price": first.price}
+                   "format": job.fmt, "parameters": first.parameters(),
+                   "price": first.price.to_json() if first.price else None}
         log.write(_marker(first, job.id, SUBMITTED, payload, submitted_line(ids, len(positions)), template, context))
     return ids
 
@@ -124,7 +126,7 @@ def rebuild(record: Record, outcomes: Mapping[str, Outcome], endpoint: Endpoint)
         rows = rows_of(pd.DataFrame(values, index=p["labels"], columns=p["fields"]))
     except ImportError:
         rows = Rows(values, values, list(p["fields"]), list(p["labels"]))
-    price = tuple(p["price"]) if p.get("price") else None
+    price = Price.from_json(p["price"]) if isinstance(p.get("price"), dict) else None
     requests = [Request(messages=outcomes[custom_id(i)].messages if custom_id(i) in outcomes else (),
                         model=record.model, endpoint=endpoint, protocol=record.protocol or "chat", price=price)
                 for i in range(len(values))]

@@ -41,7 +41,8 @@ from ..request import Request
 from ..result import Result
 from ..runlog import RunLog, cache_key_of, record_from
 
-RESULT_COLUMNS = ("answer", "reasoning", "state", "error", "input_tokens", "output_tokens", "elapsed", "request_id")
+RESULT_COLUMNS = ("answer", "reasoning", "state", "error", "input_tokens", "output_tokens", "cost", "elapsed",
+                  "request_id")
 RATE_LIMIT_RETRIES = 4
 _QUIET = 3600.0  # the rows' renderer never refreshes: deltas are joined until the stream ends
 _KINDS = {"RateLimited": "rate limit", "ContentBlocked": "moderation", "ServerError": "server error",
@@ -195,6 +196,8 @@ class Job:
     """The group kind of its records in the run log."""
     noun: str = "rows"
     """What the end line counts (an evaluation's job holds a request per row, setting and repeat)."""
+    input_tokens: list[int] | None = None
+    """Each row's input tokens, once counted (:func:`input_tokens`)."""
 
     def __len__(self) -> int:
         return len(self.requests)
@@ -254,15 +257,42 @@ def plan(settings: Any, options: Options, data: Any, template: str, namespace: d
 
 
 def dry_run_text(job: Job, log: RunLog | None) -> str:
-    """What would be sent: the row count, an input-token estimate and the first three prompts."""
+    """What would be sent: the row count, the input tokens (Qwen's tokenizer) and the first three prompts."""
+    from ..tokens.qwen import template_tokens
+
     answered = sum(1 for key in job.keys if log.cached(key) is not None) if log is not None else 0
-    chars = sum(len(_text(m.get("content"))) for r in job.requests for m in r.messages)
+    template = sum(template_tokens(r.messages) for r in job.requests)
     lines = [f"Dry run, nothing sent: {len(job):,} rows to {job.requests[0].model if job.requests else '-'}"
              + (f" ({answered:,} already answered in the run log)" if answered else "")
-             + f", about {chars // 4:,} input tokens (an estimate: characters / 4; the model's own count differs)"]
+             + f", {sum(input_tokens(job)):,} input tokens (Qwen's tokenizer; {template:,} of them the chat "
+               "template's; images not counted)" + _estimated_cost(job)]
     for position, prompt in enumerate(job.prompts[:3]):
         lines += [f"── row {job.label(position)!r} ──", prompt]
     return "\n".join(lines)
+
+
+def _estimated_cost(job: Job) -> str:
+    """``, estimated cost $0.0123 (...)`` where the model's price is known; else nothing."""
+    from .budget import Budget
+
+    if not job.requests or job.requests[0].price is None or job.requests[0].price.free:
+        return ""
+    budget = Budget(float("inf"), job.requests, input_tokens(job))
+    total = budget.total(range(len(job)))
+    if total is None:
+        return ""
+    guess = job.requests[0].sampling.max_tokens
+    return (f", estimated cost {budget.money(total)} ("
+            + (f"output at --max-tokens {guess})" if guess else "input only: output is not known before answers)"))
+
+
+def input_tokens(job: Job) -> list[int]:
+    """Each row's input tokens as Qwen's tokenizer counts them, chat template included (counted once)."""
+    if job.input_tokens is None:
+        from ..tokens.qwen import count_conversations
+
+        job.input_tokens = count_conversations([r.messages for r in job.requests])
+    return job.input_tokens
 
 
 def recall(job: Job, log: RunLog) -> int:
@@ -343,9 +373,11 @@ class MapRun:
     """Answers a job's rows that have no outcome yet, on the package's loop; ``done`` is set when it has ended."""
 
     def __init__(self, job: Job, progress: Any, log: RunLog | None, concurrency: int,
-                 backend: Callable[[Request], Any], **context: Any) -> None:
-        """``context`` goes into every row's log record (``kernel_id``, ``notebook``)."""
+                 backend: Callable[[Request], Any], budget: Any = None, **context: Any) -> None:
+        """``context`` goes into every row's log record (``kernel_id``, ``notebook``); ``budget`` (a
+        :class:`~qwen_magics.datamap.budget.Budget`) decides whether each row may start."""
         self.job, self.progress, self.log, self.backend, self.context = job, progress, log, backend, context
+        self.budget = budget
         self.throttle = Throttle(concurrency)
         self.done = threading.Event()
         self._stopping = False
@@ -369,7 +401,12 @@ class MapRun:
     async def _work(self, todo: deque[int]) -> None:
         while todo and not self._stopping:
             position = todo.popleft()
+            if self.budget is not None and not self.budget.start(position):
+                self.job.unrun[position] = self.budget.ran_out()
+                continue
             result = await self._answer(self.job.requests[position])
+            if self.budget is not None:
+                self.budget.settle(position, result)
             if result is None:
                 return
             self.job.settle(position, result)
@@ -465,6 +502,7 @@ def outcome(job: Job) -> Any:
         counted = result is not None and result.usage_reported
         columns["input_tokens"].append(result.usage.input if counted else None)
         columns["output_tokens"].append(result.usage.output if counted else None)
+        columns["cost"].append(result.cost if result else None)
         columns["elapsed"].append(result.elapsed if result else None)
         columns["request_id"].append(result.request_id if result else None)
     if not any(columns["reasoning"]):
@@ -498,10 +536,4 @@ def _parsed_columns(job: Job) -> dict[str, list[Any]]:
     names = dict.fromkeys(k for value in plain.values() for k in value)
     return {(f"data.{k}" if k in taken else k): [plain[i].get(k) if i in plain else None for i in range(len(job))]
             for k in names}
-
-
-def _text(content: Any) -> str:
-    if isinstance(content, str):
-        return content
-    return "".join(p.get("text", "") for p in content or () if isinstance(p, dict))
 

@@ -7,7 +7,11 @@ they drift apart (lower similarity, higher distinct-n).
 
 Words are ``re.findall(r"\\S+", text)``: runs of non-space characters, with
 punctuation left attached ("cat." and "cat" are different words), and case kept.
-This is the unit of every count, similarity and diff here.
+Chinese and Japanese put no spaces between words, so a run holding Han, kana or
+full-width punctuation is split further into Qwen's token pieces, which for
+these scripts are mostly whole words (今天|天气|很好|，|我们 ...): a one-word
+change then costs one word, not the sentence.  This is the unit of every count,
+similarity and diff here.
 
 Cost: ``SequenceMatcher`` without autojunk does work that grows with the square
 of the text when common words ("the", "|" in tables) repeat, and a matrix of 16
@@ -167,8 +171,21 @@ def diversity_chart(summary: Summary) -> str:
         axis="share of distinct word pairs / word-level similarity (0 to 1)")
 
 
+_CJK = re.compile(r"[\u3000-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\uff00-\uffef]")
+"""Han, kana, CJK and full-width punctuation: the scripts written without spaces between words."""
+
+
 def _words(text: str) -> list[str]:
-    return re.findall(r"\S+", text)
+    return [piece for word in re.findall(r"\S+", text) for piece in _segment(word)]
+
+
+def _segment(word: str) -> list[str]:
+    """A space-delimited word, split into Qwen's token pieces where it holds CJK text (else itself)."""
+    if not _CJK.search(word):
+        return [word]
+    from ..tokens.qwen import tokenize
+
+    return tokenize(word)
 
 
 def _content_lines(text: str) -> list[str]:
@@ -209,8 +226,13 @@ def _distinct(items: Sequence[Hashable]) -> float:
 
 
 def _spaced_words(text: str) -> tuple[str, list[tuple[str, str]]]:
-    """Leading whitespace, then each word with the whitespace that follows it."""
-    return text[: len(text) - len(text.lstrip())], re.findall(r"(\S+)(\s*)", text)
+    """Leading whitespace, then each word (CJK text segmented, as :func:`_words`) with the whitespace that
+    follows it."""
+    spaced = []
+    for word, space in re.findall(r"(\S+)(\s*)", text):
+        pieces = _segment(word)
+        spaced += [(piece, "") for piece in pieces[:-1]] + [(pieces[-1], space)]
+    return text[: len(text) - len(text.lstrip())], spaced
 
 
 def _emit(
@@ -223,8 +245,9 @@ def _emit(
     """
     if not run:
         return
-    if out and not out[-1][-1].isspace():
-        out.append(" ")
+    before = re.sub(r"<[^>]*>", "", out[-1])[-1:] if out else ""
+    if out and not out[-1][-1].isspace() and not (_CJK.match(before) or _CJK.match(run[0][0][0])):
+        out.append(" ")  # CJK text is written without spaces: none is added next to it
     inner = "".join(html.escape(word) + space for word, space in run[:-1]) + html.escape(run[-1][0])
     out.append(f"{open_tag}{inner}{close_tag}")
     if keep_trailing_space and run[-1][1]:

@@ -13,10 +13,6 @@ from typing import Any
 TOOL_OUTPUT_SHOWN = 500
 
 
-CHARS_PER_TOKEN = 4
-"""How many characters a token stands for when a server reports no counts (English text; a rough figure)."""
-
-
 def footer_text(result: Any, error: bool = True) -> str:
     """``model · tokens · first token · speed · time · cost · state``: one line under an answer.
 
@@ -26,7 +22,7 @@ def footer_text(result: Any, error: bool = True) -> str:
     An answer replayed from the run log (``--cache``) names the logged run
     instead of timings and cost, which would describe the replay, not a sample.
     Where the server reported no token counts, the line says so, shows no cost,
-    and estimates the speed from the characters streamed, saying how.
+    and gives the speed of the streamed text counted in Qwen's tokens, saying so.
     """
     u = result.usage
     reported = getattr(result, "usage_reported", True)
@@ -50,8 +46,8 @@ def footer_text(result: Any, error: bool = True) -> str:
             parts.append(f"{result.elapsed:.2f} s")
         if result.parameters.get("protocol") == "local":
             parts.append("ran locally, free")
-        elif result.cost is not None:
-            parts.append(f"cost {result.cost:.4f}")
+        elif (cost := getattr(result, "cost_text", None)) is not None:
+            parts.append(f"cost {cost}")
     if result.state in ("stopped", "incomplete") and not error:
         parts.append(result.state)
     elif result.state == "stopped":
@@ -75,7 +71,7 @@ def sources_text(sources: Any) -> str:
 
 
 def _estimated_speed(result: Any) -> str | None:
-    """``≈ 38 tok/s, estimated from 152 characters/s``: the streamed characters over the generation time.
+    """``≈ 38 tok/s, counted with Qwen's tokenizer``: the streamed text's tokens over the generation time.
 
     None for an answer that arrived whole (``--no-stream``): it has no generation time of its own.
     """
@@ -83,12 +79,10 @@ def _estimated_speed(result: Any) -> str | None:
         return None
     if result.parameters.get("stream") is False:
         return None
-    chars = len(result.text) + len(result.reasoning)
-    if not chars:
+    tokens = getattr(result, "counted_output", 0)
+    if not tokens:
         return None
-    per_second = chars / (result.elapsed - result.ttft)
-    return (f"≈ {per_second / CHARS_PER_TOKEN:.0f} tok/s, estimated from {per_second:.0f} characters/s "
-            f"at about {CHARS_PER_TOKEN} a token")
+    return f"≈ {tokens / (result.elapsed - result.ttft):.0f} tok/s, counted with Qwen's tokenizer"
 
 
 def call_text(name: str, arguments: str) -> str:

@@ -70,7 +70,7 @@ def models(settings: QwenSettings, args: argparse.Namespace) -> tuple[ModelTable
             note = translate(err, Request(messages=(), model="", endpoint=endpoint)).line()
     if args.name:
         print(_verdict(args.name, listed, where) if catalogue else _server_verdict(args.name, listed, where, note))
-    return ModelTable(listed, where, settings.local_context, note, asked, catalogue), listed
+    return ModelTable(listed, where, settings.local_context, note, asked, catalogue, settings.prices), listed
 
 
 def _verdict(name: str, listed: list[str] | None, where: str) -> str:
@@ -120,6 +120,7 @@ def local_status(loaded: list[dict], default) -> str:
 def run_log(recorder: Recorder, args: argparse.Namespace, prices: Mapping[str, Any]) -> Any:
     """List, search, show, total, export or delete logged runs; what the magic returns, if anything."""
     from ..runlog.view import ShownRun, cost_table, runs_table
+    from ..tokens.prices import Price
 
     log = recorder.log()
     log.flush(_READ_WAIT)
@@ -130,7 +131,7 @@ def run_log(recorder: Recorder, args: argparse.Namespace, prices: Mapping[str, A
         if record is None:
             raise InvalidInput(f"No run with id {args.id!r} in the log", "%qwen_log lists the runs and their ids")
         price = prices.get(record.model)
-        return ShownRun(record, (float(price[0]), float(price[1])) if price else None)
+        return ShownRun(record, Price.flat(price[0], price[1]) if price else None)
     elif args.action == "df":
         return log.to_dataframe()
     elif args.action == "cost":

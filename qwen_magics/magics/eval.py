@@ -22,6 +22,7 @@ from IPython.core.magic_arguments import argument, magic_arguments
 from .. import runner
 from ..backends import backend_for
 from ..errors import InvalidInput, QwenMagicsError
+from .map import progress_view, run_context
 from ..options.declare import options_from, parse_options, request_arguments, words
 from ..options.settings import AXES, Setting, settings_of
 from ..options.value import Options
@@ -242,15 +243,11 @@ class QwenEvalMagics(Magics):
         maps.finish(progress, rows, line)
         return False
 
-    def _progress(self, job: Any, price: tuple[float, float] | None) -> Any:
-        from ..render.progress import Progress
-
-        return Progress(len(job), notebook=self.settings.renders_in_notebook(), priced=bool(price and any(price)),
-                        interval=self.settings.update_interval)
+    def _progress(self, job: Any, price: Any) -> Any:
+        return progress_view(self.settings, job, price)
 
     def _context(self) -> dict[str, Any]:
-        """What every answer's log record says of where it ran."""
-        return dict(kernel_id=self.settings.run_log.kernel_id(), notebook=os.environ.get("JPY_SESSION_NAME") or None)
+        return run_context(self.settings)
 
     def _request_options(self, args: argparse.Namespace, setting: Setting) -> Options:
         """One setting's request options: this magic's request options, with the setting's values of the

@@ -27,7 +27,7 @@ from ..options.value import Options
 
 _CANCEL_GRACE = 10.0
 _CONCURRENCY = 8  # rows in flight unless --concurrency says otherwise
-_MAP_OWN = ("concurrency", "dry_run", "limit", "fresh", "out", "batch", "no_wait")
+_MAP_OWN = ("concurrency", "dry_run", "limit", "fresh", "out", "batch", "no_wait", "budget")
 """The options that say how the map runs, not what each row asks."""
 
 
@@ -46,9 +46,11 @@ class QwenMapMagics(Magics):
     @argument("-f", "--format", choices=["text", "json"], default="text",
               help="text (default), or json: JSON mode, each answer parsed into columns (--schema: validated)")
     @argument("--concurrency", type=int, metavar="N", help="rows in flight at most (default 8)")
-    @argument("--dry-run", action="store_true", help="show the first three prompts, the row count and an input-token "
-              "estimate; send nothing")
+    @argument("--dry-run", action="store_true", help="show the first three prompts, the row count, the input tokens "
+              "(Qwen's tokenizer) and the estimated cost; send nothing")
     @argument("--limit", type=int, metavar="N", help="run the first N rows only (to try a prompt)")
+    @argument("--budget", type=float, metavar="AMOUNT", help="spend at most AMOUNT (in the price's currency): "
+              "refused before sending if the estimate is over it; rows that would go over it are not run")
     @argument("--fresh", action="store_true", help="send every row, even those answered before (in the run log)")
     @argument("-o", "--out", metavar="NAME", help="also store the result in NAME (always in _qwen_map)")
     @argument("--batch", action="store_true", help="send the rows as a Model Studio Batch job")
@@ -100,6 +102,8 @@ class QwenMapMagics(Magics):
         """The map's own options in ``args``; what every row's request asks for in ``request``."""
         from ..datamap import run as datamap
 
+        if args.budget is not None and args.batch:
+            raise InvalidInput("--budget bounds a live map, not a Batch job", "drop --budget, or drop --batch")
         if args.no_wait and not args.batch:
             raise InvalidInput("--no-wait goes with --batch", "add --batch, or drop --no-wait to map the rows live")
         if args.out is not None and not args.out.isidentifier():
@@ -121,16 +125,32 @@ class QwenMapMagics(Magics):
         self._notices(job)
         if log is not None and not args.fresh:
             datamap.recall(job, log)
+        budget = self._budget(job, args.budget)
         backend = backend_for(job.requests[0].protocol) if job.requests else None  # the SDK imported now, once
         progress = self._progress(job, job.requests[0].price if job.requests else None)
-        mapping = datamap.MapRun(job, progress, log, concurrency, backend, **self._context())
+        mapping = datamap.MapRun(job, progress, log, concurrency, backend, budget, **self._context())
         future = runner.submit(mapping.run())
         try:
             runner.wait(future)
         except KeyboardInterrupt:
             future.cancel()
             mapping.done.wait(_CANCEL_GRACE)
+        if budget is not None:
+            print(budget.end_line(sum(1 for p in job.unrun if job.outcomes[p] is None)))
         return self._store(datamap.outcome(job), args.out)
+
+    def _budget(self, job: Any, amount: float | None) -> Any:
+        """With --budget: the estimate of the rows to send, shown; refused (nothing sent) if over the budget."""
+        if amount is None:
+            return None
+        from ..datamap import run as datamap
+        from ..datamap.budget import Budget
+
+        budget = Budget(amount, job.requests, datamap.input_tokens(job))
+        todo = [p for p, outcome in enumerate(job.outcomes) if outcome is None]
+        budget.check(todo)
+        print(budget.plan_line(todo))
+        return budget
 
     def _batch(self, job: Any, args: argparse.Namespace, log: Any, template: str) -> Any:
         """The rows not yet answered as Batch jobs (or those submitted before, still uncollected): wait, collect."""
@@ -184,18 +204,28 @@ class QwenMapMagics(Magics):
             else:
                 print(f"⚠ {line}")
 
-    def _progress(self, job: Any, price: tuple[float, float] | None) -> Any:
-        from ..render.progress import Progress
-
-        return Progress(len(job), notebook=self.settings.renders_in_notebook(), priced=bool(price and any(price)),
-                        interval=self.settings.update_interval)
+    def _progress(self, job: Any, price: Any) -> Any:
+        return progress_view(self.settings, job, price)
 
     def _context(self) -> dict[str, Any]:
-        """What every row's log record says of where it ran."""
-        return dict(kernel_id=self.settings.run_log.kernel_id(), notebook=os.environ.get("JPY_SESSION_NAME") or None)
+        return run_context(self.settings)
 
     def _store(self, result: Any, out: str | None) -> Any:
         self.shell.user_ns["_qwen_map"] = result
         if out:
             self.shell.user_ns[out] = result
         return result
+
+
+def progress_view(settings: Any, job: Any, price: Any) -> Any:
+    """The live view of a job's requests (a map's rows, an evaluation's answers); ``price`` (a
+    :class:`~qwen_magics.tokens.prices.Price`) shows the cost in its currency."""
+    from ..render.progress import Progress
+
+    return Progress(len(job), notebook=settings.renders_in_notebook(),
+                    priced=price if price is not None and not price.free else None, interval=settings.update_interval)
+
+
+def run_context(settings: Any) -> dict[str, Any]:
+    """What every request's log record says of where it ran."""
+    return dict(kernel_id=settings.run_log.kernel_id(), notebook=os.environ.get("JPY_SESSION_NAME") or None)

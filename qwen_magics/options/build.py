@@ -20,6 +20,7 @@ from .expand import expand
 from .media import media_url, user_content
 from ..models import LOCAL_LACKS, is_local, known, likely_typo
 from ..request import Endpoint, Request, Sampling
+from ..tokens.prices import price_for
 from ..tools import Tool, tools_from
 from .value import Options
 
@@ -221,7 +222,7 @@ def make_request(options: Options, settings: QwenSettings, messages: list[dict[s
     _check_range("logprobs", options.logprobs, 1, 20, "--logprobs 5")
     return Request(
         messages=tuple(messages), model=model, endpoint=endpoint, sampling=sampling, logprobs=options.logprobs,
-        price=(0.0, 0.0) if is_local(model) else _price(settings.prices.get(model)),
+        price=price_for(model, endpoint.region, settings.prices, local=is_local(model)),
         thinking=thinking, thinking_budget=budget, response_format=response_format(options.format, schema),
         stream=stream, protocol="local" if is_local(model) else api, tools=tools, search=search, extra=extra,
     )
@@ -353,10 +354,6 @@ def partial_message(prefix: str, namespace: dict[str, Any]) -> dict[str, Any]:
     if not isinstance(value, str) or not value:
         raise InvalidInput(f"--prefix {prefix!r} is not text", "give the text itself, or the name of a str variable")
     return {"role": "assistant", "content": value, "partial": True}
-
-
-def _price(price: list[float] | None) -> tuple[float, float] | None:
-    return (float(price[0]), float(price[1])) if price else None
 
 
 def _check_range(name: str, value: int | None, low: int, high: int | None, example: str) -> None:

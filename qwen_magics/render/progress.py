@@ -31,7 +31,7 @@ _SLOWEST = 1.0
 class Progress:
     """Counts folded from each finished row's result, shown throttled in one display (or a tqdm bar)."""
 
-    def __init__(self, total: int, *, notebook: bool, priced: bool = False, interval: float = 0.1,
+    def __init__(self, total: int, *, notebook: bool, priced: Any = None, interval: float = 0.1,
                  clock: Callable[[], float] = time.monotonic) -> None:
         self.total, self.notebook, self.priced, self.interval, self.clock = total, notebook, priced, interval, clock
         self.answered = self.failed = self.recalled = self.in_flight = 0
@@ -130,7 +130,7 @@ class Progress:
         if self._line is None and rate > 0:
             parts.append(f"ETA {_duration((self.total - done) / rate)}")
         if self.priced:
-            parts.append(f"${self.cost:.4f}")
+            parts.append(self.priced.money(self.cost))
         return " · ".join(parts)
 
     def bundle(self) -> dict[str, str]:

@@ -77,7 +77,7 @@ def cost_table(totals: Iterable[Mapping[str, Any]], title: str) -> Table:
 class ShownRun:
     """A logged run displayed as its cell showed it: tool calls, reasoning (collapsed), answer, footer."""
 
-    def __init__(self, record: Any, price: tuple[float, float] | None = None) -> None:
+    def __init__(self, record: Any, price: Any = None) -> None:
         self.record = record
         self.result = Result(model=record.model, parameters=dict(record.parameters), text=record.answer,
                              reasoning=record.reasoning, finish_reason=record.finish_reason,

@@ -353,17 +353,17 @@ class Comparison:
     def rows(self) -> list[dict[str, Any]]:
         """One row per run: its settings, text, reasoning, usage and timings."""
         out = []
-        for column in self.columns:
+        ran = [c for c in self.columns if c.result is not None]
+        similar = summarize([c.result.text for c in ran]).to_first if ran else []
+        for column, to_first in zip(ran, similar):
             r = column.result
-            if r is None:
-                continue
             p = r.parameters
             out.append({"column": column.spec.label, "options": column.options(), "model": r.model,
                         "temperature": p.get("temperature"), "top_p": p.get("top_p"), "top_k": p.get("top_k"),
                         "seed": p.get("seed"), "thinking": p.get("enable_thinking"), "text": r.text,
                         "reasoning": r.reasoning, **_token_columns(r), "ttft": r.ttft, "elapsed": r.elapsed,
                         "tokens_per_second": r.tokens_per_second, "finish_reason": r.finish_reason,
-                        "state": r.state, "error": r.error, "cost": r.cost})
+                        "state": r.state, "error": r.error, "cost": r.cost, "similarity": to_first})
         return out
 
     def to_dataframe(self):
