@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import collections
-import os
 from typing import Any, Mapping
 
 from IPython.core.error import UsageError
