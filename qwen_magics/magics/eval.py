@@ -21,7 +21,7 @@ from IPython.core.magic_arguments import argument, magic_arguments
 from .. import runner
 from ..backends import backend_for
 from ..errors import InvalidInput, QwenMagicsError
-from .map import progress_view, run_context
+from .map import follow_batch, progress_view, run_context
 from ..options.declare import options_from, parse_options, request_arguments, words
 from ..options.settings import AXES, Setting, settings_of
 from ..options.value import Options
@@ -210,37 +210,7 @@ class QwenEvalMagics(Magics):
     def _batch(self, job: Any, args: argparse.Namespace, log: Any, template: str) -> bool:
         """The job's requests not in the run log as Batch jobs (or those submitted before, still uncollected):
         wait, collect; whether the wait was stopped (the jobs go on at the service)."""
-        from .. import batch
-        from ..batch import maps
-        from ..datamap import run as datamap
-
-        batch.check_batchable(job.requests)  # before the log is read or anything is sent
-        if log is not None and not args.fresh:
-            datamap.recall(job, log)
-        todo = [p for p, outcome in enumerate(job.outcomes) if outcome is None]
-        if not todo:
-            return False
-        context = self._context()
-        earlier = None if args.fresh else maps.pending(log, job.id)
-        if earlier is not None:
-            ids = list(earlier.parameters["batch_jobs"])
-            positions = [p for p in earlier.parameters["positions"] if job.outcomes[p] is None]
-            print(f"These requests went as batch job(s) {', '.join(ids)} before: following those, not submitting again")
-        else:
-            ids, positions = maps.submit_map(job, todo, log, template, context), todo
-        progress = self._progress(job, batch.batch_price(job.requests[0].price))
-        progress.begin(job)
-        endpoint = job.requests[0].endpoint
-        try:
-            maps.watch(endpoint, ids, progress)
-        except KeyboardInterrupt:
-            maps.finish(progress, [], maps.stopped_line(ids))
-            return True
-        rows = maps.settle(job, batch.collect(endpoint, ids), positions, log, context)
-        line = datamap.summary(job)
-        maps.mark_collected(job, ids, log, line, context)
-        maps.finish(progress, rows, line)
-        return False
+        return follow_batch(self.settings, job, log, template, fresh=args.fresh)[0] == "stopped"
 
     def _progress(self, job: Any, price: Any) -> Any:
         return progress_view(self.settings, job, price)

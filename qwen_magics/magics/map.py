@@ -156,39 +156,16 @@ class QwenMapMagics(Magics):
         """The rows not yet answered as Batch jobs (or those submitted before, still uncollected): wait, collect."""
         from .. import batch
         from ..datamap import run as datamap
-        from ..batch import maps
 
-        batch.check_batchable(job.requests)  # before the log is read or anything is sent
+        batch.check_batchable(job.requests)  # before the notices, the log or anything is sent
         self._notices(job)
-        if log is not None and not args.fresh:
-            datamap.recall(job, log)
-        todo = [p for p, outcome in enumerate(job.outcomes) if outcome is None]
-        if not todo:
-            print(datamap.summary(job))
-            return self._store(datamap.outcome(job), args.out)
-        context = self._context()
-        earlier = None if args.fresh else maps.pending(log, job.id)
-        if earlier is not None:
-            ids = list(earlier.parameters["batch_jobs"])
-            positions = [p for p in earlier.parameters["positions"] if job.outcomes[p] is None]
-            print(f"These rows went as batch job(s) {', '.join(ids)} before: following those, not submitting again")
-        else:
-            ids, positions = maps.submit_map(job, todo, log, template, context), todo
-        if args.no_wait:
-            print(maps.submitted_line(ids, len(positions)))
+        ended, ids = follow_batch(self.settings, job, log, template, fresh=args.fresh, no_wait=args.no_wait)
+        if ended == "submitted":
             return ids
-        progress = self._progress(job, batch.batch_price(job.requests[0].price))
-        progress.begin(job)
-        endpoint = job.requests[0].endpoint
-        try:
-            maps.watch(endpoint, ids, progress)
-        except KeyboardInterrupt:
-            maps.finish(progress, [], maps.stopped_line(ids))
+        if ended == "stopped":
             return None
-        rows = maps.settle(job, batch.collect(endpoint, ids), positions, log, context)
-        line = datamap.summary(job)
-        maps.mark_collected(job, ids, log, line, context)
-        maps.finish(progress, rows, line)
+        if ended == "nothing to send":
+            print(datamap.summary(job))
         return self._store(datamap.outcome(job), args.out)
 
     def _notices(self, job: Any) -> None:
@@ -229,3 +206,47 @@ def progress_view(settings: Any, job: Any, price: Any) -> Any:
 def run_context(settings: Any) -> dict[str, Any]:
     """What every request's log record says of where it ran."""
     return dict(kernel_id=settings.run_log.kernel_id(), notebook=os.environ.get("JPY_SESSION_NAME") or None)
+
+
+def follow_batch(settings: Any, job: Any, log: Any, template: str, *, fresh: bool,
+                 no_wait: bool = False) -> tuple[str, list[str]]:
+    """A job's requests not yet answered (not in the run log, unless ``fresh``) as Batch jobs, or the jobs
+    they went in before and were not collected: submitted, then followed and collected unless ``no_wait``.
+
+    How it ended (``"nothing to send"``, ``"submitted"``, ``"stopped"`` by Ctrl-C while waiting, the jobs
+    going on at the service, or ``"collected"``) and the Batch job ids.
+    """
+    from .. import batch
+    from ..batch import maps
+    from ..datamap import run as datamap
+
+    batch.check_batchable(job.requests)  # before the log is read or anything is sent
+    if log is not None and not fresh:
+        datamap.recall(job, log)
+    todo = [p for p, outcome in enumerate(job.outcomes) if outcome is None]
+    if not todo:
+        return "nothing to send", []
+    context = run_context(settings)
+    earlier = None if fresh else maps.pending(log, job.id)
+    if earlier is not None:
+        ids = list(earlier.parameters["batch_jobs"])
+        positions = [p for p in earlier.parameters["positions"] if job.outcomes[p] is None]
+        print(f"These {job.noun} went as batch job(s) {', '.join(ids)} before: following those, not submitting again")
+    else:
+        ids, positions = maps.submit_map(job, todo, log, template, context), todo
+    if no_wait:
+        print(maps.submitted_line(ids, len(positions)))
+        return "submitted", ids
+    progress = progress_view(settings, job, batch.batch_price(job.requests[0].price))
+    progress.begin(job)
+    endpoint = job.requests[0].endpoint
+    try:
+        maps.watch(endpoint, ids, progress)
+    except KeyboardInterrupt:
+        maps.finish(progress, [], maps.stopped_line(ids))
+        return "stopped", ids
+    rows = maps.settle(job, batch.collect(endpoint, ids), positions, log, context)
+    line = datamap.summary(job)
+    maps.mark_collected(job, ids, log, line, context)
+    maps.finish(progress, rows, line)
+    return "collected", ids
