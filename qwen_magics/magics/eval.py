@@ -21,7 +21,7 @@ from IPython.core.magic_arguments import argument, magic_arguments
 from .. import runner
 from ..backends import backend_for
 from ..errors import InvalidInput, QwenMagicsError
-from .map import follow_batch, progress_view, run_context
+from .map import data_of, follow_batch, progress_view, run_context
 from ..options.declare import options_from, parse_options, request_arguments, words
 from ..options.settings import AXES, Setting, settings_of
 from ..options.value import Options
@@ -84,13 +84,7 @@ class QwenEvalMagics(Magics):
         Python: qwen_magics.evaluate(data, template, expect=..., score=..., temperature=[...]).
         """
         args = parse_options(self.qwen_eval.parser, words(line), "qwen_eval")
-        try:
-            data = eval(args.data, self.shell.user_ns)  # noqa: S307 - the user's own expression, in their namespace
-        except NameError as err:
-            raise UsageError(f"DATA {args.data!r}: name {getattr(err, 'name', None) or args.data!r} is not defined: "
-                             "define it in a cell first") from None
-        except Exception as err:  # noqa: BLE001 - the user's expression failed: one line
-            raise UsageError(f"DATA {args.data!r} raised {type(err).__name__}: {err}") from None
+        data = data_of(args.data, self.shell.user_ns)
         try:
             return self.run_eval(args, data, cell, self.shell.user_ns)
         except QwenMagicsError as err:

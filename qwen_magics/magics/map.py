@@ -77,13 +77,7 @@ class QwenMapMagics(Magics):
         sends all).  Python: ``qwen_magics.map(data, template, **options)``.
         """
         args = parse_options(self.qwen_map.parser, words(line), "qwen_map")
-        try:
-            data = eval(args.data, self.shell.user_ns)  # noqa: S307 - the user's own expression, in their namespace
-        except NameError as err:
-            raise UsageError(f"DATA {args.data!r}: name {getattr(err, 'name', None) or args.data!r} is not defined: "
-                             "define it in a cell first") from None
-        except Exception as err:  # noqa: BLE001 - the user's expression failed: one line
-            raise UsageError(f"DATA {args.data!r} raised {type(err).__name__}: {err}") from None
+        data = data_of(args.data, self.shell.user_ns)
         try:
             return self.run_map(args, options_from(args), data, cell, self.shell.user_ns)
         except QwenMagicsError as err:
@@ -250,3 +244,15 @@ def follow_batch(settings: Any, job: Any, log: Any, template: str, *, fresh: boo
     maps.mark_collected(job, ids, log, line, context)
     maps.finish(progress, rows, line)
     return "collected", ids
+
+
+def data_of(expression: str, namespace: dict[str, Any]) -> Any:
+    """The rows a magic's DATA names: the user's own expression, evaluated in their namespace; a failure is one
+    line naming it."""
+    try:
+        return eval(expression, namespace)  # noqa: S307 - the user's own expression, in their namespace
+    except NameError as err:
+        raise UsageError(f"DATA {expression!r}: name {getattr(err, 'name', None) or expression!r} is not defined: "
+                         "define it in a cell first") from None
+    except Exception as err:  # noqa: BLE001 - the user's expression failed: one line
+        raise UsageError(f"DATA {expression!r} raised {type(err).__name__}: {err}") from None
