@@ -30,15 +30,14 @@ def _one_line(text: str) -> str:
 class QwenMagicsError(Exception):
     """Base class: ``str(err)`` is the single line the user sees."""
 
-    retryable = False
-
     def __init__(self, message: str, hint: str = "", *, status: int | None = None, code: str | None = None,
-                 backend: str | None = None) -> None:
+                 retry_after: float | None = None) -> None:
         self.message = redact(_one_line(message))
         self.hint = _one_line(hint)
         self.status = status
         self.code = code
-        self.backend = backend
+        self.retry_after = retry_after
+        """Seconds the service asked to wait before trying again (its Retry-After), where it said."""
         super().__init__(self.line())
 
     def line(self) -> str:
@@ -117,7 +116,7 @@ class LocalModelError(QwenMagicsError):
     """The local runtime or model file is missing, damaged, or cannot take the request."""
 
     def __init__(self, message: str, hint: str = "", *, code: str | None = None) -> None:
-        super().__init__(message, hint, code=code, backend="local")
+        super().__init__(message, hint, code=code)
 
 
 class OutputFormatError(QwenMagicsError):

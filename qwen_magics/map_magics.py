@@ -23,7 +23,6 @@ from .backends import backend_for
 from .errors import InvalidInput, QwenMagicsError
 from .options import parse_options
 
-_CANCEL_GRACE = 10.0
 
 
 @magics_class
@@ -150,12 +149,10 @@ class QwenMapMagics(Magics):
         backend = backend_for(job.requests[0].protocol) if job.requests else None  # the SDK imported now, once
         progress = self._progress(job, job.requests[0].price if job.requests else None)
         mapping = datamap.MapRun(job, progress, log, concurrency, backend, **self._context())
-        future = runner.submit(mapping.run())
         try:
-            runner.wait(future)
-        except KeyboardInterrupt:
-            future.cancel()
-            mapping.done.wait(_CANCEL_GRACE)
+            runner.block(mapping.run())
+        except KeyboardInterrupt:  # the rows answered so far are kept; the others stay "not run"
+            pass
         return self._store(datamap.outcome(job), args.out)
 
     def _batch(self, job: Any, args: argparse.Namespace, log: Any, template: str) -> Any:

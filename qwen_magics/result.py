@@ -31,10 +31,9 @@ class Result:
     messages: list[dict[str, Any]] = field(repr=False, default_factory=list)
     text: str = ""
     reasoning: str = ""
-    usage: ev.Usage = field(default_factory=ev.Usage)
-    usage_reported: bool = True
-    """Whether ``usage`` holds counts the service gave.  A run folded from events starts without them and has
-    them once a usage event comes; some OpenAI-compatible servers send none, and ``usage`` then stays zeros."""
+    usage: ev.Usage | None = None
+    """The token counts the service reported for this request; None where it reported none (some
+    OpenAI-compatible servers send none, and a run cut short may end before they come)."""
     finish_reason: str | None = None
     request_id: str | None = None
     state: State = "streaming"
@@ -64,7 +63,7 @@ class Result:
     def for_request(cls, request: Request) -> "Result":
         """An empty result for ``request``, its clock started now."""
         return cls(model=request.model, parameters=request.parameters(), messages=list(request.messages),
-                   price=request.price, usage_reported=False)
+                   price=request.price)
 
     def apply(self, event: ev.Event, at: float | None = None) -> None:
         """Fold one event into the result; ``at`` is when it arrived (monotonic).
@@ -90,7 +89,7 @@ class Result:
         elif isinstance(event, ev.TokenLogprob):
             self.logprobs.append(event)
         elif isinstance(event, ev.Usage):
-            self.usage, self.usage_reported = event, True
+            self.usage = event
         elif isinstance(event, ev.Started):
             self.request_id = event.request_id or self.request_id
             self.model = event.model or self.model
@@ -143,17 +142,19 @@ class Result:
         return self
 
     @property
-    def total_usage(self) -> ev.Usage:
-        """Tokens of every round together (``usage`` is this round's)."""
-        rounds = self.rounds or [self]
-        return ev.Usage(**{name: sum(getattr(r.usage, name) for r in rounds)
+    def total_usage(self) -> ev.Usage | None:
+        """Tokens of every round together (``usage`` is this round's); None where no round's were reported."""
+        counted = [r.usage for r in self.rounds or [self] if r.usage is not None]
+        if not counted:
+            return None
+        return ev.Usage(**{name: sum(getattr(u, name) for u in counted)
                            for name in ("input", "output", "reasoning", "cached")})
 
     @property
     def tokens_per_second(self) -> float | None:
         """Output tokens over the generation time (from first token to the end); None for an answer that
         arrived whole (``--no-stream``), which has no generation time of its own."""
-        if not self.usage.output or self.elapsed is None or self.ttft is None:
+        if self.usage is None or not self.usage.output or self.elapsed is None or self.ttft is None:
             return None
         if self.parameters.get("stream") is False:
             return None
@@ -162,10 +163,11 @@ class Result:
 
     @property
     def cost(self) -> float | None:
-        """What the tokens cost, where the model's price and the tokens are known."""
-        if self.price is None or self.cached_from is not None or not self.usage_reported:
+        """What the tokens of every round (:attr:`total_usage`) cost, where the model's price and they are known."""
+        usage = self.total_usage
+        if self.price is None or self.cached_from is not None or usage is None:
             return None
-        return (self.usage.input * self.price[0] + (self.usage.output) * self.price[1]) / 1_000_000
+        return (usage.input * self.price[0] + usage.output * self.price[1]) / 1_000_000
 
     @property
     def complete(self) -> bool:
@@ -177,7 +179,7 @@ class Result:
     def __repr__(self) -> str:
         head = self.text[:60] + ("…" if len(self.text) > 60 else "")
         u = self.usage
-        tokens = f"{u.input}/{u.output}/{u.reasoning}" if self.usage_reported else "not-reported"
+        tokens = f"{u.input}/{u.output}/{u.reasoning}" if u is not None else "not-reported"
         return f"<Result {self.model} {self.state} finish={self.finish_reason} tokens={tokens} text={head!r}>"
 
     def _repr_mimebundle_(self, include=None, exclude=None) -> dict[str, str]:

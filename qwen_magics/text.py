@@ -26,8 +26,8 @@ def footer_text(result: Any) -> str:
     and estimates the speed from the characters streamed, saying how.
     """
     u = result.usage
-    reported = getattr(result, "usage_reported", True)
-    reasoning = f" / {u.reasoning} reasoning" if u.reasoning else ""
+    reported = u is not None
+    reasoning = f" / {u.reasoning} reasoning" if reported and u.reasoning else ""
     parts = [result.model, f"{u.input} in / {u.output} out{reasoning} tokens" if reported
              else "tokens not reported by the server"]
     answers = len(getattr(result, "choices", ()))

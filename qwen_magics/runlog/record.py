@@ -89,8 +89,8 @@ def record_from(result: Any, request: Any, **context: Any) -> Record:
     """
     endpoint = request.endpoint
     envs = {"DASHSCOPE_API_KEY", getattr(endpoint, "api_key_env", "DASHSCOPE_API_KEY")}
-    usage = getattr(result, "total_usage", None) or result.usage
-    counted = getattr(result, "usage_reported", True)
+    usage = result.total_usage  # with --tools: every round's, as the cost is
+    counted = usage is not None
     if "started" not in context:
         context["started"] = utc_iso(datetime.now(timezone.utc) - timedelta(seconds=result.elapsed or 0))
     fields: dict[str, Any] = dict(

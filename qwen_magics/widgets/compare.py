@@ -20,7 +20,6 @@ import contextlib
 import html
 import itertools
 import shlex
-import threading
 from dataclasses import dataclass, field
 from typing import Any, AsyncIterator, Callable, Mapping
 
@@ -141,7 +140,6 @@ class Comparison:
         self.diff_toggle.observe(lambda _: self._show_summary(), "value")
         self.widget = w.VBox([w.HBox([c.box for c in self.columns], layout=w.Layout(flex_flow="row wrap")),
                               self.summary, w.HBox([self.stop_button, self.diff_toggle])])
-        self.done = threading.Event()
 
     def _column(self, spec: ColumnSpec) -> Column:
         options = w.Text(value=spec.options, layout=w.Layout(width="100%"), tooltip="this column's %qwen options")
@@ -156,11 +154,11 @@ class Comparison:
     # Running ---------------------------------------------------------------------------------
 
     async def run_all(self) -> None:
-        """Stream every column at once (within the concurrency limit); never raises for a column."""
-        try:
-            await asyncio.gather(*(self._run(c) for c in self.columns))
-        finally:
-            self.done.set()
+        """Stream every column at once (within the concurrency limit); never raises for a failed column.
+
+        Cancelled, every running column stops, keeps its partial answer (marked stopped), and the
+        cancellation propagates."""
+        await asyncio.gather(*(self._run(c) for c in self.columns))
 
     def start(self, column: Column) -> None:
         """Re-run one column in the background (the cell that made the comparison has finished).
@@ -194,13 +192,20 @@ class Comparison:
             url = request.endpoint.base_url
             async with self._server_limit(url), local_lock if is_local(request.model) else semaphore:
                 result = Result.for_request(request)  # its clock starts when its turn comes
-                await runner.drive(self._watched(column, url, backend_for(request.protocol)(request)), renderer,
-                                   result)
-            if self.on_result is not None:
-                self.on_result(request, result)
+                try:
+                    await runner.drive(self._watched(column, url, backend_for(request.protocol)(request)), renderer,
+                                       result)
+                finally:  # stopped too: its partial answer is logged and shown in the summary
+                    if self.on_result is not None:
+                        self.on_result(request, result)
+                    self._settle(column, result)
+                return result
+        self._settle(column, result)
+        return result
+
+    def _settle(self, column: Column, result: Result) -> None:
         column.result, column.task = result, None
         self._show_summary()
-        return result
 
     def _get_limits(self) -> tuple[asyncio.Semaphore, asyncio.Lock]:
         if self._limits is None:  # created on the loop that uses them
@@ -221,8 +226,9 @@ class Comparison:
             self._shared |= {*streaming, id(column)}
         streaming.add(id(column))
         try:
-            async for event in events:
-                yield event
+            async with contextlib.aclosing(events):
+                async for event in events:
+                    yield event
         except StreamCut as err:
             if id(column) not in self._shared:
                 raise
@@ -230,7 +236,6 @@ class Comparison:
                             f"run with --concurrency 1, or %config QwenMagics.concurrency = {{{url!r}: 1}}") from err
         finally:
             streaming.discard(id(column))
-            await events.aclose()
 
     def _show_summary(self) -> None:
         results = self.results
@@ -318,7 +323,7 @@ class Comparison:
 
 def _token_columns(result: Result) -> dict[str, int | None]:
     """A run's token counts; None, not 0, where the server reported none."""
-    if not result.usage_reported:
+    if result.usage is None:
         return {"input_tokens": None, "output_tokens": None, "reasoning_tokens": None}
     u = result.usage
     return {"input_tokens": u.input, "output_tokens": u.output, "reasoning_tokens": u.reasoning}

@@ -147,9 +147,11 @@ class Panel:
                 self.result = runner.refused(renderer, err, model=self.model.value)
                 return self.result
             self.result = result = Result.for_request(request)
-            await runner.drive(backend_for(request.protocol)(request), renderer, result)
-        if self.on_result is not None:
-            self.on_result(request, result)
+            try:
+                await runner.drive(backend_for(request.protocol)(request), renderer, result)
+            finally:  # a stopped run is logged too, with its partial answer
+                if self.on_result is not None:
+                    self.on_result(request, result)
         return result
 
     async def _add_listed(self, list_models: Callable[[], Any]) -> None:
