@@ -12,11 +12,12 @@ is (:func:`~qwen_magics.backends.common.guarded`: at most ``max_retries``
 times); the map only takes over the waits between tries: a rate limit halves
 the limit and holds every row back for the service's Retry-After, and the
 waiting row gives up its place meanwhile; the limit grows back one step per
-window of successes.  Every
-finished row is written to the run log at once, grouped under the job, and a
-later run of the same job takes each row whose exact request has a complete
-answer in the log from there, so an interrupted or killed run loses at most
-the rows that were in flight.
+window of successes.  Every finished row goes to the run log at once (the
+log's writer thread stores it, with any other rows waiting, in one
+transaction), grouped under the job, and a later run of the same job takes
+each row whose exact request has a complete answer in the log from there, so
+an interrupted or killed run loses at most the rows that were in flight (and,
+killed, the few being stored).
 """
 
 from __future__ import annotations
@@ -362,7 +363,6 @@ class MapRun:
         """``context`` goes into every row's log record (``kernel_id``, ``notebook``)."""
         self.job, self.progress, self.log, self.backend, self.context = job, progress, log, backend, context
         self.throttle = Throttle(concurrency)
-        self._writes: set[asyncio.Future] = set()  # rows answered whose record is being written
 
     async def run(self) -> None:
         todo = deque(i for i, outcome in enumerate(self.job.outcomes) if outcome is None)
@@ -374,7 +374,8 @@ class MapRun:
             for worker in workers:
                 worker.cancel()
             await asyncio.gather(*workers, return_exceptions=True)
-            await asyncio.gather(*self._writes, return_exceptions=True)  # an answered row is never lost to a stop
+            if self.log is not None:  # an answered row is never lost to a stop: its record is stored first
+                await asyncio.to_thread(self.log.flush)
             self.progress.finish(summary(self.job))
 
     async def _work(self, todo: deque[int]) -> None:
@@ -383,13 +384,10 @@ class MapRun:
             result = await self._answer(self.job.requests[position])
             self.job.settle(position, result)
             self.progress.add(self.job.label(position), result)
-            if self.log is not None:  # written now, off the loop: a killed kernel loses only the rows in flight
-                record = record_from(result, self.job.requests[position], group_id=self.job.id, group_kind="dataset",
-                                     cache_key=self.job.keys[position], **self.context)
-                write = asyncio.ensure_future(asyncio.to_thread(self.log.write, record))
-                self._writes.add(write)
-                write.add_done_callback(self._writes.discard)
-                await asyncio.shield(write)  # a stop cancels the row's worker, not the writing of its answer
+            if self.log is not None:  # stored at once by the log's writer thread, with any other rows waiting
+                self.log.write_async(record_from(result, self.job.requests[position], group_id=self.job.id,
+                                                 group_kind="dataset", cache_key=self.job.keys[position],
+                                                 **self.context))
 
     async def _answer(self, request: Request) -> Result:
         """The row's result; a stop (the worker cancelled) propagates."""

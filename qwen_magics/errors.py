@@ -10,16 +10,28 @@ from __future__ import annotations
 
 import os
 import re
+from typing import Callable
 
 _KEYLIKE = re.compile(r"\bsk-[A-Za-z0-9*._-]{2,}")
 
 
 def redact(text: str, key_env: str = "DASHSCOPE_API_KEY") -> str:
     """Remove the API key, or anything shaped like one, from text bound for a person."""
-    key = os.environ.get(key_env)
-    if key and len(key) >= 4:
-        text = text.replace(key, "***")
-    return _KEYLIKE.sub("sk-***", text)
+    return redactor(key_env)(text)
+
+
+def redactor(*key_envs: str) -> Callable[[str], str]:
+    """:func:`redact` for many texts: the keys named by ``key_envs`` are read from the environment once."""
+    keys = [key for key in (os.environ.get(env) for env in key_envs or ("DASHSCOPE_API_KEY",))
+            if key and len(key) >= 4]
+
+    def clean(text: str) -> str:
+        for key in keys:
+            if key in text:
+                text = text.replace(key, "***")
+        return _KEYLIKE.sub("sk-***", text) if "sk-" in text else text
+
+    return clean
 
 
 def _one_line(text: str) -> str:

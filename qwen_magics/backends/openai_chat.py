@@ -13,7 +13,6 @@ cut, even though the SDK ends it quietly.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 from typing import Any, AsyncIterator
 
 import openai
@@ -36,9 +35,8 @@ def client_for(endpoint: Endpoint, sdk_retries: bool = True):
     key = endpoint.api_key()
     if key is None and endpoint.key_required:
         raise missing_key(endpoint.api_key_env, endpoint.region)
-    fingerprint = hashlib.sha256((key or "").encode()).hexdigest()
     retries = endpoint.max_retries if sdk_retries else 0
-    cache_key = (endpoint.base_url, fingerprint, endpoint.timeout, endpoint.connect_timeout, retries)
+    cache_key = (endpoint.base_url, key, endpoint.timeout, endpoint.connect_timeout, retries)  # the client holds it
     if cache_key not in _clients:
         _clients[cache_key] = openai.AsyncOpenAI(
             api_key=key or _NO_KEY,
@@ -96,11 +94,11 @@ async def close(stream) -> None:
 
     ``close()`` releases the connection but leaves the SDK's generators
     suspended, in a reference cycle with the stream; a later garbage
-    collection finalised them all at once, and httpx2's then closed each other
-    out of order ("Exception ignored ... async generator already executing",
-    printed under some later cell).  Iterating the closed stream ends them
-    now, in order: it raises at once, the body being gone (or yields nothing,
-    the stream having ended).
+    collection would finalise them all at once, and httpx2's would close each
+    other out of order ("Exception ignored ... async generator already
+    executing", printed under some later cell).  Iterating the closed stream
+    ends them here, in order: it raises at once, the body being gone (or
+    yields nothing, the stream having ended).
     """
     await stream.close()
     with contextlib.suppress(Exception):
