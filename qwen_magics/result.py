@@ -144,7 +144,9 @@ class Result:
     @property
     def total_usage(self) -> ev.Usage | None:
         """Tokens of every round together (``usage`` is this round's); None where no round's were reported."""
-        counted = [r.usage for r in self.rounds or [self] if r.usage is not None]
+        if not self.rounds:
+            return self.usage
+        counted = [r.usage for r in self.rounds if r.usage is not None]
         if not counted:
             return None
         return ev.Usage(**{name: sum(getattr(u, name) for u in counted)
