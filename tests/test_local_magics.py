@@ -73,7 +73,7 @@ def test_ctrl_c_stops_local_generation_and_keeps_the_partial_answer(offline):
     with pytest.raises(UsageError, match="Stopped by user"):
         offline.run_line_magic("qwen", f"-m local:0.5b -t 0 --max-tokens 1000 {PROMPT} Explain every line at length.")
     result = offline.user_ns["_qwen"]
-    assert result.state == "stopped" and result.text and result.usage.output < 1000
+    assert result.state == "stopped" and result.text and result.usage is None  # the count comes at the end only
     assert not [t for t in threading.enumerate() if t.name == "qwen-local"]  # generation really ended
     assert offline.run_line_magic("qwen", "-m local:0.5b --max-tokens 4 again").complete
 
