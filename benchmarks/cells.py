@@ -116,7 +116,7 @@ LOCAL_PROMPT = "Write a Python function that tells whether a number is prime."
 # generation in any other thread runs about 35% slower; a baseline in the main thread would measure that.
 LOCAL_RAW = """\
 import threading as _b_threading
-from qwen_magics.local_model import load as _b_load, resolve as _b_resolve
+from qwen_magics.local.model import load as _b_load, resolve as _b_resolve
 _b_llm = _b_load(_b_resolve("local:0.5b")).llm
 _b_parts = []
 def _b_generate():

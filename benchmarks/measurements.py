@@ -262,7 +262,7 @@ def steady_state(server: LoopbackServer, env: dict, quick: bool, log: Log) -> li
 
 def local_overhead(server: LoopbackServer, env: dict, quick: bool, log: Log) -> list[Row]:
     """6. %%qwen -m local:0.5b vs raw llama-cpp-python streaming the same prompt and settings, alternated."""
-    from qwen_magics.local_model import MODELS, is_assembled
+    from qwen_magics.local.model import MODELS, is_assembled
 
     if not is_assembled(MODELS["0.5b"]):
         return [Row("6. local backend overhead", "skipped: local 0.5b not installed", "≤ 1.05", None)]

@@ -3,8 +3,8 @@
 It serves a notebook in JupyterLab and drives it in headless Chromium with the browser tests' harness
 (``tests/browser/lab.py``). The kernel has no API key, so the local Qwen answers (the 1.5B when it is
 installed, else the 0.5B: ``qwen-magics install-local``), and its run log is in a temporary folder. The
-notebook compares three temperatures, shows the sampling panel (the script sets its sliders, types a
-prompt and presses Run, as a person does) and opens the probability view on a ``--logprobs`` answer, moved
+notebook compares three temperatures, shows the sampling panel's two columns (the script links their
+token budget, types a prompt and presses Run all, as a person does) and opens the probability view on a ``--logprobs`` answer, moved
 to the answer's last word with its temperature raised. Each picture is cropped to the cells it shows,
 without the prompt column, and refused if it would show a local path.
 
@@ -28,7 +28,7 @@ sys.path.insert(0, str(ROOT / "tests"))
 from browser.lab import (CHROMIUM, LAB, PANEL, JupyterServer, chromium_context,  # noqa: E402
                          open_notebook, page_errors, run_all, set_slider, write_notebook)
 
-from qwen_magics import local_model  # noqa: E402
+from qwen_magics.local import model as local_model  # noqa: E402
 
 DOCS = ROOT / "docs"
 COMPARE, PANEL_CELL, ANSWER, PROBS = 2, 3, 4, 5  # the cells' places in the notebook (nth-child)
@@ -36,7 +36,7 @@ CELLS = [
     "%load_ext qwen_magics",
     "%%qwen_compare -m local -t 0,0.8,1.3 --seed 7 --max-tokens 80\n"
     "In two sentences, explain to a student what a language model's temperature does.",
-    "%qwen_panel",
+    "%qwen_panel -m local -t 0.3,1.2 --seed 7",
     "%%qwen -m local --logprobs 5 -t 0 --max-tokens 30\nComplete the sentence: The best pet for a small flat is",
     "%qwen_probs",
 ]
@@ -87,16 +87,19 @@ def check_setup() -> str:
 
 
 def run_panel(page: Any) -> None:
-    """Set the panel as a person would (a lower temperature, a token budget, a seed), type a prompt, press Run."""
+    """Set the two columns as a person would (a token budget linked across both), type a prompt, press Run all."""
     panel = cell(PANEL_CELL)
-    set_slider(page, page.locator(f"{panel} .widget-slider").filter(has_text="temperature"), "0.3")
-    for name, value in (("max tokens", "90"), ("seed", "7")):
-        box = page.locator(f"{panel} .widget-text").filter(has_text=name).locator("input")
-        box.fill(value)
-        box.press("Enter")
+    first = page.locator(f"{panel} .widget-gridbox > .widget-vbox").first
+    first.get_by_text("more settings").click()
+    row = first.locator(".widget-hbox").filter(has=page.locator(".widget-text").filter(has_text="max tokens"))
+    row.locator(".widget-toggle-button").click()  # linked: the budget moves in both columns
+    box = row.locator("input[type=number]")
+    box.fill("90")
+    box.press("Enter")
+    first.get_by_text("more settings").click()  # folded again
     page.locator(f"{panel} textarea[placeholder='prompt']").fill(PANEL_PROMPT)
-    page.locator(f"{panel} .widget-button").filter(has_text="Run").click()
-    page.wait_for_function(FOOTERS_JS, arg=[panel, 1], timeout=10 * MINUTES)
+    page.locator(f"{panel} .widget-button").filter(has_text="Run all").click()
+    page.wait_for_function(FOOTERS_JS, arg=[panel, 2], timeout=20 * MINUTES)
 
 
 def move_probs_sliders(page: Any) -> None:

@@ -1,6 +1,6 @@
 """Regenerate the gallery: run the teaching notebooks on the local model and save them with their outputs.
 
-    python notebooks/regenerate.py                      all four (30 minutes with the 1.5B on a busy 2-core machine)
+    python notebooks/regenerate.py                      all five (30 minutes with the 1.5B on a busy 2-core machine)
     python notebooks/regenerate.py quickstart datasets  only these
 
 GitHub and nbviewer then show real streamed answers, comparison grids and
@@ -10,9 +10,9 @@ profile and working directory in a temporary folder, so the local Qwen answers
 and nothing of the user's is read or written. The saved outputs are scrubbed of
 what is private or volatile (home, checkout and temporary paths, execution
 timings, widget views beside a static export), each code cell records the SHA-256
-of the source it ran (``tests/test_gallery.py`` fails when a cell changes
-without regenerating), and a notebook whose outputs still fail
-:func:`problems` is not written.
+of the source it ran and of the outputs it saved (``tests/test_gallery.py`` fails
+when a cell's code changes without regenerating, or when an output is edited by
+hand), and a notebook whose outputs still fail :func:`problems` is not written.
 
 Not part of the test run: it takes minutes of real generation.
 """
@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import json
 import os
 import re
 import sys
@@ -32,9 +33,10 @@ import nbformat
 from nbclient import NotebookClient
 
 HERE = Path(__file__).resolve().parent
-GALLERY = ("quickstart", "compare_sampling", "offline_sampling", "datasets")
+GALLERY = ("quickstart", "compare_sampling", "offline_sampling", "datasets", "sampling_lab", "evaluate_sampling")
 METADATA = "qwen_magics"
 HASH_KEY = "source_sha256"
+OUTPUTS_KEY = "outputs_sha256"
 #: A widget view needs a live kernel or saved widget state. nbconvert (nbviewer) skips a view with no
 #: state and shows the next format, but a viewer that picks the view anyway (JupyterLab reopening the
 #: file: "model not found") shows no answer; where the output also carries a static text/html export
@@ -52,9 +54,16 @@ def source_sha256(source: str) -> str:
     return hashlib.sha256(source.encode("utf-8")).hexdigest()
 
 
+def outputs_sha256(outputs: list) -> str:
+    """The SHA-256 of a cell's outputs as saved: every field, keys sorted, multi-line text joined (as
+    nbformat reads it), so any edit to what a reader sees changes it."""
+    return hashlib.sha256(json.dumps(outputs, sort_keys=True, ensure_ascii=False,
+                                     separators=(",", ":")).encode("utf-8")).hexdigest()
+
+
 def private_strings() -> list[str]:
     """This machine's paths that must not appear in a saved notebook: checkout, model cache, home, temp."""
-    from qwen_magics.local_model import cache_dir
+    from qwen_magics.local.model import cache_dir
 
     paths = {HERE.parent, cache_dir(), Path.home(), Path(tempfile.gettempdir())}
     return [str(p) for p in paths if len(str(p)) > 1]
@@ -64,14 +73,18 @@ def problems(nb: nbformat.NotebookNode) -> list[str]:
     """Why the saved outputs of ``nb`` cannot be published as they are; empty when they can.
 
     Stale outputs (a code cell whose source changed since its outputs were
-    made), error outputs, local paths, API keys and script elements.
+    made), outputs edited after the run, error outputs, local paths, API keys
+    and script elements.
     """
     found = []
     for number, cell in enumerate((c for c in nb.cells if c.cell_type == "code"), 1):
-        ran = cell.metadata.get(METADATA, {}).get(HASH_KEY)
-        if ran != source_sha256(cell.source):
+        recorded = cell.metadata.get(METADATA, {})
+        if recorded.get(HASH_KEY) != source_sha256(cell.source):
             found.append(f"code cell {number} ({cell.source.splitlines()[0][:40]!r}): its outputs are not from "
                          "its current source")
+        if recorded.get(OUTPUTS_KEY) != outputs_sha256(cell.outputs):
+            found.append(f"code cell {number} ({cell.source.splitlines()[0][:40]!r}): its outputs are not the "
+                         "ones the run saved")
         found += [f"code cell {number}: error output {o.get('ename')}: {o.get('evalue')}"
                   for o in cell.outputs if o.output_type == "error"]
         found += [f"code cell {number}: a <script> element in its HTML output" for o in cell.outputs
@@ -93,13 +106,13 @@ def kernel_env(scratch: Path) -> dict[str, str]:
 
 
 def scrub(nb: nbformat.NotebookNode, replacements: list[tuple[str, str]]) -> None:
-    """Make the executed ``nb`` publishable: paths replaced, timings and kernel-only views dropped, sources hashed."""
+    """Make the executed ``nb`` publishable: paths replaced, timings and kernel-only views dropped, sources and
+    the scrubbed outputs hashed."""
     nb.metadata.pop("widgets", None)
     for cell in nb.cells:
         if cell.cell_type != "code":
             continue
         cell.metadata.pop("execution", None)
-        cell.metadata[METADATA] = {HASH_KEY: source_sha256(cell.source)}
         for output in cell.outputs:
             data = output.get("data", {})
             if WIDGET_VIEW in data and "text/html" in data:
@@ -110,6 +123,7 @@ def scrub(nb: nbformat.NotebookNode, replacements: list[tuple[str, str]]) -> Non
             for mime, value in data.items():
                 if isinstance(value, str) and not mime.startswith("image/"):
                     data[mime] = _replace(value, replacements)
+        cell.metadata[METADATA] = {HASH_KEY: source_sha256(cell.source), OUTPUTS_KEY: outputs_sha256(cell.outputs)}
 
 
 def _replace(text: str, replacements: list[tuple[str, str]]) -> str:
@@ -139,6 +153,8 @@ def regenerate(name: str) -> float:
         raise SystemExit(f"{name}: not written, its outputs are not publishable: " + "; ".join(found))
     nbformat.validate(nb)
     nbformat.write(nb, path)
+    if found := problems(nbformat.read(path, as_version=4)):  # what the tests read: the file as saved
+        raise SystemExit(f"{name}: written, but the saved file fails its checks: " + "; ".join(found))
     return time.monotonic() - started
 
 
@@ -149,7 +165,7 @@ def main(argv: list[str] | None = None) -> None:
     names = parser.parse_args(argv).names or list(GALLERY)
     for name in set(names) - set(GALLERY):
         parser.error(f"{name!r} is not a gallery notebook: name some of {', '.join(GALLERY)}")
-    from qwen_magics.local_model import default_model, is_assembled
+    from qwen_magics.local.model import default_model, is_assembled
 
     model = default_model()
     if not is_assembled(model):

@@ -11,30 +11,40 @@ __version__ = "0.1.0"
 
 def load_ipython_extension(ipython) -> None:
     """Register the magics (IPython calls this on ``%load_ext``): %%qwen, %qwen_chat, %qwen_local, %qwen_log,
-    %qwen_panel, %%qwen_compare, %qwen_probs, %%qwen_map, %qwen_batch; and let ``%qwen What is X?`` ask rather
+    %qwen_panel, %%qwen_compare, %qwen_probs, %qwen_lab, %%qwen_map, %qwen_batch, %%qwen_eval; and let ``%qwen What is X?`` ask rather
     than open help."""
-    from . import line_help
-    from .batch_magics import QwenBatchMagics
-    from .magics import QwenMagics
-    from .map_magics import QwenMapMagics
-    from .widget_magics import QwenWidgetMagics
+    from .magics import line_help
+    from .magics.batch import QwenBatchMagics
+    from .magics.eval import QwenEvalMagics
+    from .magics.lab import QwenLabMagics
+    from .magics.qwen import QwenMagics
+    from .magics.map import QwenMapMagics
+    from .magics.widgets import QwenWidgetMagics
 
     settings = QwenMagics(ipython)
     ipython.register_magics(settings)
     ipython.register_magics(QwenWidgetMagics(ipython, settings))
     ipython.register_magics(QwenMapMagics(ipython, settings))
     ipython.register_magics(QwenBatchMagics(ipython, settings))
+    ipython.register_magics(QwenLabMagics(ipython, settings))
+    ipython.register_magics(QwenEvalMagics(ipython, settings))
     line_help.register(ipython)
 
 
-def panel():
-    """The sampling panel widget (as ``%qwen_panel``), sharing the loaded extension's settings."""
+def panel(columns: int | None = None, **lists):
+    """The sampling panel (as ``%qwen_panel``), sharing the loaded extension's settings; it displays itself.
+
+    ``columns=2`` opens two columns; lists give a value per column (``model=["qwen-plus", "qwen-flash"]``,
+    ``temperature=[0, 1.3]``, ``top_p``, ``seed``, ``thinking``, ``presence_penalty``, ``repetition_penalty``).
+    ``panel.columns[i].temperature`` (...) are a column's controls; ``panel.run()`` returns a future whose result
+    is the comparison (as ``%%qwen_compare`` returns); ``panel.as_compare_cell()`` is that cell.
+    """
     from IPython import get_ipython
 
     shell = get_ipython()
     if shell is None or "QwenWidgetMagics" not in shell.magics_manager.registry:
         raise RuntimeError("Load the extension first: %load_ext qwen_magics")
-    return shell.magics_manager.registry["QwenWidgetMagics"].make_panel().widget
+    return shell.magics_manager.registry["QwenWidgetMagics"].panel_from_python(columns, lists)
 
 
 def map(data, template: str, **options):
@@ -49,6 +59,22 @@ def map(data, template: str, **options):
     if shell is None or "QwenMapMagics" not in shell.magics_manager.registry:
         raise RuntimeError("Load the extension first: %load_ext qwen_magics")
     return shell.magics_manager.registry["QwenMapMagics"].map_from_python(data, template, options)
+
+
+def evaluate(data, template: str, **options):
+    """Score a prompt over the rows of ``data`` at several settings (as ``%%qwen_eval``); options by their long
+    names, lists as lists: ``expect=``, ``score=`` (a scorer's name, or a function ``f(answer, expected, row)``),
+    ``model=``, ``temperature=[0, 1]``, ``repeats=``, ``judge=``, ``limit=``, ...
+
+    Returns the same :class:`~qwen_magics.evaluation.report.Evaluation` as the magic: ``.table``, ``.answers``,
+    ``.compare(a, b)``.
+    """
+    from IPython import get_ipython
+
+    shell = get_ipython()
+    if shell is None or "QwenEvalMagics" not in shell.magics_manager.registry:
+        raise RuntimeError("Load the extension first: %load_ext qwen_magics")
+    return shell.magics_manager.registry["QwenEvalMagics"].evaluate_from_python(data, template, options)
 
 
 def log():
@@ -73,3 +99,23 @@ def probs_widget(result, position: int | None = None):
     from .widgets.probs import probs_widget as make
 
     return make(result, position)
+
+
+def lab(prompt: str, model: str = "local", chat: bool = False, seed: int | None = None, **settings):
+    """The sampling lab (as ``%qwen_lab``): continue ``prompt`` on the local Qwen one token at a time.
+
+    ``chat=True`` puts the prompt in the chat template as a user turn; ``seed`` seeds Sample and Run to end;
+    ``settings`` are ``temperature``, ``top_k``, ``typical_p``, ``top_p``, ``min_p``, ``repetition``,
+    ``frequency``, ``presence`` (None: that stage off).  The widget answers from Python too:
+    ``distribution(shaped=True)``, ``entropy()``, ``set(...)``, ``step(token=None)``, ``back()``,
+    ``draw(n, seed=0)``, ``text``, ``tokens``, ``stages``.
+    """
+    from IPython import get_ipython
+
+    from .magics.lab import make_lab
+
+    shell = get_ipython()
+    context = 4096
+    if shell is not None and "QwenMagics" in shell.magics_manager.registry:
+        context = shell.magics_manager.registry["QwenMagics"].local_context
+    return make_lab(prompt, model, chat=chat, seed=seed, context=context, **settings)

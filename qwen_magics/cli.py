@@ -12,8 +12,8 @@ import sys
 from collections.abc import Sequence
 
 from .errors import QwenMagicsError
-from .install_local import install
-from .local_model import MODELS
+from .local.install import install
+from .local.model import MODELS
 
 
 def _parser() -> argparse.ArgumentParser:

@@ -56,6 +56,8 @@ class TokenLogprob:
     token: str
     logprob: float
     top: tuple[tuple[str, float], ...] = ()
+    entropy: float | None = None
+    """Bits of the whole next-token distribution here (the local model); None where only the top K are known."""
     type: Literal["logprob"] = "logprob"
 
 

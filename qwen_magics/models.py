@@ -52,6 +52,20 @@ def is_local(model: str) -> bool:
     return model == "local" or model.startswith("local:")
 
 
+#: What the in-process models cannot do, by the option (its destination name) that asks for it, and why.
+LOCAL_LACKS = {
+    "search": "the local model cannot search the web",
+    "thinking": "the local Qwen2.5-Coder models do not reason",
+    "thinking_budget": "the local Qwen2.5-Coder models do not reason",
+}
+
+
+def unsupported_controls(model: str) -> tuple[str, ...]:
+    """The sampling controls ``model`` does not honour (``search``, ``thinking``, ``thinking_budget``): a surface
+    greys them out rather than send what would be ignored."""
+    return tuple(LOCAL_LACKS) if is_local(model) else ()
+
+
 def picker_options(listed: list[str] | None = None, catalogue: bool = True) -> list[str]:
     """Known models (unless ``catalogue`` is false: a server other than Model Studio), then whatever the
     endpoint listed, then the local ones; no duplicates."""

@@ -13,6 +13,8 @@ from dataclasses import dataclass, field, fields
 from typing import Any, Literal
 
 Protocol = Literal["chat", "responses", "dashscope", "local"]
+APIS: tuple[str, ...] = ("chat", "responses", "dashscope")
+"""The remote protocols a user picks with ``--api``; ``local`` follows from the model's name."""
 ResponseFormat = dict[str, Any]
 """``{"type": "json_object"}``, or ``{"type": "json_schema", "json_schema": {"name", "schema", "strict"}}``."""
 

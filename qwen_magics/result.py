@@ -14,8 +14,8 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from . import events as ev
-from .fragments import footer_html, reasoning_html
-from .markdown import render_markdown
+from .display.fragments import footer_html, reasoning_html
+from .display.markdown import render_markdown
 from .request import Request
 
 State = Literal["streaming", "complete", "incomplete", "stopped"]
@@ -174,6 +174,13 @@ class Result:
     @property
     def complete(self) -> bool:
         return self.state == "complete"
+
+    @property
+    def refused(self) -> bool:
+        """The run failed or was stopped before the model produced anything: no text, reasoning, tool call or
+        token count.  It has nothing for a footer to describe; its error is all there is to show."""
+        return self.state in ("incomplete", "stopped") and not (
+            self.text or self.reasoning or self._tool_calls or self.logprobs or self.usage is not None or self._others)
 
     def __str__(self) -> str:
         return self.text

@@ -26,7 +26,7 @@ from typing import Any, Callable, Literal
 from .errors import InvalidInput
 from .request import Request
 from .result import Result
-from .text import call_text
+from .display.text import call_text
 
 _SCALARS = {str: "string", int: "integer", float: "number", bool: "boolean"}
 _ARG_LINE = re.compile(r"^\s*(\*{0,2}\w+)\s*(?:\([^)]*\))?\s*:\s*(.+)$")

@@ -16,8 +16,19 @@ import pytest
 sys.path.insert(0, os.path.dirname(__file__))
 
 from loopback import DEFAULT_KEY, LoopbackServer  # noqa: E402
+from parts import browser_missing, local_model_missing, require  # noqa: E402
 
 FAKE_KEY = DEFAULT_KEY
+
+
+def pytest_runtest_setup(item):
+    """A test marked ``local`` (its argument: the model, ``0.5b`` unless given) or ``browser`` skips with the
+    command that installs what it lacks, or fails under ``CI=true`` (see parts.py), before any fixture runs."""
+    local = item.get_closest_marker("local")
+    if local is not None:
+        require("this local-model test", local_model_missing(*local.args[:1]))
+    if item.get_closest_marker("browser") is not None:
+        require("this browser test", browser_missing())
 
 
 @pytest.fixture(scope="session")

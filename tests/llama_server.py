@@ -3,7 +3,7 @@
 A real server the package did not write, for the tests of ``--base-url``: it
 streams without usage chunks and, by default, cuts the running stream when the
 next request comes.  :func:`missing` says why it cannot run here (its extra
-dependencies or the model absent), for a skip.
+dependencies or the model absent): a skip, or under ``CI=true`` a failure (tests/parts.py).
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ _STOP_TIMEOUT = 10.0
 
 def model_path() -> Path | None:
     """The installed 0.5B GGUF, or None."""
-    from qwen_magics import local_model
+    from qwen_magics.local import model as local_model
     from qwen_magics.errors import LocalModelError
 
     try:

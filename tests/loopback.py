@@ -63,7 +63,7 @@ import uuid
 from collections import deque
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, Iterable, Literal, Optional
+from typing import Any, Callable, Iterable, Literal, Optional
 from urllib.parse import urlsplit
 
 __all__ = ["LoopbackServer", "Script", "Recorded", "DEFAULT_KEY", "DEFAULT_MODELS", "tool_call_wire",
@@ -628,7 +628,7 @@ class _Handler(BaseHTTPRequestHandler):
         if bad:
             self._send_error(bad[0], bad[1], rid)
             return
-        script = owner._next_script() or Script()
+        script = owner._next_script(body) or Script()
         rid = script.request_id or rid
         self._sleep(script.first_byte_delay)
         if script.status is not None and script.status >= 400:
@@ -784,6 +784,7 @@ class LoopbackServer:
         self._stored: dict[str, list[dict]] = {}  # Responses API: response id -> its conversation
         self._random_faults: Optional[tuple[float, list[Script], random.Random, Optional[Script]]] = None
         self._injected: list[Script] = []
+        self._responder: Optional[Callable[[dict], Optional[Script]]] = None
         self.batches = _batch.Batches()  # files and batch jobs: see loopback_batch
         self._threads: set[threading.Thread] = set()
         self._conns: set[socket.socket] = set()
@@ -844,9 +845,18 @@ class LoopbackServer:
             for s in scripts:
                 self._queue.append([s, max(1, s.repeat)])
 
-    def _next_script(self) -> Optional[Script]:
+    def respond(self, answer: Optional[Callable[[dict], Optional[Script]]]) -> None:
+        """From now on, a chat request that finds the queue empty gets ``answer(body)`` (None: the default reply);
+        so each request's reply can depend on its prompt and parameters, whatever order they come in.
+        ``respond(None)`` (or :meth:`reset`) turns it off."""
+        with self._lock:
+            self._responder = answer
+
+    def _next_script(self, body: Optional[dict] = None) -> Optional[Script]:
         with self._lock:
             if not self._queue:
+                if self._responder is not None and body is not None:
+                    return self._responder(body)
                 return self._random_fault()
             entry = self._queue[0]
             entry[1] -= 1
@@ -872,6 +882,7 @@ class LoopbackServer:
             self._stored.clear()
             self._random_faults = None
             self._injected.clear()
+            self._responder = None
         self.batches.clear()
 
     # -- random faults (load tests): on top of the queue, never instead of it

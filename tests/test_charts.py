@@ -10,10 +10,10 @@ import math
 import re
 import xml.etree.ElementTree as ET
 
-from qwen_magics.charts import BLUE, ORANGE, Series, bar_rows, probability_strip
+from qwen_magics.display.charts import BLUE, ORANGE, Series, bar_rows, entropy_strip, probability_strip
 from qwen_magics.events import TokenLogprob
-from qwen_magics.fragments import token_view_html
-from qwen_magics.summary import diversity_chart, summarize, summary_html, summary_markdown
+from qwen_magics.display.fragments import token_view_html
+from qwen_magics.display.summary import diversity_chart, summarize, summary_html, summary_markdown
 
 SVG = "{http://www.w3.org/2000/svg}"
 HOSTILE = '<script>alert("x")</script> & -t 1'
@@ -137,3 +137,26 @@ def test_the_comparison_exports_its_diversity_chart(ip, dashscope):
     markdown = comparison.to_markdown()
     assert len(svgs_in(markdown)) == 1 and "\n<div><svg" in markdown
     assert len(svgs_in(comparison.summary.value)) == 1  # and under the live widget
+
+
+def test_the_entropy_strip_keeps_its_peak_and_says_where_its_values_come_from():
+    bits = [0.1] * 400
+    bits[217] = 6.5
+    whole = parse(entropy_strip(bits))
+    heights = [int(rect.get("height")) for rect in bars(whole)]
+    assert len(heights) == 134  # 3 tokens a bar, each bar at its run's highest
+    assert heights[217 // 3] == round(6.5 / 7 * 60) and sorted(heights)[-2] == round(0.1 / 7 * 60)  # scale: 7 bits
+    assert "whole vocabulary" in whole.find(f"{SVG}title").text
+    assert "approximation" in parse(entropy_strip([1.0, 2.0], approximate=True)).find(f"{SVG}title").text
+
+
+def test_the_token_view_charts_entropy_whole_for_the_local_model_and_approximate_from_the_top_k():
+    local = [TokenLogprob("a", -0.1, (("a", -0.1), ("b", -2.5)), 3.25), TokenLogprob("b", -1.0, (("b", -1.0),), 0.5)]
+    remote = [TokenLogprob("a", -0.1, (("a", -0.1), ("b", -2.5))), TokenLogprob("b", -1.0, (("b", -1.0),))]
+
+    whole, approximate = svgs_in(token_view_html(local))[1], svgs_in(token_view_html(remote))[1]
+    assert "whole vocabulary" in whole.find(f"{SVG}title").text
+    assert [int(r.get("height")) for r in bars(whole)] == [round(3.25 / 4 * 60), round(0.5 / 4 * 60)]
+    assert "approximation" in approximate.find(f"{SVG}title").text
+    assert int(bars(approximate)[1].get("height")) == 0  # one alternative: no uncertainty left to see
+    assert len(svgs_in(token_view_html([TokenLogprob("a", -0.1)]))) == 1

@@ -3,9 +3,9 @@
 import pytest
 from traitlets.config import Config
 
-from qwen_magics.config import REGIONS, QwenSettings
+from qwen_magics.options.config import REGIONS, QwenSettings
 from qwen_magics.errors import InvalidInput
-from qwen_magics.options import endpoint_for
+from qwen_magics.options.build import endpoint_for
 
 
 @pytest.mark.parametrize("region, url", [

@@ -4,7 +4,7 @@ import pandas as pd
 import pytest
 
 from qwen_magics.errors import InvalidInput
-from qwen_magics.expand import expand
+from qwen_magics.options.expand import expand
 
 
 def run(template, **ns):

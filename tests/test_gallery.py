@@ -2,7 +2,7 @@
 
 ``python notebooks/regenerate.py`` makes those outputs. These tests execute
 nothing: they read the committed files and check that every code cell's
-outputs come from its current source, that nothing in them is private or
+outputs come from its current source and are the ones the run saved, that nothing in them is private or
 unsafe to publish (errors, local paths, keys, script elements), and that a
 reader sees real answers where each notebook teaches with them.
 """
@@ -62,10 +62,28 @@ def missing(name: str, nb) -> list[str]:
             "the tinted token view with its chart":
                 "Token probabilities" in html and "<svg" in shown(nb, "text/html", "%%qwen -t 0 --logprobs"),
         },
+        "sampling_lab": {
+            "the whole vocabulary's distribution": "151,936 tokens have p > 0" in shown(nb, "stream"),
+            "what each setting removes": "removed: top_p" in shown(nb, "stream"),
+            "Sample 100 beside the computed shares": "observed in 100" in shown(nb, "stream"),
+            "entropy along an answer": "Entropy of the next-token distribution" in shown(nb, "text/html", "%%qwen"),
+            "the lab's static view": "The sampler&#x27;s stages" in html or "The sampler's stages" in html,
+        },
         "datasets": {
             "every review labelled": "30 rows: 30 answered" in plain,
             "the labels as a DataFrame": all(
                 word in shown(nb, "text/html", "labels[") for word in ("<table", "sentiment", "topic")),
+        },
+        "evaluate_sampling": {
+            "the dry run's count": "12 rows x 3 settings x 2 repeats = 72 requests" in shown(nb, "stream"),
+            "every answer scored": "72 requests: 72 answered" in plain,
+            "the table, the chart of intervals and the sentence":
+                all(part in shown(nb, "text/html", "%%qwen_eval data --expect answer --score number -m local -t 0,1,1.8 "
+                                                   "--repeats 2 --limit 12 --max-tokens 8 -o")
+                    for part in ("<table", "<svg", 'class="interval"', "significant at 5%")),
+            "the paired test": "Wilcoxon signed-rank" in shown(nb, "text/plain", "temps.compare")
+                               or "exact McNemar" in shown(nb, "text/plain", "temps.compare"),
+            "the Python twin's answers from the run log": "(72 from the run log)" in plain,
         },
     }[name]
     return [what for what, seen in expected.items() if not seen]
@@ -95,6 +113,25 @@ def test_a_cell_edited_without_regenerating_is_stale(spoiled):
     assert [p for p in regenerate.problems(nb) if "not from its current source" in p]
 
 
+def test_an_output_edited_by_hand_is_found(spoiled):
+    nb, cell = spoiled
+    output = cell.outputs[0]
+    if "text" in output:
+        output.text = output.text.replace(output.text[:1], "X", 1)
+    else:
+        mime = next(m for m in output.data if m.startswith("text/"))
+        output.data[mime] = "a nicer answer, typed in by hand"
+    assert [p for p in regenerate.problems(nb) if "its outputs are not the ones the run saved" in p]
+
+
+def test_an_output_added_or_removed_by_hand_is_found(spoiled):
+    nb, cell = spoiled
+    cell.outputs.append(nbformat.v4.new_output("stream", name="stdout", text="an extra line\n"))
+    assert [p for p in regenerate.problems(nb) if "its outputs are not the ones the run saved" in p]
+    cell.outputs[:] = []
+    assert [p for p in regenerate.problems(nb) if "its outputs are not the ones the run saved" in p]
+
+
 def test_an_error_output_is_found(spoiled):
     nb, cell = spoiled
     cell.outputs.append(nbformat.v4.new_output("error", ename="LocalModelError", evalue="boom", traceback=[]))
@@ -104,7 +141,7 @@ def test_an_error_output_is_found(spoiled):
 @pytest.mark.parametrize("path", ["/home/ada/work/log.db", "/root/.cache/qwen-magics/x.gguf", "/tmp/qwen-gallery-1/",
                                   "/Users/ada/notes.txt", str(ROOT / "qwen_magics"), "{cache}/model.gguf"])
 def test_a_local_path_is_found(spoiled, path):
-    from qwen_magics.local_model import cache_dir
+    from qwen_magics.local.model import cache_dir
 
     nb, cell = spoiled
     text = f"saved to {path.format(cache=cache_dir())}\n"
@@ -169,3 +206,5 @@ def test_scrub_replaces_paths_drops_kernel_only_parts_and_hashes_sources():
     assert WIDGET_VIEW not in cell.outputs[1].data and cell.outputs[1].data["text/html"] == "<b>grid</b>"
     assert WIDGET_VIEW in cell.outputs[2].data  # nothing static to show in its place
     assert "execution" not in cell.metadata and "widgets" not in nb.metadata
+    assert cell.metadata["qwen_magics"]["outputs_sha256"] == regenerate.outputs_sha256(cell.outputs)  # as scrubbed
+    assert regenerate.problems(nbformat.reads(nbformat.writes(nb), as_version=4)) == []  # and as saved

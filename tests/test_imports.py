@@ -90,7 +90,7 @@ def circles(edges: dict[str, set[str]]) -> list[list[str]]:
 
 def test_the_walk_sees_the_package_and_would_see_a_circle():
     edges = graph()
-    assert "qwen_magics.runner" in edges["qwen_magics.magics"]
+    assert "qwen_magics.runner" in edges["qwen_magics.magics.qwen"]
     assert "qwen_magics.backends.common" in edges["qwen_magics.backends.openai_chat"]
     assert circles({**edges, "qwen_magics.events": {"qwen_magics.result"}}) != []  # result imports events
 
@@ -110,11 +110,11 @@ def test_values_import_no_renderer_and_backends_import_no_driver_or_renderer():
                 todo.append(nxt)
         return seen
 
-    for value in ("qwen_magics.result", "qwen_magics.request", "qwen_magics.events", "qwen_magics.text"):
+    for value in ("qwen_magics.result", "qwen_magics.request", "qwen_magics.events", "qwen_magics.display.text"):
         assert not {m for m in reaches(value) if m.startswith(("qwen_magics.render", "qwen_magics.widgets"))}, value
-    assert edges["qwen_magics.text"] == set()  # plain text about a run: imports nothing of the package
+    assert edges["qwen_magics.display.text"] == set()  # plain text about a run: imports nothing of the package
     for backend in (m for m in edges if m.startswith("qwen_magics.backends")):
         bad = {m for m in reaches(backend)
-               if m in ("qwen_magics.runner", "qwen_magics.magics") or m.startswith(("qwen_magics.render",
+               if m == "qwen_magics.runner" or m.startswith(("qwen_magics.magics", "qwen_magics.render",
                                                                                      "qwen_magics.widgets"))}
         assert not bad, (backend, bad)

@@ -175,5 +175,8 @@ def test_the_panel_sends_its_penalties_and_web_search_and_makes_them_the_default
     panel.defaults_button.click()
     settings = ip.magics_manager.registry["QwenMagics"]
     assert (settings.presence_penalty, settings.repetition_penalty, settings.search) == (1.2, 1.15, True)
-    panel.presence_penalty.value, panel.repetition_penalty.value, panel.search.value = 0, 1, False
-    assert "penalty" not in panel.options() and "--search" not in panel.options()  # neutral values send nothing
+    controls = panel.columns[0].controls
+    controls.default["presence_penalty"].value = controls.default["repetition_penalty"].value = True
+    controls.search.value = False
+    options = " ".join(controls.tokens())
+    assert "penalty" not in options and "--search" not in options  # unset ("default" ticked): nothing sent

@@ -17,6 +17,7 @@ import pytest
 
 from conftest import outputs_text
 from llama_server import ALIAS, LlamaServer, missing, model_path
+from parts import require
 from qwen_magics import runner
 from qwen_magics.models import MODEL_STUDIO
 
@@ -27,9 +28,7 @@ ONE_AT_A_TIME = "this server may serve one request at a time. Run with --concurr
 
 @pytest.fixture(scope="module")
 def llama(tmp_path_factory):
-    reason = missing()
-    if reason:
-        pytest.skip(reason)
+    require("llama.cpp's server", missing())
     with LlamaServer(model_path(), tmp_path_factory.mktemp("llama") / "server.log") as server:
         yield server
 
@@ -135,9 +134,11 @@ def test_the_panel_offers_the_servers_models_and_runs_one_request_at_a_time(ip, 
     panel.max_tokens.value, panel.temperature.value = 24, 0
     panel.prompt.value = "Count from 1 to 30."
     panel.run()
-    wait_for(lambda: panel.result is not None and panel.result.text)
+    wait_for(lambda: "".join(part.value for part in panel.output.children))  # the first run is answering
+    again = panel.run()  # stops the first, and sends only once it has ended
+    wait_for(lambda: panel.result is not None)
     first = panel.result
-    second = runner.wait(panel.run(), 60)  # stops the first, and sends only once it has ended
+    second = runner.wait(again, 60).results[0]
     assert first.state == "stopped" and second.state == "complete" and second.text.strip()
     assert second.started >= first.started + first.elapsed
     assert "tokens not reported by the server" in panel.output.children[-1].value

@@ -18,7 +18,7 @@ import pytest
 
 from qwen_magics.backends.local import stream
 from qwen_magics.events import Event, Finished, Started, TextDelta, TokenLogprob, Usage
-from qwen_magics.local_model import LocalModelError, load, loaded, resolve, unload
+from qwen_magics.local.model import LocalModelError, load, loaded, resolve, unload
 from qwen_magics.request import Endpoint, Request, Sampling
 
 pytestmark = pytest.mark.local
@@ -137,33 +137,47 @@ def test_json_mode_gives_json() -> None:
     assert isinstance(json.loads(text(events)), dict)
 
 
+COUNT = "Count from 1 to 1000, one number per line."  # runs to max_tokens
+
+
+def within_a_few_tokens(stopping: float, token: float) -> bool:
+    """Stopping took at most ten tokens' time (or 2 s), a token's time measured on this machine as it runs
+    now: the answer runs to 400 tokens, so a stop that waits for the generation to end takes far longer."""
+    return stopping < max(2.0, 10 * token)
+
+
 def test_closing_the_consumer_stops_generation_and_the_worker() -> None:
-    async def read_three_then_close() -> float:
-        answer = stream(request(STORY, temperature=0, max_tokens=400))
-        deltas = 0
+    async def read_three_then_close() -> tuple[float, float]:
+        begun = time.perf_counter()
+        answer = stream(request(COUNT, temperature=0, max_tokens=400))
+        arrivals = []
         async for event in answer:
-            deltas += isinstance(event, TextDelta)
-            if deltas == 3:
+            if isinstance(event, TextDelta):
+                arrivals.append(time.perf_counter())
+            if len(arrivals) == 3:
                 break
         started = time.perf_counter()
         await answer.aclose()
-        return time.perf_counter() - started
+        return time.perf_counter() - started, (arrivals[2] - begun) / 3  # the prompt's time counts too
 
-    assert asyncio.run(read_three_then_close()) < 2
+    stopping, token = asyncio.run(read_three_then_close())
+    assert within_a_few_tokens(stopping, token), (stopping, token)
     assert workers() == []
     assert load(resolve("local:0.5b")).lock.acquire(blocking=False)
     load(resolve("local:0.5b")).lock.release()
 
 
 def test_cancelling_the_task_stops_generation_and_the_worker() -> None:
-    async def cancel_after_three() -> float:
+    async def cancel_after_three() -> tuple[float, float]:
         seen = asyncio.Event()
+        arrivals = []
+        begun = time.perf_counter()
 
         async def consume() -> None:
-            deltas = 0
-            async for event in stream(request(STORY, temperature=0, max_tokens=400)):
-                deltas += isinstance(event, TextDelta)
-                if deltas == 3:
+            async for event in stream(request(COUNT, temperature=0, max_tokens=400)):
+                if isinstance(event, TextDelta):
+                    arrivals.append(time.perf_counter())
+                if len(arrivals) == 3:
                     seen.set()
 
         task = asyncio.create_task(consume())
@@ -172,10 +186,35 @@ def test_cancelling_the_task_stops_generation_and_the_worker() -> None:
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
             await task
-        return time.perf_counter() - started
+        return time.perf_counter() - started, (arrivals[2] - begun) / 3
 
-    assert asyncio.run(cancel_after_three()) < 2
+    stopping, token = asyncio.run(cancel_after_three())
+    assert within_a_few_tokens(stopping, token), (stopping, token)
     assert workers() == []
+
+
+def test_a_cancelled_answer_hands_on_its_token_counts_before_the_cancellation_ends_it() -> None:
+    """A stopped answer keeps llama.cpp's counts: the prompt's tokens and every token generated before the stop."""
+    async def cancel_after_three() -> list[Event]:
+        seen, events = asyncio.Event(), []
+
+        async def consume() -> None:
+            async for event in stream(request(STORY, temperature=0, max_tokens=400)):
+                events.append(event)
+                if sum(isinstance(e, TextDelta) for e in events) == 3:
+                    seen.set()
+
+        task = asyncio.create_task(consume())
+        await seen.wait()
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        return events
+
+    events = asyncio.run(cancel_after_three())
+    [usage] = [e for e in events if isinstance(e, Usage)]
+    assert usage.input > 10 and sum(isinstance(e, TextDelta) for e in events) <= usage.output < 400
+    assert not [e for e in events if isinstance(e, Finished)] and workers() == []
 
 
 def test_loop_stays_responsive_and_requests_take_turns() -> None:

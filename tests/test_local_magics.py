@@ -14,7 +14,7 @@ from IPython.core.error import UsageError
 from nbclient import NotebookClient
 
 from conftest import interrupt_once_text_arrives
-from qwen_magics.local_model import default_model, unload
+from qwen_magics.local.model import default_model, unload
 
 pytestmark = pytest.mark.local
 ROOT = Path(__file__).resolve().parents[1]
@@ -75,7 +75,22 @@ def test_ctrl_c_stops_local_generation_and_keeps_the_partial_answer(offline):
     result = offline.user_ns["_qwen"]
     assert result.state == "stopped" and result.text and result.usage is None  # the count comes at the end only
     assert not [t for t in threading.enumerate() if t.name == "qwen-local"]  # generation really ended
+    # llama.cpp's own counts, not an estimate: the prompt, and every token generated before the stop
+    assert result.usage is not None and result.usage.input > 20 and result.usage.output >= max(1, len(result.text) // 8)
+    footer = offline.display_pub.outputs[-1]["data"]["text/plain"]
+    assert f"{result.usage.input} in / {result.usage.output} out tokens" in footer and "estimated" not in footer
+    assert footer.endswith("ran locally, free · stopped")  # the why is the cell's one error line, not said twice
     assert offline.run_line_magic("qwen", "-m local:0.5b --max-tokens 4 again").complete
+
+
+def test_a_missing_local_model_is_one_line_and_no_footer(offline, tmp_path, monkeypatch):
+    monkeypatch.setenv("QWEN_MAGICS_CACHE", str(tmp_path))  # an empty cache: no model installed
+    with pytest.raises(UsageError) as refused:
+        offline.run_line_magic("qwen", "-m local:0.5b hi")
+    assert str(refused.value) == ("Local model 0.5b is not installed. Run `qwen-magics install-local --model 0.5b` "
+                                  "(or `%qwen_local install` in a notebook).")
+    assert offline.display_pub.outputs == []  # no footer, no second copy of the error
+    assert offline.user_ns["_qwen"].state == "incomplete"
 
 
 def test_qwen_local_shows_and_unloads_the_model(offline, capsys):
@@ -167,6 +182,20 @@ def test_a_comparison_of_local_columns_only_says_they_take_turns_and_nothing_of_
     assert out.count("its 2 columns run one after another") == 1 and "other columns" not in out
 
 
+def test_a_local_column_waiting_for_its_turn_says_so(ip):
+    from qwen_magics import runner
+    from qwen_magics.widgets.compare import Comparison, column_specs
+
+    specs = column_specs({"-m": ["local:0.5b"], "-t": ["0", "1"]}, False, 1, ["--max-tokens", "4"])
+    comparison = Comparison(PROMPT, specs, ip.magics_manager.registry["QwenWidgetMagics"].request_factory(PROMPT))
+    seen = []
+    for column in comparison.columns:
+        column.status.observe(lambda change: seen.append(change.new), "value")
+    runner.wait(runner.submit(comparison.run_all()), 120)
+    assert any("waiting for the local model: it answers one column at a time" in s for s in seen), seen
+    assert all(c.result.complete and c.status.value == "" for c in comparison.columns)
+
+
 def test_with_no_key_the_panel_starts_on_the_local_model_and_a_refused_run_says_so_once(offline):
     from test_widgets import wait_for
 
@@ -176,11 +205,11 @@ def test_with_no_key_the_panel_starts_on_the_local_model_and_a_refused_run_says_
     panel.run_button.click()
     wait_for(lambda: panel.result is not None and panel.result.state != "streaming", timeout=120)
     assert panel.result.complete and panel.result.parameters["protocol"] == "local"
+    local = panel.result
     panel.model.value = "qwen-plus"  # a Model Studio model, and no key
-    panel.run_button.click()
-    wait_for(lambda: panel.result is not None and panel.result.state == "incomplete")
-    shown = [part.value for part in panel.output.children]
-    assert len(shown) == 1 and "No API key" in shown[0]
+    panel.run().result(30)
+    assert "No API key" in panel.status.value and panel.status.value.count("<div") == 1  # one line
+    assert panel.result is local  # a refused run is not a run: the local answer stays
 
 
 def test_a_local_footer_says_the_run_was_local_and_free_not_cost_0(offline):
@@ -205,3 +234,27 @@ def test_the_local_model_honours_both_penalties(offline):
     assert plain.complete and penalised.complete and present.complete
     assert penalised.text != plain.text and present.text != plain.text
     assert penalised.parameters["repetition_penalty"] == 1.6 and present.parameters["presence_penalty"] == 2
+
+
+def test_search_and_thinking_on_the_local_model_say_they_were_not_applied_and_are_not_recorded(
+        offline, run_log_in_a_temporary_folder):
+    from qwen_magics.runlog import RunLog
+
+    result = offline.run_cell_magic("qwen", "-m local:0.5b --search --thinking --thinking-budget 200 -t 0 "
+                                            "--max-tokens 4", "Who won the 2022 World Cup?")
+    assert notices(offline) == ["⚠ --search is not applied: the local model cannot search the web",
+                                "⚠ --thinking is not applied: the local Qwen2.5-Coder models do not reason",
+                                "⚠ --thinking-budget is not applied: the local Qwen2.5-Coder models do not reason"]
+    assert result.complete  # answered without them, instead of refusing the run
+    assert not {"enable_search", "enable_thinking", "thinking_budget"} & set(result.parameters)
+    assert offline.magics_manager.registry["QwenMagics"].run_log.log().flush(10)
+    [record] = RunLog(run_log_in_a_temporary_folder).recent(5)
+    assert record.parameters == result.parameters and "enable_search" not in record.parameters
+
+
+def test_a_configured_search_is_named_by_its_setting_on_the_local_model(offline):
+    offline.run_line_magic("config", "QwenMagics.search = True")
+    result = offline.run_line_magic("qwen", "-m local:0.5b -t 0 --max-tokens 2 --no-stream hi")
+    assert notices(offline) == ["⚠ QwenMagics.search = True is not applied: the local model cannot search the web",
+                                "⚠ --no-stream is not applied: the local model shows its answer as it generates it"]
+    assert "enable_search" not in result.parameters and result.parameters["stream"] is True

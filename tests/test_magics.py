@@ -260,7 +260,18 @@ def test_a_failure_mid_stream_keeps_what_streamed_and_marks_it_incomplete(ip, da
     result = ip.user_ns["_qwen"]
     assert result.state == "incomplete" and result.text == "alpha beta g" and message in result.error
     shown = [o["data"]["text/plain"] for o in ip.display_pub.outputs]
-    assert "alpha beta g" in shown and shown[-1].endswith(f"incomplete: {result.error}")
+    assert "alpha beta g" in shown and shown[-1].endswith(" · incomplete")  # the error is the cell's one line
+    assert result.error not in "\n".join(shown)
+
+
+def test_a_run_refused_before_any_output_is_its_one_error_line_with_no_footer(ip, dashscope, capsys):
+    with pytest.raises(UsageError, match=r"Model 'qwen-nope' is not available"):
+        ip.run_line_magic("qwen", "-m qwen-nope hi")
+    assert ip.display_pub.outputs == [] and ip.user_ns["_qwen"].state == "incomplete"
+    ip.run_line_magic("config", "QwenMagics.display_mode = 'terminal'")
+    with pytest.raises(UsageError, match=r"Model 'qwen-nope' is not available"):
+        ip.run_line_magic("qwen", "-m qwen-nope hi")
+    assert capsys.readouterr().out == ""
 
 
 def test_a_stalled_stream_times_out_with_the_partial_answer(ip, dashscope):
@@ -277,7 +288,8 @@ def test_ctrl_c_stops_the_stream_and_keeps_the_partial_answer(ip, dashscope):
         ip.run_line_magic("qwen", "-m qwen-plus hi")
     result = ip.user_ns["_qwen"]
     assert result.state == "stopped" and 0 < len(result.text) < 400
-    assert ip.display_pub.outputs[-1]["data"]["text/plain"].endswith("stopped by user: partial answer")
+    footer = ip.display_pub.outputs[-1]["data"]["text/plain"]
+    assert footer.endswith(" · stopped") and "stopped by user" not in footer.lower()  # said once, by the error
     assert suspended_sdk_generators() == []  # the SDK's stream was closed, not left to the garbage collector
     assert ip.run_line_magic("qwen", "--no-thinking again").complete  # the shell stays usable
 
@@ -306,7 +318,7 @@ def test_logprobs_are_asked_for_kept_per_token_and_shown_tinted(ip, dashscope):
     assert "".join(e.token for e in result.logprobs) == result.text
     assert all(len(e.top) == 3 and e.top[0][0] == e.token and e.logprob <= 0 for e in result.logprobs)
     view = [o["data"]["text/html"] for o in ip.display_pub.outputs if "Token probabilities" in o["data"]["text/html"]]
-    assert len(view) == 1 and view[0].count("<span title=\"p = ") == len(result.logprobs)
+    assert len(view) == 1 and view[0].count("<span title=\"model probability ") == len(result.logprobs)
     ip.run_line_magic("qwen_probs", "")
     assert "application/vnd.jupyter.widget-view+json" in ip.display_pub.outputs[-1]["data"]
 
@@ -315,7 +327,7 @@ def test_probs_needs_a_result_with_logprobs(ip):
     ip.run_line_magic("qwen", "--no-thinking hi")
     with pytest.raises(UsageError, match=r"no token probabilities: run the cell again with --logprobs 5"):
         ip.run_line_magic("qwen_probs", "")
-    with pytest.raises(UsageError, match=r"No result named 'nothing'"):
+    with pytest.raises(UsageError, match=r"No result or logged run named 'nothing'"):
         ip.run_line_magic("qwen_probs", "nothing")
     with pytest.raises(UsageError, match=r"logprobs 50 is out of range"):
         ip.run_line_magic("qwen", "--logprobs 50 hi")

@@ -299,15 +299,43 @@ def test_map_from_python_takes_the_options_as_keywords(mp, dashscope):
 
 @pytest.mark.local
 def test_the_local_model_maps_rows_in_turn(mp, dashscope, capsys):
-    from qwen_magics.local_model import unload
+    from qwen_magics.local.model import unload
 
     mp.user_ns["words"] = ["cat", "dog", "fish"]
     try:
         frame = mp.run_cell_magic("qwen_map", "words -m local:0.5b -t 0 --max-tokens 6", "Say {item}.")
     finally:
         unload()
-    assert "⚠ The local model takes rows in turn: --concurrency 8 runs as 1" in capsys.readouterr().out
-    assert (frame.state == "complete").all() and (frame.answer.str.len() > 0).all() and sent(dashscope) == 0
+    assert "concurrency" not in capsys.readouterr().out + str(notices(mp))  # the user asked for none
+    assert (frame.state == "complete").all(), frame.error.dropna().unique().tolist()
+    assert (frame.answer.str.len() > 0).all() and sent(dashscope) == 0
+
+
+def notices(shell) -> list[str]:
+    """The notices shown in the cell, as %%qwen shows its own: rich displays, not printed text."""
+    return [o["data"]["text/plain"] for o in shell.display_pub.outputs
+            if o["data"]["text/plain"].startswith("⚠") and "color:#a65e00" in o["data"].get("text/html", "")]
+
+
+@pytest.mark.local
+def test_the_no_key_notice_is_said_once_per_kernel_and_only_of_what_was_asked(mp, monkeypatch, capsys):
+    from qwen_magics.local.model import default_model, unload
+
+    monkeypatch.delenv("DASHSCOPE_API_KEY")
+    mp.user_ns["words"] = ["cat", "dog"]
+    try:
+        mp.run_cell_magic("qwen_map", "words -t 0 --max-tokens 2", "Say {item}.")
+        mp.run_cell_magic("qwen_map", "words -t 0 --max-tokens 3", "Say {item}.")
+        mp.run_line_magic("qwen", "-t 0 --max-tokens 2 hi")
+        asked = mp.run_cell_magic("qwen_map", "words -t 0 --max-tokens 2 --concurrency 4", "Say {item}.")
+    finally:
+        unload()
+    assert notices(mp) == [
+        f"⚠ No DASHSCOPE_API_KEY set: answering with {default_model().title}, running locally in this kernel "
+        "(set DASHSCOPE_API_KEY to use Model Studio)",
+        "⚠ The local model takes rows in turn: --concurrency 4 runs as 1"]
+    assert "⚠" not in capsys.readouterr().out  # not printed as monospace text
+    assert (asked.state == "complete").all()
 
 
 # a real kernel, killed mid-map
@@ -346,7 +374,7 @@ def test_a_kernel_killed_mid_map_loses_only_the_rows_in_flight(dashscope, log_pa
 
 # the notebook
 
-@pytest.mark.local
+@pytest.mark.local("any")  # the default local model, whichever is installed
 @pytest.mark.timeout(600)  # 30 rows on the local model (the 1.5B, where it is installed)
 def test_the_datasets_notebook_labels_the_reviews_offline(dashscope, tmp_path, monkeypatch):
     from nbclient import NotebookClient

@@ -11,6 +11,7 @@ import re
 import pytest
 
 from qwen_magics.events import TokenLogprob
+from qwen_magics.display.fragments import token_view_html
 from qwen_magics.result import Result
 from qwen_magics.widgets.probs import probs_widget, reshape
 
@@ -43,8 +44,13 @@ def probabilities(bars) -> list[float]:
 
 
 def shown_percentages(chart: str) -> list[str]:
-    """The percentages printed next to the bars (not the CSS widths)."""
-    return re.findall(r">(\d+\.\d%)", chart)
+    """The shares printed next to the bars (not the CSS widths, nor the model's own probabilities)."""
+    return re.findall(r"share (\d+\.\d%)", chart)
+
+
+def labels(chart: str) -> list[str]:
+    """Each bar's label as a person reads it."""
+    return re.findall(r'<span style="[^"]*">([^<]*)</span>', chart)
 
 
 # reshape: the sampler's arithmetic
@@ -116,41 +122,46 @@ def sample_result() -> Result:
 
 
 def test_opens_at_the_most_uncertain_token():
-    assert probs_widget(sample_result()).position.value == 1
+    assert probs_widget(sample_result()).position.value == 2  # " cat", the second token
 
 
-def test_opens_at_the_requested_position():
-    assert probs_widget(sample_result(), position=2).position.value == 2
+def test_opens_at_the_requested_position_counted_from_1_as_on_the_charts_axis():
+    box = probs_widget(sample_result(), position=3)
+    assert (box.position.min, box.position.value, box.position.max) == (1, 3, 3)
+    assert "The cat<mark" in box.text.value and "␣sat</mark>" in box.text.value
+    assert ">1</text>" in box.strip.value and ">3</text>" in box.strip.value  # the strip's axis: 1 to 3
+    assert "position 3 · " in box._repr_mimebundle_()["text/html"]
 
 
 def test_a_position_outside_the_answer_is_refused():
-    with pytest.raises(ValueError, match=r"position must be in \[0, 2\]"):
-        probs_widget(sample_result(), position=3)
+    for outside in (0, 4):
+        with pytest.raises(ValueError, match=r"position must be in \[1, 3\] \(1 is the first token\)"):
+            probs_widget(sample_result(), position=outside)
 
 
 def test_text_label_shows_the_answer_so_far_with_the_token_highlighted():
-    box = probs_widget(sample_result(), position=1)
+    box = probs_widget(sample_result(), position=2)
     assert "The<mark" in box.text.value
     assert "␣cat</mark>" in box.text.value
-    box.position.value = 2
+    box.position.value = 3
     assert "The cat<mark" in box.text.value
 
 
 def test_chart_shows_one_bar_per_alternative_with_visible_whitespace():
-    chart = probs_widget(sample_result(), position=1).chart.value
+    chart = probs_widget(sample_result(), position=2).chart.value
     for token in ("␣cat", "␣dog", "␣bird", "␣fish"):
         assert token in chart
     assert shown_percentages(chart) == ["30.0%", "30.0%", "25.0%", "15.0%"]
 
 
 def test_temperature_zero_puts_one_bar_at_100_percent():
-    box = probs_widget(sample_result(), position=1)
+    box = probs_widget(sample_result(), position=2)
     box.temperature.value = 0.0
     assert shown_percentages(box.chart.value) == ["100.0%", "0.0%", "0.0%", "0.0%"]
 
 
 def test_lowering_top_p_greys_out_the_tail_and_the_shown_shares_still_add_up_to_100():
-    box = probs_widget(sample_result(), position=1)
+    box = probs_widget(sample_result(), position=2)
     assert "cut by top_p" not in box.chart.value
     box.top_p.value = 0.5
     chart = box.chart.value
@@ -161,11 +172,24 @@ def test_lowering_top_p_greys_out_the_tail_and_the_shown_shares_still_add_up_to_
 
 
 def test_caption_states_the_approximation():
-    caption = probs_widget(sample_result(), position=1).caption.value
+    caption = probs_widget(sample_result(), position=2).caption.value
     assert (
-        "Renormalised over the top K = 4 alternatives the model returned: "
-        "an approximation of the full distribution."
+        "share: the chance at these settings, renormalised over the top K = 4 alternatives the model returned: "
+        "an approximation of the full distribution. model: the model's own probability, before temperature "
+        "and top_p (as the token view's hover shows)."
     ) in caption
+
+
+def test_each_bar_labels_the_models_own_probability_and_the_renormalised_share_apart():
+    """The top 5 of a real answer (" couch" generated): the model gave it 36.4%, the top 5 hold 65.3%."""
+    top = ((" couch", math.log(0.364)), (" sofa", math.log(0.15)), (" bed", math.log(0.07)),
+           (" floor", math.log(0.045)), (" chair", math.log(0.024)))
+    box = probs_widget(answer(TokenLogprob(" couch", top[0][1], top)), position=1)
+    assert labels(box.chart.value)[:2] == ["share 55.7% · model 36.4% ◀ generated", "share 23.0% · model 15.0%"]
+    box.top_p.value = 0.5
+    assert labels(box.chart.value)[1] == "cut by top_p (was 23.0%) · model 15.0%"
+    view = token_view_html(box.entries)  # the answer's hover names the same number, as the model's
+    assert 'title="model probability 36.4% | alternatives: ' in view and "p = " not in view
 
 
 def test_model_text_is_escaped_everywhere():
@@ -184,17 +208,17 @@ def test_a_result_without_logprobs_says_how_to_get_them(result):
 
 
 def test_the_strip_charts_every_tokens_probability_and_follows_the_position():
-    box = probs_widget(sample_result(), position=1)
+    box = probs_widget(sample_result(), position=2)
     assert box.children[0] is box.strip
     assert "3 tokens; a bar is each token" in box.strip.value
     before = re.search(r'class="marker" x="(\d+)', box.strip.value).group(1)
-    box.position.value = 2
+    box.position.value = 3
     after = re.search(r'class="marker" x="(\d+)', box.strip.value).group(1)
     assert int(after) > int(before)
 
 
 def test_the_widget_carries_a_static_copy_of_what_it_shows_for_saved_notebooks():
-    widget = probs_widget(answer(TokenLogprob("<b>", math.log(0.6), alternatives(x=0.6, y=0.4))), 0)
+    widget = probs_widget(answer(TokenLogprob("<b>", math.log(0.6), alternatives(x=0.6, y=0.4))), 1)
     widget.top_p.value = 0.5
     html = widget._repr_mimebundle_()["text/html"]
     assert "top_p 0.50" in html and "cut by top_p (was 40.0%)" in html and "<svg" in html

@@ -69,7 +69,7 @@ def test_install_local_unless_key_without_a_key_goes_on_to_install(offline_env, 
 
 @pytest.mark.local
 def test_qwen_local_install_of_an_installed_model_only_says_so(ip, offline_env, monkeypatch, capsys, tmp_path):
-    from qwen_magics import install_local, local_model
+    from qwen_magics.local import install as install_local, model as local_model
 
     model = local_model.MODELS["0.5b"]
     assert install_local.runtime_version() == install_local.RUNTIME_VERSION and local_model.is_verified(model), \
@@ -99,20 +99,22 @@ def test_panel_before_the_extension_is_loaded_is_one_clear_error(shell):
     assert str(err.value) == "Load the extension first: %load_ext qwen_magics"
 
 
-def test_panel_returns_the_panel_widget_sharing_the_extensions_settings(ip, dashscope):
+def test_panel_returns_the_panel_sharing_the_extensions_settings(ip, dashscope):
     import ipywidgets
     import qwen_magics
 
     ip.run_line_magic("config", "QwenMagics.temperature = 0.3")
-    widget = qwen_magics.panel()
-    assert isinstance(widget, ipywidgets.Widget)
+    panel = qwen_magics.panel()
+    widget = panel.widget
+    assert isinstance(widget, ipywidgets.Widget) and "application/vnd.jupyter.widget-view+json" in \
+        panel._repr_mimebundle_()
     parts = descendants(widget)
     temperature = next(p for p in parts if getattr(p, "description", None) == "temperature")
     assert temperature.value == 0.3
     model = next(p for p in parts if getattr(p, "description", None) == "model")
     prompt = next(p for p in parts if getattr(p, "placeholder", None) == "prompt")
     model.value, prompt.value = "qwen-plus", "Name a colour."
-    next(p for p in parts if getattr(p, "description", None) == "Run").click()
+    next(p for p in parts if getattr(p, "description", None) == "Run all").click()
     wait_for(lambda: "Echo:</strong> Name a colour." in shown(widget), "the panel's answer")
     body = next(r.body for r in dashscope.requests if r.method == "POST")
     assert (body["model"], body["temperature"]) == ("qwen-plus", 0.3)

@@ -6,7 +6,8 @@ import sys
 
 import pytest
 
-from qwen_magics import events as ev, markdown, runner
+from qwen_magics import events as ev, runner
+from qwen_magics.display import markdown
 from qwen_magics.errors import StreamCut
 from qwen_magics.render.notebook import NotebookRenderer
 from qwen_magics.render.parts import split_blocks
@@ -249,7 +250,7 @@ def test_streamed_code_keeps_its_plain_text(shell):
 
 
 def test_pygments_loads_only_for_a_block_with_a_language():
-    probe = ("import sys, qwen_magics.markdown as m\n"
+    probe = ("import sys, qwen_magics.display.markdown as m\n"
              "m.render_markdown('text\\n\\n```\\nno language\\n```\\n')\n"
              "print('pygments' in sys.modules)\n"
              "m.render_markdown('```python\\nx = 1\\n```\\n')\n"

@@ -209,7 +209,7 @@ def test_block_cancels_on_ctrl_c_waits_for_the_cleanup_and_re_raises():
 
 def test_a_run_without_reported_tokens_has_no_usage_and_no_cost_anywhere():
     from qwen_magics.runlog import record_from
-    from qwen_magics.text import footer_text
+    from qwen_magics.display.text import footer_text
 
     async def no_usage():
         yield ev.TextDelta("an answer")

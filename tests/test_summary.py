@@ -11,7 +11,7 @@ from statistics import fmean
 
 import pytest
 
-from qwen_magics.summary import (
+from qwen_magics.display.summary import (
     SIMILARITY_WORDS,
     diff_html,
     similarity,

@@ -37,7 +37,7 @@ from typing import Any
 
 from ..events import Event, Finished, Started, TextDelta, TokenLogprob, Usage, consumer_pace
 from ..errors import LocalModelError
-from ..local_model import LoadedModel, import_llama_cpp, known_model, load, resolve
+from ..local.model import LoadedModel, import_llama_cpp, known_model, load, resolve
 from ..request import Request
 from .common import guarded
 
@@ -70,7 +70,17 @@ async def _events(request: Request) -> AsyncIterator[Event]:
     worker.start()
     try:
         while True:
-            for item in await queue.get():
+            try:
+                batch = await queue.get()
+            except asyncio.CancelledError:
+                # Stopped: the worker ends at its next token and counts what it generated; that text and
+                # the counts are handed on before the cancellation goes on, so a stopped answer keeps both.
+                cancelled.set()
+                await asyncio.to_thread(worker.join, _JOIN_TIMEOUT)
+                for item in _left_over(queue):
+                    yield item
+                raise
+            for item in batch:
                 if item is _DONE:
                     return
                 if isinstance(item, BaseException):
@@ -79,6 +89,14 @@ async def _events(request: Request) -> AsyncIterator[Event]:
     finally:
         cancelled.set()
         await asyncio.to_thread(worker.join, _JOIN_TIMEOUT)
+
+
+def _left_over(queue: asyncio.Queue) -> list[Any]:
+    """The events still queued (the worker has ended): text and counts, not the end marker or an error."""
+    items = []
+    while not queue.empty():
+        items += [item for item in queue.get_nowait() if item is not _DONE and not isinstance(item, BaseException)]
+    return items
 
 
 class _Handover:
@@ -169,7 +187,8 @@ def _generate(model: LoadedModel, request: Request, cancelled: threading.Event, 
     output = 0
     try:
         for token in tokens:
-            if cancelled.is_set():
+            if cancelled.is_set():  # stopped: what was generated is still counted (see _events)
+                emit(Usage(input=len(prompt), output=output))
                 return
             if llama_cpp.llama_vocab_is_eog(vocab, token):  # the end of turn: sampled, but not output
                 reason = "stop"
@@ -199,7 +218,8 @@ def _generate(model: LoadedModel, request: Request, cancelled: threading.Event, 
 
 
 class _Alternatives:
-    """Log-probabilities of a sampled token and of the ``k`` likeliest, from the last position's logits only.
+    """Log-probabilities of a sampled token and of the ``k`` likeliest, and the entropy of the whole
+    distribution, from the last position's logits only.
 
     Right after a token is sampled the context still holds the logits it was
     drawn from (raw: the sampler works on a copy), so nothing needs llama.cpp to
@@ -218,11 +238,16 @@ class _Alternatives:
         pointer = self.llama_cpp.llama_get_logits_ith(self.llm.ctx, -1)
         logits = np.ctypeslib.as_array(pointer, shape=(self.n_vocab,))
         peak = float(logits.max())
-        log_total = peak + math.log(float(np.exp(logits - peak).sum(dtype=np.float64)))
+        shifted = logits - peak
+        weights = np.exp(shifted)
+        total = float(weights.sum(dtype=np.float64))
+        log_total = peak + math.log(total)
+        # Entropy of the whole distribution, in bits: log Z - E[logit - peak], from the same exponentials.
+        entropy = (math.log(total) - float(np.dot(weights, shifted)) / total) / math.log(2)
         top = np.argpartition(logits, -self.k)[-self.k:] if self.k < self.n_vocab else np.arange(self.n_vocab)
         ids = {int(i) for i in top} | {token}
         ranked = sorted(((self._name(i), float(logits[i]) - log_total) for i in ids), key=lambda p: -p[1])
-        return TokenLogprob(text, float(logits[token]) - log_total, tuple(ranked))
+        return TokenLogprob(text, float(logits[token]) - log_total, tuple(ranked), max(0.0, entropy))
 
     def _name(self, token: int) -> str:
         return self.llm.detokenize([token]).decode("utf-8", errors="ignore")

@@ -19,10 +19,17 @@ from __future__ import annotations
 from typing import Any, Callable, Mapping, Sequence
 
 from ..request import Endpoint, Request
-from .jobs import (FINISHED, JobStatus, cancel_async, list_jobs_async, status_async, submit_async,
-                   wait_async)
-from .lines import (BATCH_REGIONS, MAX_FILE_BYTES, MAX_LINES, TEST_MODEL, batch_price, check_batchable,
-                    jsonl_lines, split_files)
+from .jobs import FINISHED, JobStatus, cancel_async, list_jobs_async, status_async, submit_async, wait_async
+from .lines import (
+    BATCH_REGIONS,
+    MAX_FILE_BYTES,
+    MAX_LINES,
+    TEST_MODEL,
+    batch_price,
+    check_batchable,
+    jsonl_lines,
+    split_files,
+)
 from .outcomes import Outcome, collect_async
 
 __all__ = ["BATCH_REGIONS", "FINISHED", "MAX_FILE_BYTES", "MAX_LINES", "TEST_MODEL", "JobStatus", "Outcome",

@@ -1,6 +1,6 @@
 """A dataset map sent as Batch jobs: its rows' custom ids, the jobs kept in the run log, the answers settled back.
 
-The requests are the map's own (:func:`~qwen_magics.datamap.plan`); row
+The requests are the map's own (:func:`~qwen_magics.datamap.run.plan`); row
 ``p`` goes as custom id ``row-p``.  Submitting writes one record to the run
 log (``group_kind`` ``"batch"``, ``group_id`` the map's job key, ``state``
 ``"submitted"``) whose parameters hold the job ids and what another kernel
@@ -114,7 +114,7 @@ def rebuild(record: Record, outcomes: Mapping[str, Outcome], endpoint: Endpoint)
     batch line sent them, model, protocol, live price); each row keeps its
     original cache key, so a later live run of the cell finds it.
     """
-    from ..datamap import Job, Rows, rows_of
+    from ..datamap.run import Job, Rows, rows_of
 
     p = record.parameters
     values = [dict(zip(p["fields"], row)) for row in p["values"]]
@@ -152,7 +152,7 @@ def settle(job: Any, outcomes: Mapping[str, Outcome], positions: Sequence[int], 
         job.settle(position, result)
         settled.append((job.label(position), result))
         if log is not None and write:
-            log.write_async(record_from(result, request, group_id=job.id, group_kind="dataset",
+            log.write_async(record_from(result, request, group_id=job.id, group_kind=job.kind,
                                         cache_key=job.keys[position], **context))
     if log is not None and write:
         log.flush(_LOG_WAIT)

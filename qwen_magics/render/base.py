@@ -25,9 +25,13 @@ class Renderer:
     :meth:`finish`); ``clock``: the driver's clock for that pace (tests give a fake one).
     """
 
-    def __init__(self, interval: float | None = 0.1, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(self, interval: float | None = 0.1, clock: Callable[[], float] = time.monotonic,
+                 separate_error: bool = False) -> None:
         self.interval = interval
         self.clock = clock
+        self.separate_error = separate_error
+        """The caller shows a failed run's error as a line of its own (a cell raises it as its error): the
+        footer then names the state without the error, and a run refused before any output shows nothing."""
 
     def take(self, event: ev.Event, result: Result) -> None:
         """Take one event without refreshing (the driver refreshes when due)."""

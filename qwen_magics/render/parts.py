@@ -14,21 +14,28 @@ The thinking section is one part that shows the latest ``thinking_window``
 characters while reasoning streams, and becomes a collapsed ``<details>``
 holding the whole reasoning (sent once) when the answer starts.
 
-All HTML is built from escaped text (see :mod:`qwen_magics.markdown`); every
+All HTML is built from escaped text (see :mod:`qwen_magics.display.markdown`); every
 bundle carries ``text/plain`` too, for nbconvert, terminals and GitHub.
 """
 
 from __future__ import annotations
 
-import html
 import re
 from typing import TYPE_CHECKING, Callable
 
 from .. import events as ev
-from ..fragments import (footer_html, footer_line_html, heading_bundle, reasoning_html, sources_html,
-                         token_view_html, token_view_text, tool_html)
-from ..markdown import block_starts, render_markdown, render_plain
-from ..text import answer_footer_text, asked_text, footer_text, sources_text, tool_run_text
+from ..display.fragments import (
+    footer_line_html,
+    heading_bundle,
+    notice_bundle,
+    reasoning_html,
+    sources_html,
+    token_view_html,
+    token_view_text,
+    tool_html,
+)
+from ..display.markdown import block_starts, render_markdown, render_plain
+from ..display.text import answer_footer_text, asked_text, footer_text, sources_text, tool_run_text
 from .base import Renderer
 
 if TYPE_CHECKING:
@@ -131,8 +138,7 @@ class PartsRenderer(Renderer):
         self._thinking_closed = False
 
     def notice(self, text: str) -> None:
-        self.new_part({"text/plain": f"⚠ {text}",
-                       "text/html": f'<div style="color:#a65e00">⚠ {html.escape(text)}</div>'})
+        self.new_part(notice_bundle(text))
 
     def heading(self, text: str) -> None:
         self.new_part(heading_bundle(text))
@@ -161,6 +167,10 @@ class PartsRenderer(Renderer):
         self.new_part({"text/plain": text, "text/html": tool_html(text)})
 
     def finish(self, result: Result) -> None:
+        if result.refused:  # nothing arrived: no footer, only the error (unless the caller shows it)
+            if not self.separate_error:
+                self.notice(result.error or result.state)
+            return
         if self._thinking_open:
             self._close_thinking(result, open_=not result.text)
         self.answer.refresh(final=True)
@@ -181,7 +191,8 @@ class PartsRenderer(Renderer):
                 self.new_part({"text/plain": answer.text, "text/html": self.answer.render(answer.text, True)})
             line = answer_footer_text(answer, index, len(choices))
             self.new_part({"text/plain": line, "text/html": footer_line_html(line)})
-        self.new_part({"text/plain": footer_text(result), "text/html": footer_html(result)})
+        footer = footer_text(result, error=not self.separate_error)
+        self.new_part({"text/plain": footer, "text/html": footer_line_html(footer)})
 
     def _close_thinking(self, result: Result, open_: bool = False) -> None:
         """Replace the live window by the whole reasoning, collapsed: sent once."""

@@ -8,7 +8,7 @@ from typing import TextIO
 from typing import TYPE_CHECKING
 
 from .. import events as ev
-from ..text import answer_footer_text, asked_text, footer_text, sources_text, tool_run_text
+from ..display.text import answer_footer_text, asked_text, footer_text, sources_text, tool_run_text
 from .base import Renderer
 
 if TYPE_CHECKING:
@@ -53,6 +53,10 @@ class TerminalRenderer(Renderer):
         print(tool_run_text(run), file=self.out, flush=True)
 
     def finish(self, result: Result) -> None:
+        if result.refused:  # nothing arrived: no footer, only the error (unless the caller shows it)
+            if not self.separate_error:
+                self.notice(result.error or result.state)
+            return
         end = self._reset if self._mode == "reasoning" else ""
         calls = "".join(f"\n{asked_text(call)}" for call in result.tool_calls)
         sources = f"\n{sources_text(result.sources)}" if result.sources else ""
@@ -60,5 +64,6 @@ class TerminalRenderer(Renderer):
         others = "".join((f"\n\n── Answer {i + 1} of {count} ──\n{answer.text}" if i else "")
                          + f"\n{self._dim}[{answer_footer_text(answer, i, count)}]{self._reset}"
                          for i, answer in enumerate(result.choices if count > 1 else ()))
-        self.out.write(f"{end}{calls}{sources}{others}\n{self._dim}[{footer_text(result)}]{self._reset}\n")
+        footer = footer_text(result, error=not self.separate_error)
+        self.out.write(f"{end}{calls}{sources}{others}\n{self._dim}[{footer}]{self._reset}\n")
         self.out.flush()

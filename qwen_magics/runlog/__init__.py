@@ -29,7 +29,17 @@ deleted, and a new log started.
 
 from __future__ import annotations
 
-from .record import Record, cache_key_of, record_from
-from .store import RunLog, RunLogWarning, default_path
+import importlib
+from typing import Any
 
-__all__ = ["Record", "RunLog", "RunLogWarning", "cache_key_of", "default_path", "record_from"]
+_WHERE = {"Record": "record", "cache_key_of": "record", "record_from": "record",
+          "RunLog": "store", "RunLogWarning": "store", "default_path": "store"}
+__all__ = sorted(_WHERE)
+
+
+def __getattr__(name: str) -> Any:
+    """The log's names, imported on first use: loading the extension (which imports the recorder
+    beside them) opens no SQLite and imports neither the store nor platformdirs."""
+    if name not in _WHERE:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(f".{_WHERE[name]}", __name__), name)

@@ -59,6 +59,9 @@ class Record:
     kernel_id: str | None = None
     cost: float | None = None
     cache_key: str | None = None
+    logprobs: list[Any] | None = field(default_factory=list)
+    """``[token, logprob, [[alternative, logprob], ...], entropy]`` per generated token (--logprobs K);
+    entropy in bits, None where only the top K were known.  None for a run logged before this column."""
 
     def __repr__(self) -> str:
         head = self.prompt.split("\n", 1)[0]
@@ -101,7 +104,8 @@ def record_from(result: Any, request: Any, **context: Any) -> Record:
         input_tokens=usage.input if counted else None, output_tokens=usage.output if counted else None,
         reasoning_tokens=usage.reasoning if counted else None, cached_tokens=usage.cached if counted else None,
         ttft=result.ttft, elapsed=result.elapsed, request_id=result.request_id,
-        cost=result.cost)
+        cost=result.cost, logprobs=[[e.token, e.logprob, [list(alt) for alt in e.top], getattr(e, "entropy", None)]
+                                    for e in getattr(result, "logprobs", None) or ()])
     if "cache_key" not in context:
         context["cache_key"] = cache_key_of(request)
     record = Record(**{**fields, **context})

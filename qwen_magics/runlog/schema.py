@@ -35,6 +35,9 @@ MIGRATIONS: list[tuple[str, ...]] = [
         "CREATE INDEX runs_cache_key ON runs(cache_key, started)",
         "CREATE INDEX runs_group ON runs(group_id)",
     ),
+    (  # 3: each generated token's probability, alternatives and entropy, for a run made with --logprobs K
+        "ALTER TABLE runs ADD COLUMN logprobs TEXT",
+    ),
 ]
 VERSION = len(MIGRATIONS)
 

@@ -27,7 +27,7 @@ from .writer import Writer
 
 T = TypeVar("T")
 COLUMNS = tuple(f.name for f in fields(Record))
-_JSON = frozenset({"messages", "parameters", "tool_runs"})
+_JSON = frozenset({"messages", "parameters", "tool_runs", "logprobs"})
 _SELECT = f"SELECT {', '.join(COLUMNS)} FROM runs"
 _WORDY = re.compile(r"\w")
 _PUNCTUATED = re.compile(r"\W")  # the index drops punctuation: such a word is also matched as written

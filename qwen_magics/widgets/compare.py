@@ -1,11 +1,15 @@
 """Side-by-side comparison: one prompt, many columns of models and sampling settings.
 
-Every column is an ordinary ``%qwen`` option string (``-m qwen-plus -t 0.7``),
-so a column can be edited and re-run alone with the same parser, checks and
-errors as the magic.  All columns stream at once on the package's event loop,
+Every column shows its settings in controls (:mod:`.column`: a model picker
+and sliders) and runs them as an ordinary ``%qwen`` option string
+(``-m qwen-plus -t 0.7``), so a column re-run after a slider move goes through
+the same parser, checks and errors as the magic; a refused re-run keeps the
+column's answer and shows why.  The same comparison is the panel's engine
+(:mod:`.panel`), which adds and removes columns and links controls across
+them.  All columns stream at once on the package's event loop,
 bounded by a semaphore, and by a server's own limit where one is set
-(``QwenMagics.concurrency``: base URL → requests at once); the SDK's retries
-handle each column's rate limits.  Local-model columns share one model
+(``QwenMagics.concurrency``: base URL → requests at once); a column's request
+is retried as any is (:func:`~qwen_magics.backends.common.guarded`).  Local-model columns share one model
 instance, so they take turns (a lock), while remote columns keep streaming.
 A failing column records its error and never stops the others; a column cut
 while another column to the same server was streaming says the server may
@@ -16,9 +20,9 @@ the next request comes).
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import html
-import itertools
 import shlex
 from dataclasses import dataclass, field
 from typing import Any, AsyncIterator, Callable, Mapping
@@ -32,15 +36,17 @@ from ..models import is_local
 from ..render.widget import WidgetRenderer
 from ..request import Request
 from ..result import Result
-from ..text import footer_text
-from ..summary import Summary, diff_html, summarize, summary_html, summary_markdown
+from ..display.text import footer_text
+from ..display.summary import Summary, diff_html, summarize, summary_html, summary_markdown
+from .column import ColumnControls
+from ..options.settings import Setting
 
 RequestFactory = Callable[[str, str], Request]
 """Builds the request of a column from its option string and prompt; raises QwenMagicsError on bad options."""
 OnResult = Callable[[Request, Result], None]
 """Called with each column's request and finished result (a re-run too); a refused column is not a run."""
 
-_COLUMN_STYLE = dict(border="1px solid #ddd", padding="6px", margin="0 6px 6px 0", min_width="240px", flex="1 1 0%")
+_COLUMN_STYLE = dict(border="1px solid #ddd", padding="6px", min_width="0")
 
 
 @dataclass(frozen=True)
@@ -54,65 +60,40 @@ class ColumnSpec:
     """With ``--variants``: this column's phrasing of the prompt (None: the comparison's prompt)."""
 
 
-def column_specs(axes: dict[str, list[str]], grid: bool, repeats: int, common: list[str],
-                 variants: list[str] | None = None) -> list[ColumnSpec]:
-    """Columns from option lists: crossed with ``grid``, else zipped (one list, or lists of equal length).
-
-    ``axes`` maps an option (``-m``, ``-t``, ``--top-p``, ...) to its values; ``variants``, the prompt
-    phrasings of ``--variants``, are one more axis.
-    """
-    axes = {k: v for k, v in axes.items() if v}
-    if variants:
-        axes = {_VARIANT: variants, **axes}  # the first axis: a grid groups each phrasing's columns together
-    lengths = {len(v) for v in axes.values() if len(v) > 1}
-    if grid:
-        combos = list(itertools.product(*axes.values()))
-    elif len(lengths) > 1:
-        raise QwenMagicsError("The option lists have different lengths",
-                              "give each list the same number of values, or pass --grid to cross them")
-    else:
-        n = lengths.pop() if lengths else 1
-        combos = [tuple(v[i] if len(v) > 1 else v[0] for v in axes.values()) for i in range(n)]
-    specs = []
-    for combo in combos:
-        chosen = dict(zip(axes, combo))
-        prompt = chosen.pop(_VARIANT, None)
-        tokens = [tok for option, value in chosen.items() for tok in _tokens(option, value)]
-        label = " ".join(([f"variant {variants.index(prompt) + 1} “{_first_words(prompt)}”"] if prompt else [])
-                         + tokens) or "defaults"
-        for k in range(repeats):
-            suffix = f" #{k + 1}" if repeats > 1 else ""
-            specs.append(ColumnSpec(shlex.join(tokens + common), label + suffix, label, prompt))
-    return specs
-
-
-def _first_words(text: str, words: int = 5) -> str:
-    """How the summary names a prompt variant: its first few words."""
-    first = text.split()
-    return " ".join(first[:words]) + ("…" if len(first) > words else "")
-
-
-_VARIANT = "variant"
-
-
-def _tokens(option: str, value: str) -> list[str]:
-    if option == "--thinking":
-        return ["--thinking" if value.lower() in ("on", "true", "1", "yes") else "--no-thinking"]
-    return [option, value]
+def column_specs(settings: list[Setting], repeats: int, common: list[str]) -> list[ColumnSpec]:
+    """Columns for the settings (see :mod:`~qwen_magics.options.settings`): each ``repeats`` times, with the
+    options ``common`` to every column after the setting's own."""
+    return [ColumnSpec(shlex.join([*setting.tokens, *common]), setting.label + (f" #{k + 1}" if repeats > 1 else ""),
+                       setting.label, setting.prompt)
+            for setting in settings for k in range(repeats)]
 
 
 @dataclass
 class Column:
-    """A column's widgets, its current options and its latest result."""
+    """A column's widgets (its controls, Run, output), the options it last ran with, and its latest result."""
 
     spec: ColumnSpec
+    controls: ColumnControls
+    extra: list[str]
+    """Options the controls do not show (``--region``, ``--logprobs``, ``-s`` ...): sent as given."""
     header: w.HTML
-    options: w.Text
+    status: w.HTML
+    """One line above the answer: waiting for a turn, or why a run was refused (the answer stays)."""
     output: w.VBox
     diff: w.HTML
+    run_button: w.Button
+    remove_button: w.Button
     box: w.VBox
+    ran: str | None = None
+    """The options the column's label describes (None: not labelled yet, a panel's new column)."""
     result: Result | None = None
+    refusal: str | None = None
+    """Why the last run was refused (its one line), None once a run starts."""
     task: asyncio.Task | None = field(default=None, repr=False)
+
+    def options(self) -> str:
+        """The column's ``%qwen`` options: its controls, then the options they do not show."""
+        return shlex.join(self.controls.tokens() + self.extra)
 
 
 class Comparison:
@@ -120,58 +101,142 @@ class Comparison:
 
     def __init__(self, prompt: str, specs: list[ColumnSpec], make_request: RequestFactory, *,
                  concurrency: int = 4, per_server: Mapping[str, int] | None = None, interval: float = 0.1,
-                 on_result: OnResult | None = None) -> None:
-        """``concurrency``: columns streaming at once; ``per_server``: base URL → its columns at once."""
+                 on_result: OnResult | None = None, catalogue: bool = True, default_model: str = "",
+                 removable: bool = False) -> None:
+        """``concurrency``: columns streaming at once; ``per_server``: base URL → its columns at once.
+
+        ``removable``: each column has a × that removes it (the panel's columns).
+        """
         self.prompt = prompt
+        self.shared: list[str] = []
+        """Options sent with every column and not part of its label (the panel's system prompt)."""
         self.make_request = make_request
         self.on_result = on_result
         self.interval = interval
+        self.catalogue, self.default_model, self.removable = catalogue, default_model, removable
         self._concurrency = concurrency
         self._per_server = dict(per_server or {})
         self._limits: tuple[asyncio.Semaphore, asyncio.Lock] | None = None
         self._server_limits: dict[str, asyncio.Semaphore] = {}
         self._streaming: dict[str, set[int]] = {}  # base URL → the columns streaming from it now (their ids)
         self._shared: set[int] = set()  # columns that streamed while another column streamed from their server
-        self.columns = [self._column(spec) for spec in specs]
+        self._running = 0
+        self._linking = False
+        self.linked: set[str] = set()
+        """The controls that move in every column (a column's link toggle)."""
+        self.grid = w.GridBox(layout=w.Layout(grid_gap="6px", margin="0 0 6px 0"))
+        self.columns: list[Column] = []
+        for spec in specs:
+            self._add(spec, None)
         self.summary = w.HTML()
-        self.stop_button = w.Button(description="Stop", icon="stop", tooltip="cancel every running column")
+        self.stop_button = w.Button(description="Stop", icon="stop", tooltip="cancel every running column",
+                                    disabled=True)
         self.diff_toggle = w.ToggleButton(description="Show differences", tooltip="word diff against the first column")
         self.stop_button.on_click(lambda _: self.stop())
         self.diff_toggle.observe(lambda _: self._show_summary(), "value")
-        self.widget = w.VBox([w.HBox([c.box for c in self.columns], layout=w.Layout(flex_flow="row wrap")),
-                              self.summary, w.HBox([self.stop_button, self.diff_toggle])])
+        self.buttons = w.HBox([self.stop_button, self.diff_toggle])
+        self.widget = w.VBox([self.grid, self.summary, self.buttons])
 
-    def _column(self, spec: ColumnSpec) -> Column:
-        options = w.Text(value=spec.options, layout=w.Layout(width="100%"), tooltip="this column's %qwen options")
-        rerun = w.Button(description="Re-run", icon="play", tooltip="run this column again with the options above")
-        output, diff = w.VBox(), w.HTML()
-        header = w.HTML(f"<b>{html.escape(spec.label)}</b>")
-        box = w.VBox([header, w.HBox([options, rerun]), output, diff], layout=w.Layout(**_COLUMN_STYLE))
-        column = Column(spec, header, options, output, diff, box)
+    # Columns -----------------------------------------------------------------------------------
+
+    def _add(self, spec: ColumnSpec, like: Column | None) -> Column:
+        controls = ColumnControls(self.catalogue, self.default_model)
+        if like is not None:
+            controls.copy_from(like.controls)
+            extra = list(like.extra)
+        else:
+            extra = controls.set_from_options(spec.options)
+        rerun = w.Button(description="Run", icon="play", tooltip="run this column (alone) with its settings",
+                         layout=w.Layout(width="auto"))
+        remove = w.Button(description="×", tooltip="remove this column", layout=w.Layout(width="34px"))
+        remove.layout.display = None if self.removable else "none"
+        header, status, output, diff = w.HTML(f"<b>{html.escape(spec.label)}</b>"), w.HTML(), w.VBox(), w.HTML()
+        box = w.VBox([w.HBox([header, remove], layout=w.Layout(justify_content="space-between")), controls.box,
+                      rerun, status, output, diff], layout=w.Layout(**_COLUMN_STYLE))
+        column = Column(spec, controls, extra, header, status, output, diff, rerun, remove, box)
+        column.ran = None if self.removable else column.options()
         rerun.on_click(lambda _: self.start(column))
+        remove.on_click(lambda _: self.remove_column(column))
+        controls.on_change(lambda name: self._follow_link(column, name))
+        for name, toggle in controls.link.items():
+            toggle.observe(lambda change, n=name: self._link(column, n, change.new), "value")
+            toggle.value = name in self.linked
+        self.columns.append(column)
+        self._layout()
         return column
+
+    def add_column(self) -> Column:
+        """A new column with the last column's settings (a column with the configured ones if none is left)."""
+        like = self.columns[-1] if self.columns else None
+        label = f"column {len(self.columns) + 1}"
+        column = self._add(ColumnSpec(like.options() if like else "", label, label), like)
+        column.header.value = f"<b>{html.escape(label)}</b>"
+        return column
+
+    def remove_column(self, column: Column) -> None:
+        """Remove a column (a running one is stopped first, keeping nothing)."""
+        if column not in self.columns:
+            return
+        if column.task is not None:
+            runner.background_loop().call_soon_threadsafe(column.task.cancel)
+        self.columns.remove(column)
+        self._layout()
+        self._show_summary()
+
+    def _layout(self) -> None:
+        """Columns in a grid whose rows fill evenly (four columns: 2 + 2, not 3 + 1); three at most in a row."""
+        n = max(len(self.columns), 1)
+        per_row = -(-n // -(-n // 3))
+        self.grid.layout.grid_template_columns = f"repeat({per_row}, minmax(240px, 1fr))"
+        self.grid.children = [c.box for c in self.columns]
+        for column in self.columns:
+            for toggle in column.controls.link.values():
+                toggle.layout.display = None if len(self.columns) > 1 else "none"
+
+    def _link(self, column: Column, name: str, on: bool) -> None:
+        """A link toggle: the control moves in every column, from this column's setting."""
+        if self._linking:
+            return
+        self._linking = True
+        try:
+            (self.linked.add if on else self.linked.discard)(name)
+            for other in self.columns:
+                other.controls.link[name].value = on
+                if on and other is not column:
+                    other.controls.set_state(name, column.controls.state(name))
+        finally:
+            self._linking = False
+
+    def _follow_link(self, column: Column, name: str) -> None:
+        if name not in self.linked or self._linking:
+            return
+        self._linking = True
+        try:
+            for other in self.columns:
+                if other is not column:
+                    other.controls.set_state(name, column.controls.state(name))
+        finally:
+            self._linking = False
 
     # Running ---------------------------------------------------------------------------------
 
-    async def run_all(self) -> None:
-        """Stream every column at once (within the concurrency limit); never raises for a failed column.
+    async def run_all(self, on_result: OnResult | None = None) -> None:
+        """Stream every column at once (within the concurrency limit); never raises for a failed or stopped column.
 
-        Cancelled, every running column stops, keeps its partial answer (marked stopped), and the
-        cancellation propagates."""
-        await asyncio.gather(*(self._run(c) for c in self.columns))
-
-    def start(self, column: Column) -> None:
-        """Re-run one column in the background (the cell that made the comparison has finished).
-
-        Edited options make the column a setting of its own: its header and its
-        label in the summary become the options it now runs with.
+        ``on_result``: where this run's results go (default: the comparison's ``on_result``).
+        A column stopped alone (:meth:`stop`, its Run pressed again) keeps its partial answer,
+        marked stopped, and the others go on; cancelled itself, every running column stops
+        the same way and the cancellation propagates.
         """
-        options = column.options.value.strip()
-        if options != column.spec.options:
-            label = options or "defaults"
-            column.spec = ColumnSpec(options, label, label, column.spec.prompt)
-            column.header.value = f"<b>{html.escape(label)}</b>"
-        runner.submit(self._run(column))
+        outcomes = await asyncio.gather(*(self._run(c, on_result) for c in list(self.columns)),
+                                        return_exceptions=True)
+        for outcome in outcomes:  # a column's cancellation is its stop; anything else is a fault to show
+            if isinstance(outcome, Exception):
+                raise outcome
+
+    def start(self, column: Column, on_result: OnResult | None = None) -> concurrent.futures.Future:
+        """Run one column in the background (the cell that made the comparison has finished)."""
+        return runner.submit(self._run(column, on_result))
 
     def stop(self) -> None:
         """Cancel every running column; each keeps its partial answer, marked stopped."""
@@ -180,32 +245,58 @@ class Comparison:
             if column.task is not None:
                 loop.call_soon_threadsafe(column.task.cancel)
 
-    async def _run(self, column: Column) -> Result:
-        column.task = asyncio.current_task()
-        semaphore, local_lock = self._get_limits()
-        renderer = WidgetRenderer(column.output, interval=self.interval)
+    async def _run(self, column: Column, on_result: OnResult | None = None) -> Result | None:
+        """Run a column; a refused run (bad options) keeps the column's answer and shows why, returning None.
+
+        Changed settings make the column a setting of its own: its header and
+        its label in the summary become the options it now runs with.
+        """
+        running = column.task
+        if running is not None and running is not asyncio.current_task():  # Run pressed again: the run before ends
+            running.cancel()
+            while column.task is running:
+                await asyncio.sleep(0.02)
+        options = column.options()
         try:
-            request = self.make_request(column.options.value, column.spec.prompt or self.prompt)
+            request = self.make_request(shlex.join(shlex.split(options) + self.shared),
+                                        column.spec.prompt or self.prompt)
         except QwenMagicsError as err:
-            result = runner.refused(renderer, err, model="?")
-        else:
+            column.refusal = err.line()
+            column.status.value = f'<div style="color:#b00020">✖ {html.escape(column.refusal)}</div>'
+            return None
+        column.refusal = None
+        if options != column.ran:
+            label = shlex.join(column.controls.tokens()) or "defaults"
+            column.spec = ColumnSpec(options, label, label, column.spec.prompt)
+            column.header.value = f"<b>{html.escape(label)}</b>"
+            column.ran = options
+        column.task = asyncio.current_task()
+        self._running += 1
+        self.stop_button.disabled = False
+        column.status.value = _waiting(is_local(request.model))
+        result = None
+        try:
+            semaphore, local_lock = self._get_limits()
             url = request.endpoint.base_url
             async with self._server_limit(url), local_lock if is_local(request.model) else semaphore:
+                column.status.value = ""
+                renderer = WidgetRenderer(column.output, interval=self.interval)
                 result = Result.for_request(request)  # its clock starts when its turn comes
-                try:
-                    await runner.drive(self._watched(column, url, backend_for(request.protocol)(request)), renderer,
-                                       result)
-                finally:  # stopped too: its partial answer is logged and shown in the summary
-                    if self.on_result is not None:
-                        self.on_result(request, result)
-                    self._settle(column, result)
-                return result
-        self._settle(column, result)
+                await runner.drive(self._watched(column, url, backend_for(request.protocol)(request)), renderer,
+                                   result)
+        finally:
+            column.task = None
+            self._running -= 1
+            self.stop_button.disabled = self._running == 0  # every column has finished
+            if result is None:
+                column.status.value = ""  # stopped while waiting: the earlier answer stays
+            else:  # finished, failed or stopped: what streamed is kept and recorded
+                column.result = result
+                record = on_result or self.on_result
+                if record is not None:
+                    record(request, result)
+                self._show_summary()
         return result
-
-    def _settle(self, column: Column, result: Result) -> None:
-        column.result, column.task = result, None
-        self._show_summary()
 
     def _get_limits(self) -> tuple[asyncio.Semaphore, asyncio.Lock]:
         if self._limits is None:  # created on the loop that uses them
@@ -239,6 +330,9 @@ class Comparison:
 
     def _show_summary(self) -> None:
         results = self.results
+        if not self.columns:
+            self.summary.value = ""
+            return
         if len(results) < len(self.columns):
             return
         labels = [c.spec.label for c in self.columns]
@@ -265,7 +359,7 @@ class Comparison:
             if r is None:
                 continue
             p = r.parameters
-            out.append({"column": column.spec.label, "options": column.options.value, "model": r.model,
+            out.append({"column": column.spec.label, "options": column.options(), "model": r.model,
                         "temperature": p.get("temperature"), "top_p": p.get("top_p"), "top_k": p.get("top_k"),
                         "seed": p.get("seed"), "thinking": p.get("enable_thinking"), "text": r.text,
                         "reasoning": r.reasoning, **_token_columns(r), "ttft": r.ttft, "elapsed": r.elapsed,
@@ -290,7 +384,7 @@ class Comparison:
 
     def to_html(self) -> str:
         """The export as HTML: the columns' markdown rendered safely, then the summary's tables and chart."""
-        from ..markdown import render_markdown
+        from ..display.markdown import render_markdown
 
         summary = self._export_summary()
         return render_markdown(self._columns_markdown()) + (summary_html(*summary) if summary else "")
@@ -319,6 +413,15 @@ class Comparison:
         """The live widget, with the static export beside it for front ends without widgets."""
         view = {"version_major": 2, "version_minor": 0, "model_id": self.widget.model_id}
         return {**self._repr_mimebundle_(), "application/vnd.jupyter.widget-view+json": view}
+
+
+_WAITING = '<div style="color:#666">⏳ waiting'
+
+
+def _waiting(local: bool) -> str:
+    """A column's line while it waits for its turn (blank until the first token would look broken)."""
+    why = "for the local model: it answers one column at a time" if local else "for a free slot (--concurrency)"
+    return f"{_WAITING} {why}…</div>"
 
 
 def _token_columns(result: Result) -> dict[str, int | None]:

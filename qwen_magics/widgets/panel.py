@@ -1,169 +1,297 @@
-"""The sampling panel: pick a model, move the sliders, run, compare by eye.
+"""The sampling panel: columns of model pickers and sliders under one prompt, run side by side.
 
-The panel builds a ``%qwen`` option string from its controls and sends it
-through the same parser and checks as the magic, so a bad setting reads the
-same in both.  "Make these the %%qwen defaults" writes the controls into the
-one shared ``QwenMagics`` configuration: there is no second copy to drift.
-
-The panel sends one request at a time, so it keeps within any server's limit
-(``QwenMagics.concurrency``): Run stops the run before and waits for it to end
-(its stream closed) before it sends.  With a base URL set (``QwenMagics.base_url``)
-the model picker offers what that server lists, not Model Studio's catalogue.
+Each column is a :class:`~qwen_magics.widgets.column.ColumnControls`, and the
+columns are a :class:`~qwen_magics.widgets.compare.Comparison`: Run all
+streams them at once, as ``%%qwen_compare`` does (a server's
+``QwenMagics.concurrency`` kept, local columns one after another), and
+``run()``'s result is that comparison, with its summary under the columns.
+Every request is built from the column's ``%qwen`` options by the same parser
+and checks as the magic, so a bad setting reads the same in both.  The panel
+starts from the ``QwenMagics`` configuration, where an unset value shows as
+"default" and is not sent; "Make these the %%qwen defaults" writes the first
+column back into that one configuration (there is no second copy to drift).
+"Copy as cell" gives the ``%%qwen_compare`` cell that reproduces the columns.
 """
 
 from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import html
 import shlex
 from typing import Any, Callable
 
 import ipywidgets as w
 
 from .. import runner
-from ..backends import backend_for
-from ..errors import QwenMagicsError
-from ..models import is_local, picker_options
-from ..render.widget import WidgetRenderer
+from ..errors import InvalidInput
+from ..models import is_local, picker_options, unsupported_controls
 from ..request import Request
 from ..result import Result
+from .column import CONTROLS, NUMBERS, SLIDERS, ColumnControls
+from .compare import Column, Comparison, OnResult
 
 RequestFactory = Callable[[str, str], Request]
 """Builds a request from an option string and a prompt; raises QwenMagicsError on bad input."""
-OnResult = Callable[[Request, Result], None]
-"""Called with each run's request and finished result; a refused run (bad settings) is not a run."""
 
-_THINKING = {"default": None, "on": True, "off": False}
-_LABEL = {"description_width": "135px"}
+_AXES = {"model": "-m", "temperature": "-t", "top_p": "--top-p", "seed": "--seed", "thinking": "--thinking",
+         "presence_penalty": "--presence-penalty", "repetition_penalty": "--repetition-penalty"}
+"""Controls that ``%%qwen_compare`` takes as a list (a value per column); the others are one for every column."""
 
 
 class Panel:
-    """Controls, Run/Stop, and a streaming output with the magics' footer."""
+    """A shared prompt and system prompt over columns of controls; Run all, Stop, + column, Copy as cell."""
 
-    def __init__(self, settings: Any, make_request: RequestFactory, list_models: Callable[[], list[str]] | None = None,
-                 model: str | None = None, on_result: OnResult | None = None, catalogue: bool = True):
+    def __init__(self, settings: Any, make_request: RequestFactory, list_models: Callable[[], Any] | None = None, *,
+                 model: str | None = None, new_logger: Callable[[], OnResult] | None = None, catalogue: bool = True,
+                 columns: list[str] | None = None, shell: Any = None) -> None:
         """``model``: the model to start with, chosen as ``%%qwen`` would (default: the configured one).
 
+        ``columns``: each column's ``%qwen`` options over the configuration (default: one column as configured).
+        ``new_logger()``: the run-log callback of one new group (a Run all's columns share it).
         ``catalogue`` false: the requests go to a server other than Model Studio, so the picker offers what
         ``list_models`` gives (and the local models), and picks the first of them if ``model`` is not listed.
         """
-        self.settings = settings
-        self.make_request = make_request
-        self.on_result = on_result
-        self.catalogue = catalogue
-        s = settings
-        self.model = w.Combobox(value=model or s.model, options=picker_options(catalogue=catalogue),
-                                description="model", ensure_option=False, style=_LABEL)
-        self.temperature = w.FloatSlider(value=0.7 if s.temperature is None else s.temperature, min=0, max=1.99,
-                                         step=0.05, description="temperature", readout_format=".2f", style=_LABEL)
-        self.top_p = w.FloatSlider(value=0.8 if s.top_p is None else s.top_p, min=0.01, max=1.0, step=0.01,
-                                   description="top_p", readout_format=".2f", style=_LABEL)
-        self.top_k = w.BoundedIntText(value=s.top_k or 0, min=0, max=1000, description="top_k (0: off)", style=_LABEL)
-        self.max_tokens = w.BoundedIntText(value=s.max_tokens or 0, min=0, max=131072, description="max tokens (0: off)", style=_LABEL)
-        self.seed = w.Text(value="" if s.seed is None else str(s.seed), description="seed", placeholder="random", style=_LABEL)
-        self.thinking = w.ToggleButtons(options=list(_THINKING), value=_label(s.thinking), description="thinking",
-                                         style={**_LABEL, "button_width": "110px"})
-        self.thinking_budget = w.BoundedIntText(value=s.thinking_budget or 0, min=0, max=131072,
-                                                description="budget (0: off)", style=_LABEL)
-        self.presence_penalty = w.FloatSlider(value=s.presence_penalty or 0.0, min=-2, max=2, step=0.1,
-                                              description="presence pen.", readout_format=".1f", style=_LABEL,
-                                              tooltip="above 0: words already used are less likely again (0: off)")
-        self.repetition_penalty = w.FloatSlider(value=s.repetition_penalty or 1.0, min=0.5, max=2, step=0.05,
-                                                description="repetition pen.", readout_format=".2f", style=_LABEL,
-                                                tooltip="above 1: repeating earlier tokens is penalised (1: off)")
-        self.search = w.Checkbox(value=bool(s.search), description="web search", indent=False,
-                                 tooltip="enable_search: the model may search the web; cited pages are listed")
-        self.system = w.Textarea(value=s.system, placeholder="system prompt (optional)", layout=w.Layout(width="100%"))
+        self.settings, self.catalogue, self.shell = settings, catalogue, shell
+        self.start_model = model or settings.model
+        self._new_logger = new_logger
+        self.comparison = Comparison("", [], make_request, per_server=settings.concurrency,
+                                     interval=settings.update_interval, catalogue=catalogue,
+                                     default_model=self.start_model, removable=True,
+                                     on_result=lambda request, result: self._record(None, request, result))
+        for options in columns or [""]:
+            self.add_column(options)
+        self.system = w.Textarea(value=settings.system, placeholder="system prompt (optional)",
+                                 layout=w.Layout(width="100%"))
         self.prompt = w.Textarea(placeholder="prompt", layout=w.Layout(width="100%", height="80px"))
-        self.run_button = w.Button(description="Run", icon="play", button_style="primary")
-        self.stop_button = w.Button(description="Stop", icon="stop")
-        self.defaults_button = w.Button(description="Make these the %%qwen defaults", layout=w.Layout(width="auto"))
-        self.output = w.VBox()
-        self.result: Result | None = None
-        self._task: concurrent.futures.Future | None = None
-        self._turn: asyncio.Lock | None = None  # made on the package's loop, by the first run
+        self.system.observe(lambda _: self._share(), "value")
+        self.prompt.observe(lambda _: self._share(), "value")
+        self._share()
+        self.run_button = w.Button(description="Run all", icon="play", button_style="primary",
+                                   tooltip="run every column at once")
+        self.stop_button = self.comparison.stop_button
+        self.comparison.diff_toggle.layout.width = "auto"
+        self.add_button = w.Button(description="+ column", tooltip="a new column with the last column's settings",
+                                   layout=w.Layout(width="auto"))
+        self.copy_button = w.Button(description="Copy as cell", icon="copy", layout=w.Layout(width="auto"),
+                                    tooltip="the %%qwen_compare cell that reproduces these columns and prompt")
+        self.defaults_button = w.Button(description="Make these the %%qwen defaults", layout=w.Layout(width="auto"),
+                                        tooltip="write the first column's settings into %config QwenMagics")
+        self.notice = w.HTML()
+        """One line under the buttons: what a button did, or why it could not."""
+        self.cell = w.HTML()
+        """The last "Copy as cell" text, shown to copy by hand where it could not be put in the next cell."""
         self.run_button.on_click(lambda _: self.run())
-        self.stop_button.on_click(lambda _: self.stop())
+        self.add_button.on_click(lambda _: self.add_column())
+        self.copy_button.on_click(lambda _: self.copy_as_cell())
         self.defaults_button.on_click(lambda _: self.make_defaults())
-        controls = [self.model, self.temperature, self.top_p, self.top_k, self.presence_penalty, self.max_tokens,
-                    self.seed, self.thinking, self.thinking_budget, self.repetition_penalty]
-        self.widget = w.VBox([w.HBox([w.VBox(controls[:5]), w.VBox(controls[5:])]), self.search, self.system,
-                              self.prompt,
-                              w.HBox([self.run_button, self.stop_button, self.defaults_button]), self.output])
+        self._turn: asyncio.Lock | None = None  # made on the package's loop, by the first run
+        self._turns_said = False
+        self._future: concurrent.futures.Future | None = None
+        self.widget = w.VBox([self.system, self.prompt,
+                              w.HBox([self.run_button, self.stop_button, self.add_button, self.copy_button,
+                                      self.defaults_button, self.comparison.diff_toggle],
+                                     layout=w.Layout(flex_flow="row wrap")),
+                              self.notice, self.cell, self.comparison.grid, self.comparison.summary])
         if list_models is not None:
             runner.submit(self._add_listed(list_models))
 
-    def options(self) -> str:
-        """The controls as ``%qwen`` options."""
-        tokens = ["-m", self.model.value, "-t", f"{self.temperature.value:g}", "--top-p", f"{self.top_p.value:g}"]
-        for flag, value in (("--top-k", self.top_k.value), ("--max-tokens", self.max_tokens.value),
-                            ("--thinking-budget", self.thinking_budget.value)):
-            if value:
-                tokens += [flag, str(value)]
-        if self.seed.value.strip():
-            tokens += ["--seed", self.seed.value.strip()]
-        if self.presence_penalty.value:
-            tokens += ["--presence-penalty", f"{self.presence_penalty.value:g}"]
-        if self.repetition_penalty.value != 1:
-            tokens += ["--repetition-penalty", f"{self.repetition_penalty.value:g}"]
-        if self.search.value:
-            tokens.append("--search")
-        thinking = _THINKING[self.thinking.value]
-        if thinking is not None:
-            tokens.append("--thinking" if thinking else "--no-thinking")
-        if self.system.value.strip():
-            tokens += ["-s", self.system.value]
-        return shlex.join(tokens)
+    # Columns ----------------------------------------------------------------------------------
+
+    @property
+    def columns(self) -> list[Column]:
+        """The columns, left to right; a column's controls are ``columns[i].model``, ``.temperature``, ..."""
+        return self.comparison.columns
+
+    def add_column(self, options: str | None = None) -> Column:
+        """A new column: the last column's settings (the configuration's if none), then ``options`` over them."""
+        first = not self.columns
+        column = self.comparison.add_column()
+        if first:
+            column.controls.set_from_settings(self.settings, self.start_model)
+        if options:
+            column.extra = column.controls.set_from_options(options)
+        return column
+
+    def remove_column(self, column: Column | int) -> None:
+        self.comparison.remove_column(self.columns[column] if isinstance(column, int) else column)
+
+    def link(self, name: str, on: bool = True) -> None:
+        """Link a control (``"top_p"``): it moves in every column, from the first column's setting."""
+        if name not in CONTROLS:
+            raise ValueError(f"No control {name!r}: one of {', '.join(CONTROLS)}")
+        self.columns[0].controls.link[name].value = on
+
+    def __getattr__(self, name: str) -> Any:
+        """With one column, its controls, output and result are the panel's (``panel.temperature``)."""
+        if name in (*CONTROLS, "output", "result", "status") and self.__dict__.get("comparison") is not None:
+            column = self.comparison.columns[0]
+            return getattr(column, name) if name in ("output", "result", "status") else getattr(column.controls, name)
+        raise AttributeError(name)
+
+    # Running ----------------------------------------------------------------------------------
 
     def run(self) -> concurrent.futures.Future:
-        """Start a run in the background; the output streams into the panel."""
+        """Run every column at once (a run still going is stopped first); the future's result is the comparison."""
         self.stop()
-        self._task = runner.submit(self._run(self.options(), self.prompt.value))
-        return self._task
+        self._future = runner.submit(self._run_all())
+        return self._future
 
     def stop(self) -> None:
-        if self._task is not None and not self._task.done():
-            self._task.cancel()
+        self.comparison.stop()
 
-    def make_defaults(self) -> None:
-        """Write the controls into the shared configuration (``%config QwenMagics``)."""
-        s = self.settings
-        s.model, s.temperature, s.top_p = self.model.value, self.temperature.value, self.top_p.value
-        s.top_k, s.max_tokens = self.top_k.value or None, self.max_tokens.value or None
-        s.seed = int(self.seed.value) if self.seed.value.strip().isdigit() else None
-        s.thinking, s.thinking_budget = _THINKING[self.thinking.value], self.thinking_budget.value or None
-        s.presence_penalty = self.presence_penalty.value or None
-        s.repetition_penalty = None if self.repetition_penalty.value == 1 else self.repetition_penalty.value
-        s.search = self.search.value
-        s.system = self.system.value
-
-    async def _run(self, options: str, prompt: str) -> Result:
+    async def _run_all(self) -> Comparison:
         self._turn = self._turn or asyncio.Lock()
-        async with self._turn:  # the run before, just stopped, ends (and writes its last line) first
-            renderer = WidgetRenderer(self.output, interval=self.settings.update_interval)
-            try:
-                request = self.make_request(options, prompt)
-            except QwenMagicsError as err:
-                self.result = runner.refused(renderer, err, model=self.model.value)
-                return self.result
-            self.result = result = Result.for_request(request)
-            try:
-                await runner.drive(backend_for(request.protocol)(request), renderer, result)
-            finally:  # a stopped run is logged too, with its partial answer
-                if self.on_result is not None:
-                    self.on_result(request, result)
-        return result
+        async with self._turn:
+            while any(c.task is not None for c in self.columns):  # the runs just stopped end (their last line) first
+                await asyncio.sleep(0.02)
+            self._say_turns()
+            logger = self._new_logger() if self._new_logger is not None else None
+            await self.comparison.run_all(lambda request, result: self._record(logger, request, result))
+        return self.comparison
+
+    def _record(self, logger: OnResult | None, request: Request, result: Result) -> None:
+        """Into the run log: a Run all's columns under one group, a column run alone under one of its own."""
+        logger = logger or (self._new_logger() if self._new_logger is not None else None)
+        if logger is not None:
+            logger(request, result)
+
+    def _say_turns(self) -> None:
+        """Said once: local columns share one model, so they take turns."""
+        local = sum(is_local(c.controls.model.value) for c in self.columns)
+        if local > 1 and not self._turns_said:
+            others = ", the other columns at the same time" if local < len(self.columns) else ""
+            self._say(f"The local model answers one column at a time: its {local} columns run one after another"
+                      f"{others}", "notice")
+            self._turns_said = True
+
+    def _share(self) -> None:
+        self.comparison.prompt = self.prompt.value
+        self.comparison.shared = ["-s", self.system.value] if self.system.value.strip() else []
+
+    def _say(self, text: str, kind: str = "done") -> None:
+        """One line under the buttons: what was done (✔), a notice (⚠), or why not (✖)."""
+        mark, colour = {"done": ("✔", "#1a7f37"), "notice": ("⚠", "#a65e00"), "error": ("✖", "#b00020")}[kind]
+        self.notice.value = f'<div style="color:{colour}">{mark} {html.escape(text)}</div>'
+
+    # As a cell, as defaults -------------------------------------------------------------------
+
+    def as_compare_cell(self) -> str:
+        """The ``%%qwen_compare`` cell that runs these columns with this prompt and system prompt.
+
+        A control that differs between columns becomes a list (``-t 0,1.2``;
+        ``default`` where a column sends nothing); the controls ``%%qwen_compare``
+        takes once for every column (top_k, max tokens, thinking budget, web
+        search) must be the same in every column, else InvalidInput names the one.
+        """
+        controls = [c.controls for c in self.columns]
+        if not controls:
+            raise InvalidInput("The panel has no columns", "add one with + column")
+        line = ["%%qwen_compare"]
+        for name in CONTROLS:
+            values = [_cell_value(c, name) for c in controls]
+            if name in _AXES:
+                if any(v != "default" for v in values):
+                    line += [_AXES[name], values[0] if len(set(values)) == 1 else ",".join(values)]
+            elif len(set(values)) > 1:
+                which = next(i for i, v in enumerate(values) if v != values[0]) + 1
+                raise InvalidInput(f"Column {which}'s {name} differs from column 1's, and %%qwen_compare sets "
+                                   f"{name} once for every column", f"give every column the same {name} (link it)")
+            elif values[0] != "default":
+                line += ["--search"] if name == "search" else [NUMBERS[name][0], values[0]]
+        if self.system.value.strip():
+            line += ["-s", self.system.value]
+        if "{" in self.prompt.value:
+            line.append("--no-expand")  # the panel sends its prompt as typed
+        return shlex.join(line) + "\n" + self.prompt.value
+
+    def copy_as_cell(self) -> None:
+        """Put :meth:`as_compare_cell` into the next cell, and show it in the panel.
+
+        A cell that calls this gets the new cell below it.  The button's click
+        reaches the kernel outside any cell, where a front end takes no new
+        cell, so the panel shows the cell's text to copy.
+        """
+        try:
+            cell = self.as_compare_cell()
+        except InvalidInput as err:
+            self._say(err.line(), "error")
+            return
+        if self.shell is not None:
+            self.shell.set_next_input(cell, replace=False)
+        self.cell.value = (f'<pre style="user-select:all;border:1px solid #ddd;padding:4px;white-space:pre-wrap">'
+                           f"{html.escape(cell)}</pre>")
+        self._say("The %%qwen_compare cell for these columns (below, select to copy)")
+
+    def make_defaults(self) -> str:
+        """Write the first column's settings and the system prompt into ``%config QwenMagics``; says what was set."""
+        s, values = self.settings, self.columns[0].controls.values()
+        if values["model"]:
+            s.model = values["model"]
+        for name, value in values.items():
+            if name != "model":
+                setattr(s, name, value)
+        s.system = self.system.value
+        set_, unset = [], []
+        for name, value in values.items():
+            if name == "thinking":
+                value = None if value is None else ("on" if value else "off")
+            if value is None:
+                unset.append(name)
+            elif value is False:  # web search off
+                continue
+            else:
+                set_.append(f"{name} {'on' if value is True else f'{value:g}' if isinstance(value, float) else value}")
+        if self.system.value.strip():
+            set_.append("a system prompt")
+        source = " (column 1's)" if len(self.columns) > 1 else ""
+        text = (f"%%qwen defaults{source}: {', '.join(set_) or 'nothing set'}"
+                + (f"; the model's own default for {', '.join(unset)}" if unset else ""))
+        self._say(text)
+        return text
 
     async def _add_listed(self, list_models: Callable[[], Any]) -> None:
-        first = self.model.value
         try:
             listed = await list_models()
         except Exception:  # noqa: BLE001 - the known models are still offered
             return
-        self.model.options = picker_options(listed, self.catalogue)
-        if not self.catalogue and listed and self.model.value == first and first not in listed and not is_local(first):
-            self.model.value = listed[0]
+        options = picker_options(listed, self.catalogue)
+        for column in self.columns:
+            column.controls.model.options = options
+            first = column.controls.model.value
+            if not self.catalogue and listed and first == self.start_model and first not in listed \
+                    and not is_local(first):
+                column.controls.model.value = listed[0]
+
+    # Display ----------------------------------------------------------------------------------
+
+    def _repr_mimebundle_(self, include=None, exclude=None) -> dict[str, Any]:
+        """The live widget; beside it, for saved notebooks and terminals, the comparison's static copy."""
+        bundle = {"text/plain": self._plain()}
+        if self.comparison.results:
+            bundle.update({"text/markdown": self.comparison.to_markdown(), "text/html": self.comparison.to_html()})
+        view = {"version_major": 2, "version_minor": 0, "model_id": self.widget.model_id}
+        return {**bundle, "application/vnd.jupyter.widget-view+json": view}
+
+    def _plain(self) -> str:
+        if not self.comparison.results:
+            return (f"<qwen_magics panel of {len(self.columns)} column(s): its sliders show in a notebook; "
+                    "panel.run().result() runs it>")
+        from ..display.text import footer_text
+
+        return "\n".join(f"── {c.spec.label} ──\n{c.result.text}\n[{footer_text(c.result)}]\n"
+                         for c in self.columns if c.result is not None)
 
 
-def _label(thinking: bool | None) -> str:
-    return next(k for k, v in _THINKING.items() if v is thinking)
+def _cell_value(controls: ColumnControls, name: str) -> str:
+    """A control as ``%%qwen_compare`` writes it; ``default`` where the column sends nothing."""
+    value, unset = controls.state(name)
+    if unset or name in unsupported_controls(controls.model.value):
+        return "default"
+    if name in SLIDERS:
+        return f"{value:g}"
+    if name == "search":
+        return "on" if value else "default"
+    if name == "thinking":
+        return value
+    return str(value).strip() if value not in ("", 0) and str(value).strip() else "default"

@@ -5,7 +5,9 @@ from the *raw* distribution (before sampling settings apply).  :func:`reshape`
 replays what the sampler does to those K: divide logits by the temperature,
 softmax, then cut the nucleus to ``top_p``.  Because the other tokens are
 unknown, the result is renormalised over K and is an approximation; the
-widget says so under the chart.
+widget says so under the chart.  Each bar carries two labelled numbers: the
+model's own probability (what the token view's hover shows) and that share.
+Positions are counted from 1, as on the chart's axis.
 
 Model text is untrusted: every token is HTML-escaped before it reaches a widget.
 """
@@ -19,7 +21,7 @@ from typing import Protocol, Sequence
 
 import ipywidgets as w
 
-from ..charts import probability_strip
+from ..display.charts import probability_strip
 
 _NO_LOGPROBS = "This result has no token probabilities: run the cell again with --logprobs 5"
 _KEPT_COLOUR = "#4c78a8"
@@ -42,7 +44,10 @@ class Bar:
     token: str
     before_cut: float
     probability: float
+    """The share at these settings, renormalised over the K alternatives (0 when cut)."""
     kept: bool
+    model: float = 0.0
+    """The model's own probability of the token (its raw distribution, before temperature and top_p)."""
 
 
 def reshape(top: Sequence[tuple[str, float]], temperature: float, top_p: float) -> list[Bar]:
@@ -59,7 +64,7 @@ def reshape(top: Sequence[tuple[str, float]], temperature: float, top_p: float) 
         return []
     ranked = sorted(top, key=lambda alt: alt[1], reverse=True)
     if temperature == 0:
-        return [Bar(tok, float(i == 0), float(i == 0), True) for i, (tok, _) in enumerate(ranked)]
+        return [Bar(tok, float(i == 0), float(i == 0), True, math.exp(lp)) for i, (tok, lp) in enumerate(ranked)]
     peak = ranked[0][1] / temperature  # subtracted so exp() cannot overflow at small T
     weights = [math.exp(lp / temperature - peak) for _, lp in ranked]
     total = sum(weights)
@@ -70,23 +75,23 @@ def reshape(top: Sequence[tuple[str, float]], temperature: float, top_p: float) 
         keep += 1
     kept_total = sum(before[:keep])
     return [
-        Bar(tok, p, p / kept_total if i < keep else 0.0, i < keep)
-        for i, ((tok, _), p) in enumerate(zip(ranked, before))
+        Bar(tok, p, p / kept_total if i < keep else 0.0, i < keep, math.exp(lp))
+        for i, ((tok, lp), p) in enumerate(zip(ranked, before))
     ]
 
 
 def probs_widget(result: object, position: int | None = None) -> ProbsWidget:
     """Explore one result's token choices; opens at the most uncertain token unless ``position`` is given.
 
-    ``result`` is anything with a ``logprobs`` list (see :class:`_Entry`).
+    ``result`` is anything with a ``logprobs`` list (see :class:`_Entry`); ``position`` counts from 1.
     """
     entries = getattr(result, "logprobs", None)
     if not entries:
         raise ValueError(_NO_LOGPROBS)
     if position is None:
-        position = max(range(len(entries)), key=lambda i: _entropy(_alternatives(entries[i])))
-    elif not 0 <= position < len(entries):
-        raise ValueError(f"position must be in [0, {len(entries) - 1}], got {position}")
+        position = 1 + max(range(len(entries)), key=lambda i: _entropy(_alternatives(entries[i])))
+    elif not 1 <= position <= len(entries):
+        raise ValueError(f"position must be in [1, {len(entries)}] (1 is the first token), got {position}")
     return ProbsWidget(list(entries), position)
 
 
@@ -95,9 +100,10 @@ class ProbsWidget(w.VBox):
     position, temperature and top_p over a text label, a bar chart and its caveat."""
 
     def __init__(self, entries: list[_Entry], position: int) -> None:
+        """``position`` counts from 1, as the slider and the chart's axis do."""
         self.entries = entries
         self.strip = w.HTML()
-        self.position = _slider(w.IntSlider, value=position, min=0, max=len(entries) - 1, description="position")
+        self.position = _slider(w.IntSlider, value=position, min=1, max=len(entries), description="position")
         self.text = w.HTML()
         self.temperature = _slider(w.FloatSlider, value=1.0, min=0.0, max=1.99, step=0.05, description="temperature")
         self.top_p = _slider(w.FloatSlider, value=1.0, min=0.01, max=1.0, step=0.01, description="top_p")
@@ -109,16 +115,18 @@ class ProbsWidget(w.VBox):
         self._redraw()
 
     def _redraw(self, change: object = None) -> None:
-        entry = self.entries[self.position.value]
+        index = self.position.value - 1
+        entry = self.entries[index]
         alternatives = _alternatives(entry)
         bars = reshape(alternatives, self.temperature.value, self.top_p.value)
-        self.strip.value = probability_strip([math.exp(e.logprob) for e in self.entries], marker=self.position.value)
-        self.text.value = _text_html(self.entries, self.position.value)
+        self.strip.value = probability_strip([math.exp(e.logprob) for e in self.entries], marker=index)
+        self.text.value = _text_html(self.entries, index)
         self.chart.value = _chart_html(bars, entry.token)
         self.caption.value = (
-            '<div style="color:#888;font-size:0.85em;line-height:1.4">Renormalised over the top '
-            f"K = {len(alternatives)} alternatives the model returned: "
-            "an approximation of the full distribution.</div>"
+            '<div style="color:#888;font-size:0.85em;line-height:1.4">share: the chance at these settings, '
+            f"renormalised over the top K = {len(alternatives)} alternatives the model returned: "
+            "an approximation of the full distribution. model: the model's own probability, before "
+            "temperature and top_p (as the token view's hover shows).</div>"
         )
 
 
@@ -164,7 +172,8 @@ def _chart_html(bars: list[Bar], chosen: str) -> str:
     pre-cut probability, labelled as such, so no figure of the old distribution reads as part of the new."""
     rows = []
     for bar in bars:
-        label = f"{bar.probability:.1%}" if bar.kept else f"cut by top_p (was {bar.before_cut:.1%})"
+        share = f"share {bar.probability:.1%}" if bar.kept else f"cut by top_p (was {bar.before_cut:.1%})"
+        label = f"{share} · model {bar.model:.1%}"
         note = " ◀ generated" if bar.token == chosen else ""
         rows.append(
             '<div style="display:flex;align-items:center;gap:6px;margin:2px 0">'
@@ -172,6 +181,6 @@ def _chart_html(bars: list[Bar], chosen: str) -> str:
             f'text-overflow:ellipsis;white-space:nowrap;text-align:right">{_show(bar.token)}</code>'
             '<div style="flex:1 1 6em;min-width:2em;background:#f3f3f3">'
             f'<div style="width:{bar.probability * 100:.1f}%;background:{_KEPT_COLOUR};height:1em"></div></div>'
-            f'<span style="flex:0 1 13em;color:{"#000" if bar.kept else _CUT_TEXT}">{label}{note}</span></div>'
+            f'<span style="flex:0 1 19em;color:{"#000" if bar.kept else _CUT_TEXT}">{label}{note}</span></div>'
         )
     return "".join(rows)

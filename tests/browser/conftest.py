@@ -2,23 +2,22 @@
 
 A test module names its notebooks in ``NOTEBOOKS`` (file name -> cell sources); ``jupyter`` starts one
 server per front end per module over a folder holding them, its kernels talking to the loopback
-DashScope server with the tests' key and a run log of their own. Everything is skipped, with the
-command that installs it, when Chromium, Playwright or the front end is missing.
+DashScope server with the tests' key and a run log of their own. When Chromium, Playwright or the
+front end is missing, every test skips with the command that installs it, and fails under ``CI=true``
+(tests/parts.py; tests/conftest.py checks before any fixture runs).
 """
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 from typing import Any, Iterator
 
 import pytest
 
 from conftest import FAKE_KEY
+from parts import browser_missing, require
 
-from .lab import CHROMIUM, FRONT_ENDS, FrontEnd, JupyterServer, chromium_context, write_notebook
-
-_INSTALL = "run .ci/install-browser"
+from .lab import FRONT_ENDS, FrontEnd, JupyterServer, chromium_context, write_notebook
 
 
 @pytest.hookimpl(tryfirst=True)  # before ``-m`` selects by mark
@@ -33,9 +32,9 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 @pytest.fixture(scope="module")
 def playwright() -> Iterator[Any]:
     """Playwright's sync API, for one module: it runs an event loop of its own while it is open."""
-    sync_api = pytest.importorskip("playwright.sync_api", reason=_INSTALL)
-    if shutil.which(CHROMIUM) is None:
-        pytest.skip(f"{CHROMIUM} missing: {_INSTALL}")
+    require("this browser test", browser_missing())
+    from playwright import sync_api
+
     with sync_api.sync_playwright() as pw:
         yield pw
 
@@ -43,7 +42,7 @@ def playwright() -> Iterator[Any]:
 @pytest.fixture(scope="module", params=FRONT_ENDS, ids=lambda front_end: front_end.name)
 def front_end(request: pytest.FixtureRequest) -> FrontEnd:
     """JupyterLab, then Notebook 7: pytest runs all of a module's tests in one before the other."""
-    pytest.importorskip(request.param.module, reason=_INSTALL)
+    require("this browser test", browser_missing(request.param.module))
     return request.param
 
 

@@ -72,9 +72,18 @@ def test_three_columns_stream_markdown_and_show_model_html_as_text(page):
     assert page_errors(page) == []
 
 
+def test_each_compare_column_shows_its_settings_in_a_model_picker_and_sliders(page):
+    sliders = page.locator(f"{COMPARE_CELL} .widget-slider").filter(has_text="temperature")
+    assert sliders.count() == 3
+    assert [s.locator(".widget-readout").text_content().strip() for s in sliders.all()] == ["0.70"] * 3
+    pickers = page.locator(f"{COMPARE_CELL} input[list]")
+    assert [p.input_value() for p in pickers.all()] == ["qwen3.5-plus", "qwen-flash", "qwen-plus"]
+    assert page.locator(f"{COMPARE_CELL} .widget-button").filter(has_text="Stop").first.is_disabled()  # all done
+
+
 def test_the_panel_sends_its_penalties_and_web_search_and_lists_the_sources(page, server):
     prompt = page.locator(f"{PANEL_CELL} textarea[placeholder='prompt']")
-    run = page.locator(f"{PANEL_CELL} .widget-button").filter(has_text="Run")
+    run = page.locator(f"{PANEL_CELL} .widget-button").filter(has_text="Run all")
     server.reset()
     prompt.fill("What does top_p do?")
     run.click()
@@ -83,8 +92,12 @@ def test_the_panel_sends_its_penalties_and_web_search_and_lists_the_sources(page
     plain = server.requests[-1].body
     assert not {"presence_penalty", "repetition_penalty", "enable_search"} & plain.keys(), plain
 
-    set_slider(page, page.locator(f"{PANEL_CELL} .widget-slider").filter(has_text="presence pen."), "1.5")
-    set_slider(page, page.locator(f"{PANEL_CELL} .widget-slider").filter(has_text="repetition pen."), "1.2")
+    page.locator(PANEL_CELL).get_by_text("more settings").click()  # the less used settings, folded
+    for name, value in (("presence pen.", "1.5"), ("repetition pen.", "1.2")):
+        slider = page.locator(f"{PANEL_CELL} .widget-slider").filter(has_text=name)
+        row = page.locator(f"{PANEL_CELL} .widget-hbox").filter(has=page.locator(".widget-slider").filter(has_text=name))
+        row.locator(".widget-checkbox").filter(has_text="default").locator("input").uncheck()  # unset: not sent
+        set_slider(page, slider, value)
     page.locator(f"{PANEL_CELL} .widget-checkbox").filter(has_text="web search").locator("input").check()
     server.reset()
     server.enqueue(Script(sources=HOSTILE_SOURCES))

@@ -2,8 +2,9 @@
 and tinted tokens, ``%qwen_probs`` opens on it, its sliders (set as a person sets them) reshape the bars,
 and the widget fits the output area with whole slider labels.
 
-The loopback server gives every token K = 4 alternatives with logprobs c, c-2, c-3, c-4, so renormalised
-over K the shares are the softmax of (0, -2, -3, -4) / T whatever the token: the test computes them here.
+The loopback server gives every token K = 4 alternatives with logprobs c, c-2, c-3, c-4 (c = -0.05 (i mod 7) - 0.01
+for the i-th token), so renormalised over K the shares are the softmax of (0, -2, -3, -4) / T whatever the token,
+and the model's own probabilities are exp(c), exp(c-2), ...: the test computes both here.
 One token of the answer is a script tag, which must show as text and never run.
 """
 
@@ -22,7 +23,7 @@ TOKENS = ["See", URL, " for", " a", SCRIPT, " cat", " or", " a", " dog", "."]
 NOTEBOOKS = {"probs.ipynb": [
     "%load_ext qwen_magics",
     "%%qwen -m qwen-plus --logprobs 4 -t 0.7\nName a pet.",
-    "%qwen_probs --position 2",
+    "%qwen_probs --position 3",
 ]}
 ANSWER_CELL = f"{PANEL} .jp-CodeCell:nth-child(2)"
 PROBS_CELL = f"{PANEL} .jp-CodeCell:nth-child(3)"
@@ -53,15 +54,25 @@ OVERFLOWS_JS = """sel => {
 }"""
 
 
-def shares(temperature: float, top_p: float) -> list[str]:
-    """The labels the chart should show for the loopback's four alternatives (see the module docstring)."""
+def share_values(temperature: float, top_p: float) -> list[float]:
+    """The shares of the loopback's four alternatives, renormalised over them (0 where top_p cuts one)."""
     weights = [math.exp(lp / temperature) for lp in (0, -2, -3, -4)]
     before = [x / sum(weights) for x in weights]
     keep, total = 0, 0.0
     while total < top_p - 1e-12:
         total += before[keep]
         keep += 1
-    return [f"{p / total:.1%}" if i < keep else f"cut by top_p (was {p:.1%})" for i, p in enumerate(before)]
+    return [p / total if i < keep else 0.0 for i, p in enumerate(before)]
+
+
+def shares(temperature: float, top_p: float, index: int = 2) -> list[str]:
+    """The labels the chart should show for the four alternatives of the token at ``index`` (counted from 0):
+    the share at these settings, and the model's own probability (see the module docstring)."""
+    weights = [math.exp(lp / temperature) for lp in (0, -2, -3, -4)]
+    before = [x / sum(weights) for x in weights]
+    chosen = -0.05 * (index % 7) - 0.01
+    return [(f"share {share:.1%}" if share else f"cut by top_p (was {p:.1%})")
+            + f" · model {math.exp(chosen + lp):.1%}" for share, p, lp in zip(share_values(temperature, top_p), before, (0, -2, -3, -4))]
 
 
 @pytest.fixture(scope="module")
@@ -82,7 +93,7 @@ def test_the_answer_streams_with_metrics_and_tinted_tokens_and_no_script_runs(pa
     assert "".join(TOKENS).strip() in shown  # the script tag as text
     assert "tok/s" in shown and "first token" in shown
     assert f"Token probabilities ({len(TOKENS)} tokens" in shown
-    tinted = page.locator(f"{ANSWER_CELL} span[title^='p = ']")
+    tinted = page.locator(f"{ANSWER_CELL} span[title^='model probability ']")
     assert tinted.count() == len(TOKENS) and tinted.nth(4).text_content() == SCRIPT
     partial = [t for t in page.evaluate("window.__answer") if "See" in t and "dog" not in t]
     assert partial, "the answer arrived whole, not streamed"
@@ -124,9 +135,10 @@ def test_the_sliders_reshape_the_bars(page):
     set_slider(page, top_p, "0.9")
     cut = bars(shares(1.0, 0.9))
     widths = [float(b[2].rstrip("%")) for b in cut]
-    assert widths[2:] == [0, 0] and [f"{w / 100:.1%}" for w in widths[:2]] == shares(1.0, 0.9)[:2]  # cut: empty
-    set_slider(page, position, "4")
-    bars(shares(1.0, 0.9), token=SCRIPT.replace(" ", "␣"))  # the script token, as text
+    assert widths[2:] == [0, 0] and [f"{w / 100:.1%}" for w in widths[:2]] == [
+        f"{s:.1%}" for s in share_values(1.0, 0.9)[:2]]  # cut: empty
+    set_slider(page, position, "5")  # the fifth token, as the chart's axis counts
+    bars(shares(1.0, 0.9, index=4), token=SCRIPT.replace(" ", "␣"))  # the script token, as text
     assert page.locator(f"{PROBS_OUTPUT} mark").text_content() == SCRIPT.replace(" ", "␣")
     assert page.locator(".jp-OutputArea script").count() == 0
     assert "pwned" not in page.title()

@@ -81,22 +81,25 @@ def markdown(report: dict[str, Any]) -> str:
          + (f"; not handled: {_named(unclear)}" if unclear else "")),
         ("Secrets: a known fake key, scanned for in every iopub message, log record (DEBUG), repr, exception "
          "message and a saved .ipynb",
-         f"{f['key_chars'] / 1e6:.1f} MB scanned after each of {f['key_scans']} tests, {f['log_records']:,} log "
-         f"records and a {f['notebook_chars'] / 1e3:.0f} kB .ipynb among them: "
-         f"**{f['key_found']} fragments of the key found**"),
+         f"{f['key_chars'] / 1e6:.1f} MB in {f['key_scans']} scans (after each test: its outputs, log records, "
+         f"reprs and errors, or its kernel's messages), {f['log_records']:,} log records and a "
+         f"{f['notebook_chars'] / 1e3:.0f} kB .ipynb among them: **{f['key_found']} fragments of the key found**"),
         ("Untrusted output: `<script>`, event handlers, `javascript:` links, iframes and more, in answers and "
          "reasoning, streamed into cells, columns and the panel",
          f"{len(f['payloads'])} hostile payloads, {f['html_audited']:,} rendered HTML bundles and widget values "
          f"audited: **{f['unsafe']} executable or injected elements**"),
-        ("Load: 16 concurrent comparison columns per protocol and 200 sequential cells in a real kernel, random "
-         "faults in 10% of requests",
-         f"{load['complete'] + load['clear_errors']} runs ({load['columns']} columns, {load['cells']} cells) "
-         f"making {load['requests']} requests, {load['injected']} of them with an injected fault: "
-         f"{load['complete']} complete answers, {load['clear_errors']} clear one-line errors, "
+        ("Load: 16 concurrent comparison columns per protocol, 200 sequential cells in a real kernel and a "
+         "1,000-row `%%qwen_map` at concurrency 16, random faults in 10% of requests",
+         f"{load['complete'] + load['clear_errors']:,} runs ({load['columns']} columns, {load['cells']} cells, "
+         f"{load.get('map_rows', 0):,} map rows) making {load['requests']:,} requests, {load['injected']} of them "
+         "with an injected fault: "
+         f"{load['complete']:,} complete answers, {load['clear_errors']:,} clear one-line errors, "
          f"**{_count(len(load_hangs), 'hang')}**" + (f": {_named(load_hangs)}" if load_hangs else "")),
-        ("Hangs: every magic run in-process and every cell in a kernel, under a watchdog that counts a run "
-         "still going after its time (60 s unless the test says less), names it and stops it",
-         f"{f['watched']:,} runs watched: **{_count(len(f['hangs']), 'hang')}**"
+        ("Hangs: every magic run in-process, every panel run and every cell in a kernel, under a watchdog that "
+         "counts a run still going after its time (60 s for a magic or cell, 30 s for a panel run, unless the test "
+         "says less), names it and stops it (Ctrl-C, the panel's Stop button, a kernel interrupt)",
+         f"{f['watched']:,} runs watched ({f.get('panel_runs', 0)} of them panel runs): "
+         f"**{_count(len(f['hangs']), 'hang')}**"
          + (f": {_named(f['hangs'])}" if f["hangs"] else "")),
         ("Leaks: threads, tasks on the package's loop, sockets (beyond the SDKs' keep-alive pools), checked "
          "after every test", f"{f['leak_checks']} checks: **{f['leaks']} leaks found**"),

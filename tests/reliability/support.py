@@ -151,6 +151,22 @@ def _press_ctrl_c() -> None:
     os.kill(os.getpid(), signal.SIGINT)
 
 
+def run_panel(panel, hang_after: float = 30.0) -> Any:
+    """Run every column of the panel as its Run all button does and return the comparison, under the watchdog: a run still going
+    after ``hang_after`` seconds is a hang, counted and named in the figures, stopped with the panel's Stop
+    button, and the test fails."""
+    import concurrent.futures
+
+    FIGURES.panel_runs += 1
+    with watchdog(f"%qwen_panel run: {panel.prompt.value}"[:80], hang_after, panel.stop_button.click) as watch:
+        try:
+            result = panel.run().result(timeout=hang_after + 10)
+        except concurrent.futures.CancelledError:  # the watchdog's Stop
+            result = None
+    watch.fail_if_hung()
+    return result
+
+
 #: How every message a person may see starts; anything else (an "Unexpected error") is not a clear line.
 CLEAR_STARTS = (
     "Model Studio had a server error (", "Rate limited (", "The account has no quota left", "Could not reach ",
@@ -184,16 +200,25 @@ def generation_requests(server) -> list:
     return [r for r in server.requests if r.method == "POST"]
 
 
+@dataclass
+class Press:
+    """When :func:`ctrl_c_when` pressed Ctrl-C (``time.monotonic()``), or None if it did not."""
+
+    at: float | None = None
+
+
 @contextmanager
-def ctrl_c_when(ready: Callable[[], bool], delay: float = 0.0, timeout: float = 30.0) -> Iterator[None]:
+def ctrl_c_when(ready: Callable[[], bool], delay: float = 0.0, timeout: float = 30.0) -> Iterator[Press]:
     """Press Ctrl-C (SIGINT to this process) ``delay`` seconds after ``ready()`` is true, while the block runs."""
     done = threading.Event()
+    press = Press()
 
     def watch() -> None:
         deadline = time.monotonic() + timeout
         while not done.is_set() and time.monotonic() < deadline:
             if ready():
                 if not done.wait(delay):
+                    press.at = time.monotonic()
                     os.kill(os.getpid(), signal.SIGINT)
                 return
             time.sleep(0.005)
@@ -201,7 +226,7 @@ def ctrl_c_when(ready: Callable[[], bool], delay: float = 0.0, timeout: float = 
     watcher = threading.Thread(target=watch, name="reliability-ctrl-c", daemon=True)
     watcher.start()
     try:
-        yield
+        yield press
     finally:
         done.set()
         watcher.join(5)
@@ -516,8 +541,10 @@ class Figures:
     html_audited: int = 0
     unsafe: int = 0
     load: dict[str, int] = field(default_factory=lambda: {"requests": 0, "injected": 0, "complete": 0,
-                                                          "clear_errors": 0, "columns": 0, "cells": 0})
-    watched: int = 0  # runs (magics in-process, cells in kernels) done under the watchdog
+                                                          "clear_errors": 0, "columns": 0, "cells": 0,
+                                                          "map_rows": 0})
+    watched: int = 0  # runs (magics in-process, panel runs, cells in kernels) done under the watchdog
+    panel_runs: int = 0  # of them, panel runs
     hangs: dict[str, str] = field(default_factory=dict)  # "test · what ran" -> how it hung
 
 

@@ -1,5 +1,6 @@
-"""The figures can show a failure: the watchdog counts and names hangs, the leak check sees a stream left
-running, and a run with failures is written up as one, named, and is not clean.
+"""The figures can show a failure: the watchdog counts and names hangs (of magics, panel runs and kernel
+cells), the leak check sees a stream left running, and a run with failures is written up as one, named,
+and is not clean.  The table says what each number counts.
 
 The hangs planted here are taken out of the run's figures again (they test the counting, not the package).
 """
@@ -17,7 +18,7 @@ import pytest
 from loopback import Script
 
 from .publish import BEGIN, END, main, markdown, problems
-from .support import FIGURES, ask, current_test, settled_leaks, snapshot
+from .support import FIGURES, ask, current_test, run_panel, settled_leaks, snapshot
 
 
 @contextmanager
@@ -45,6 +46,20 @@ def test_a_magic_that_ends_in_time_is_watched_and_is_no_hang(ip, dashscope):
         watched = FIGURES.watched
         assert ask(ip, "-m qwen-plus hi", hang_after=30).value.complete
         assert FIGURES.watched == watched + 1 and FIGURES.hangs == {}
+
+
+def test_a_panel_run_that_does_not_end_is_a_hang_counted_under_its_test_and_stopped(ip, dashscope, allowance):
+    allowance.connections = 4  # the panel lists the models too
+    dashscope.enqueue(Script(first_byte_delay=20))
+    panel = ip.magics_manager.registry["QwenWidgetMagics"].make_panel()
+    panel.model.value, panel.prompt.value = "qwen-plus", "hi"
+    with planted():
+        watched, panel_runs = FIGURES.watched, FIGURES.panel_runs
+        with pytest.raises(AssertionError, match=r"hang: '%qwen_panel run: hi' did not end within 0.5 s"):
+            run_panel(panel, hang_after=0.5)
+        assert FIGURES.hangs == {f"{current_test()} · %qwen_panel run: hi": "no end within 0.5 s"}
+        assert (FIGURES.watched, FIGURES.panel_runs) == (watched + 1, panel_runs + 1)
+    assert run_panel(panel).results[0].complete  # the watchdog's Stop ended it; the panel runs again
 
 
 def test_a_kernel_cell_that_does_not_end_is_a_hang_and_the_kernel_is_interrupted(kernel):
@@ -77,9 +92,9 @@ def a_report(**changes) -> dict:
                "bad_tried": ["%%qwen · -t 5"], "bad_handled": {"%%qwen · -t 5": "before sending"},
                "leak_checks": 10, "leaks": 0, "key_scans": 10, "key_chars": 2_000_000, "key_found": 0,
                "log_records": 500, "notebook_chars": 300_000, "payloads": ["script"], "html_audited": 40, "unsafe": 0,
-               "load": {"requests": 250, "injected": 25, "complete": 220, "clear_errors": 25, "columns": 48,
-                        "cells": 200},
-               "watched": 900, "hangs": {"tests/reliability/test_load.py::test_x · %qwen cell 7": "no end within 30 s"}}
+               "load": {"requests": 1250, "injected": 125, "complete": 1120, "clear_errors": 128, "columns": 48,
+                        "cells": 200, "map_rows": 1000},
+               "watched": 900, "panel_runs": 40, "hangs": {"tests/reliability/test_load.py::test_x · %qwen cell 7": "no end within 30 s"}}
     report = {"tests": 3, "outcomes": {"passed": 1, "failed": 2, "skipped": 0, "xfailed": 0, "xpassed": 0},
               "failed": ["tests/reliability/test_faults.py::test_a", "tests/reliability/test_load.py::test_x"],
               "seconds": 250.4, "cores": 2, "figures": figures}
@@ -92,10 +107,20 @@ def test_a_run_with_failures_a_lost_fault_and_a_hang_is_written_up_as_such_and_n
     table = markdown(report)
     assert "**1 of 2 survived**" in table and "not survived: `%%qwen · chat · empty`" in table
     assert "**1 hang**: `tests/reliability/test_load.py::test_x · %qwen cell 7` (no end within 30 s)" in table
-    assert "900 runs watched: **1 hang**" in table
+    assert "900 runs watched (40 of them panel runs): **1 hang**" in table
     assert table.endswith("3 tests (1 passed, 2 failed), 250 s on this machine (2 cores). Failed: "
                           "`tests/reliability/test_faults.py::test_a`, `tests/reliability/test_load.py::test_x`.")
     assert [line.split(":")[0] for line in problems(report)] == ["2 tests failed", "1 fault not survived", "1 hang"]
+
+
+def test_the_table_says_what_each_number_counts():
+    table = markdown(a_report())
+    assert "2.0 MB in 10 scans (after each test: its outputs, log records, reprs and errors, or its kernel's " \
+           "messages)" in table and " tests, 500 log records" not in table
+    assert "a 1,000-row `%%qwen_map` at concurrency 16" in table
+    assert "1,248 runs (48 columns, 200 cells, 1,000 map rows) making 1,250 requests, 125 of them" in table
+    assert "every magic run in-process, every panel run and every cell in a kernel" in table
+    assert "900 runs watched (40 of them panel runs): **1 hang**" in table
 
 
 def a_clean_report() -> dict:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import pytest
 from loopback import Script
 
-from .support import APIS, ask, audit_html, audited, generation_requests, widget_html
+from .support import APIS, ask, audit_html, audited, generation_requests, run_panel, widget_html
 
 PAYLOADS = {
     "script element": "<script>alert('xss-1')</script>",
@@ -111,7 +111,7 @@ def test_a_hostile_answer_in_the_panel_is_text(ip, dashscope, api):
     panel.model.value, panel.prompt.value = "qwen3.5-plus", "hi"
     updates = []
     panel.output.observe(lambda change: updates.extend(widget_html(panel.output)), "children")
-    assert panel.run().result(timeout=30).complete
+    assert run_panel(panel).results[0].complete
     shown = audited(updates + widget_html(panel.widget), PAYLOADS)
     assert all(text in shown for text in SHOWN)
 

@@ -1,0 +1,1 @@
+"""One prompt over the rows of a dataset: rows and templates, the live run, resume, the result frame."""

@@ -1,0 +1,1 @@
+"""The Qwen that runs in the kernel: finding, loading and installing its weights and runtime."""

@@ -1,0 +1,124 @@
+"""The panel of columns in JupyterLab and Notebook 7, in headless Chromium, set as a person sets it.
+
+A two-column panel (qwen-plus at temperature 0, qwen-flash at 1.2): the right column's temperature is
+typed into its slider, Run all streams both columns at once (the loopback server records both requests
+open together) and the summary appears under them; + column copies the last column's settings; a linked
+slider moves in every column; "Copy as cell" shows the %%qwen_compare cell, and a cell that calls
+``copy_as_cell()`` gets it as the next cell.
+"""
+
+from __future__ import annotations
+
+import pytest
+from loopback import Script
+
+from .lab import PANEL, open_notebook, page_errors, run_all, set_slider
+
+NOTEBOOKS = {"columns.ipynb": [
+    "%load_ext qwen_magics",
+    "import qwen_magics\np = qwen_magics.panel(model=['qwen-plus', 'qwen-flash'], temperature=[0, 1.2])\np",
+    "# the cell that asks for the panel's cell",
+]}
+PANEL_CELL = f"{PANEL} .jp-CodeCell:nth-child(2)"
+COPY_CELL = f"{PANEL} .jp-CodeCell:nth-child(3)"
+COLUMNS = f"{PANEL_CELL} .widget-gridbox > .widget-vbox"
+# Every distinct answer text each column shows while it streams: proof the text arrived in pieces.
+WATCH_ANSWERS = """sel => {
+    window.__answers = [];
+    new MutationObserver(() => {
+        for (const el of document.querySelectorAll(sel + ' .widget-html-content')) {
+            const text = el.textContent;
+            if (text.startsWith('Colours') && !window.__answers.includes(text)) window.__answers.push(text);
+        }
+    }).observe(document.body, {subtree: true, childList: true, characterData: true});
+}"""
+FOOTERS_JS = "([sel, n]) => [...document.querySelectorAll(sel + ' .widget-html-content')]" \
+             ".filter(e => e.textContent.includes('tok/s')).length >= n"
+
+
+@pytest.fixture(scope="module")
+def page(jupyter, browser, server):
+    server.reset()
+    page = open_notebook(browser, jupyter, "columns.ipynb")
+    page.evaluate(WATCH_ANSWERS, PANEL_CELL)
+    run_all(page, timeout=120_000)
+    page.locator(COLUMNS).nth(1).wait_for(state="visible", timeout=30_000)
+    return page
+
+
+def column(page, i: int):
+    return page.locator(COLUMNS).nth(i)
+
+
+def slider(col, name: str):
+    return col.locator(".widget-slider").filter(has_text=name)
+
+
+def readout(col, name: str) -> str:
+    return slider(col, name).locator(".widget-readout").text_content().strip()
+
+
+def button(page, text: str):
+    return page.locator(f"{PANEL_CELL} .widget-button").filter(has_text=text).first
+
+
+def test_two_columns_stream_at_once_after_the_right_temperature_moves_and_the_summary_follows(page, server):
+    assert page.locator(COLUMNS).count() == 2
+    for i in (0, 1):  # each column its own sliders
+        assert slider(column(page, i), "temperature").count() == 1 and slider(column(page, i), "top_p").count() == 1
+    set_slider(page, slider(column(page, 1), "temperature"), "1.3")
+    page.locator(f"{PANEL_CELL} textarea[placeholder='prompt']").fill("Name three colours.")
+    server.reset()
+    server.enqueue(Script(reasoning="", text="Colours: red, green and blue. " * 4, chunk_chars=5, chunk_delay=0.08,
+                          repeat=2))
+    button(page, "Run all").click()
+    page.wait_for_function(FOOTERS_JS, arg=[PANEL_CELL, 2], timeout=60_000)
+    chats = [r for r in server.requests if r.body is not None]
+    assert sorted((r.body["model"], r.body["temperature"]) for r in chats) == [("qwen-flash", 1.3), ("qwen-plus", 0)]
+    assert max(r.started for r in chats) < min(r.finished for r in chats)  # both streams open at once
+    assert not any("top_p" in r.body for r in chats)  # unset, as rendered: the model's default
+    assert len(page.evaluate("window.__answers")) >= 4, "the answers arrived whole, not streamed"
+    summary = page.locator(f"{PANEL_CELL} .widget-html-content").filter(has_text="similar")
+    summary.first.wait_for(state="visible", timeout=30_000)
+    assert page_errors(page) == []
+
+
+def test_plus_column_copies_the_last_columns_settings(page):
+    button(page, "+ column").click()
+    third = column(page, 2)
+    third.wait_for(state="visible", timeout=15_000)
+    assert readout(third, "temperature") == "1.30"
+    assert third.locator("input[list]").first.input_value() == "qwen-flash"  # the model picker
+    assert page_errors(page) == []
+
+
+def test_a_linked_slider_moves_in_every_column(page):
+    first = column(page, 0)
+    row = first.locator(".widget-hbox").filter(has=page.locator(".widget-slider").filter(has_text="top_p"))
+    row.locator(".widget-checkbox input").uncheck()  # top_p was the model's default: give it a value
+    row.locator(".widget-toggle-button").click()  # link it
+    set_slider(page, slider(first, "top_p"), "0.3")
+    page.wait_for_function(
+        "sel => [...document.querySelectorAll(sel)].every(c => [...c.querySelectorAll('.widget-slider')]"
+        ".some(s => s.textContent.includes('top_p') && s.querySelector('.widget-readout')?.textContent.trim()"
+        " === '0.30'))", arg=COLUMNS, timeout=15_000)
+    assert [readout(column(page, i), "temperature") for i in range(3)] == ["0.00", "1.30", "1.30"]  # not linked
+    assert page_errors(page) == []
+
+
+def test_copy_as_cell_shows_the_compare_cell_and_puts_it_in_the_next_cell(page):
+    button(page, "Copy as cell").click()
+    shown = page.locator(f"{PANEL_CELL} pre").filter(has_text="%%qwen_compare")
+    shown.wait_for(state="visible", timeout=15_000)
+    expected = "%%qwen_compare -m qwen-plus,qwen-flash,qwen-flash -t 0,1.3,1.3 --top-p 0.3"
+    assert shown.text_content().startswith(expected), shown.text_content()
+    page.locator(f"{COPY_CELL} .jp-InputArea-editor").click()
+    page.keyboard.press("Control+A")
+    page.keyboard.type("p.copy_as_cell()")
+    page.keyboard.press("Shift+Enter")  # on the last cell this also adds an empty cell at the end
+    page.wait_for_function("sel => [...document.querySelectorAll(sel)].some(e => e.textContent.startsWith("
+                           "'%%qwen_compare'))", arg=f"{PANEL} .jp-CodeCell .jp-InputArea-editor", timeout=30_000)
+    editors = page.locator(f"{PANEL} .jp-CodeCell .jp-InputArea-editor").all_text_contents()
+    inserted = editors[3]  # the next cell, right under the one that asked
+    assert inserted.startswith(expected) and "Name three colours." in inserted, editors
+    assert page_errors(page) == []

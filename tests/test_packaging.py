@@ -1,0 +1,32 @@
+"""What `pip install -e ".[notebook]"` brings: the front end the README opens the notebooks with."""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from pathlib import Path
+
+from packaging.requirements import Requirement
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def extra(name: str) -> dict[str, Requirement]:
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["project"]
+    return {(r := Requirement(line)).name.lower(): r for line in project["optional-dependencies"][name]}
+
+
+def test_the_notebook_extra_brings_jupyterlab_and_notebook_7_in_the_series_the_browser_tests_pin():
+    notebook = extra("notebook")
+    pins = dict(re.findall(r'^(JUPYTERLAB|NOTEBOOK)_VERSION="([\d.]+)"',
+                           (ROOT / ".ci" / "install-browser").read_text(), re.M))
+    assert set(pins) == {"JUPYTERLAB", "NOTEBOOK"}
+    for package, pin in (("jupyterlab", pins["JUPYTERLAB"]), ("notebook", pins["NOTEBOOK"])):
+        assert package in notebook, f"the notebook extra does not install {package}"
+        assert notebook[package].specifier.contains(pin), (package, str(notebook[package].specifier), pin)
+    assert not notebook["notebook"].specifier.contains("6.5.7")  # Notebook 7, not the classic 6
+
+
+def test_the_readme_says_how_to_open_the_notebooks():
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    assert 'pip install -e ".[notebook]"' in readme and "`jupyter lab notebooks/`" in readme
