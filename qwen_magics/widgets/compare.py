@@ -90,6 +90,8 @@ class Column:
     refusal: str | None = None
     """Why the last run was refused (its one line), None once a run starts."""
     task: asyncio.Task | None = field(default=None, repr=False)
+    stopping: bool = False
+    """The column's run is being stopped on its own (Stop, ×, Run again): it ends with its partial answer."""
 
     def options(self) -> str:
         """The column's ``%qwen`` options: its controls, then the options they do not show."""
@@ -177,8 +179,7 @@ class Comparison:
         """Remove a column (a running one is stopped first, keeping nothing)."""
         if column not in self.columns:
             return
-        if column.task is not None:
-            runner.background_loop().call_soon_threadsafe(column.task.cancel)
+        runner.background_loop().call_soon_threadsafe(self._stop_column, column)
         self.columns.remove(column)
         self._layout()
         self._show_summary()
@@ -228,11 +229,7 @@ class Comparison:
         marked stopped, and the others go on; cancelled itself, every running column stops
         the same way and the cancellation propagates.
         """
-        outcomes = await asyncio.gather(*(self._run(c, on_result) for c in list(self.columns)),
-                                        return_exceptions=True)
-        for outcome in outcomes:  # a column's cancellation is its stop; anything else is a fault to show
-            if isinstance(outcome, Exception):
-                raise outcome
+        await asyncio.gather(*(self._run(c, on_result) for c in list(self.columns)))
 
     def start(self, column: Column, on_result: OnResult | None = None) -> concurrent.futures.Future:
         """Run one column in the background (the cell that made the comparison has finished)."""
@@ -242,8 +239,13 @@ class Comparison:
         """Cancel every running column; each keeps its partial answer, marked stopped."""
         loop = runner.background_loop()
         for column in self.columns:
-            if column.task is not None:
-                loop.call_soon_threadsafe(column.task.cancel)
+            loop.call_soon_threadsafe(self._stop_column, column)
+
+    def _stop_column(self, column: Column) -> None:
+        """On the loop: cancel the column's run as a stop of that column alone (its run returns, not raises)."""
+        if column.task is not None:
+            column.stopping = True
+            column.task.cancel()
 
     async def _run(self, column: Column, on_result: OnResult | None = None) -> Result | None:
         """Run a column; a refused run (bad options) keeps the column's answer and shows why, returning None.
@@ -253,7 +255,7 @@ class Comparison:
         """
         running = column.task
         if running is not None and running is not asyncio.current_task():  # Run pressed again: the run before ends
-            running.cancel()
+            self._stop_column(column)
             while column.task is running:
                 await asyncio.sleep(0.02)
         options = column.options()
@@ -270,7 +272,7 @@ class Comparison:
             column.spec = ColumnSpec(options, label, label, column.spec.prompt)
             column.header.value = f"<b>{html.escape(label)}</b>"
             column.ran = options
-        column.task = asyncio.current_task()
+        column.task, column.stopping = asyncio.current_task(), False
         self._running += 1
         self.stop_button.disabled = False
         column.status.value = _waiting(is_local(request.model))
@@ -284,6 +286,9 @@ class Comparison:
                 result = Result.for_request(request)  # its clock starts when its turn comes
                 await runner.drive(self._watched(column, url, backend_for(request.protocol)(request)), renderer,
                                    result)
+        except asyncio.CancelledError:
+            if not column.stopping:  # the whole comparison was cancelled (Ctrl-C): that goes on up
+                raise
         finally:
             column.task = None
             self._running -= 1
