@@ -23,7 +23,7 @@ from types import SimpleNamespace
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from qwen_magics.datamap.run import run as datamap  # noqa: E402
+from qwen_magics.datamap import run as datamap  # noqa: E402
 from qwen_magics import events as ev  # noqa: E402
 from qwen_magics.evaluation import run  # noqa: E402
 from qwen_magics.evaluation.report import Evaluation  # noqa: E402
@@ -48,7 +48,7 @@ def evaluation(settings: int, rows: int, repeats: int, seed: int = 0) -> run.Pla
                 total = values[row]["total"] + (0 if right else 1)
                 outcomes.append(Result(model="qwen-flash", parameters={}, text=f"{values[row]['a']} + "
                                        f"{values[row]['b']} = {total}", usage=ev.Usage(12, 6, 0, 0), state="complete",
-                                       elapsed=0.4, usage_reported=True))
+                                       elapsed=0.4))
     request = SimpleNamespace(model="qwen-flash")
     job = datamap.Job(data, [request] * len(units), [""] * len(units), [""] * len(units), "bench", "text",
                       outcomes=outcomes)

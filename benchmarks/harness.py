@@ -272,10 +272,20 @@ def results_markdown(rows: list[Row], machine: str, seconds: float) -> str:
     return "\n".join(lines)
 
 
-def write_results(readme: Path, body: str) -> None:
-    """Replace what is between ``<!-- results -->`` and ``<!-- /results -->`` (appending them if absent)."""
+def write_results(readme: Path, body: str, mode: str = "") -> None:
+    """Replace the block of the run made with ``mode`` (``""``: the full run; ``" --only 12"``...) with ``body``.
+
+    Each command has a block of its own, between ``<!-- results{mode} -->`` and
+    ``<!-- /results{mode} -->`` (appended if absent), so a table always holds the rows of one run of the
+    command its machine line names, and a partial run never replaces the full run's table.
+    """
     text = readme.read_text() if readme.exists() else "# Benchmarks\n"
-    block = f"<!-- results -->\n{body}\n<!-- /results -->"
-    pattern = re.compile(r"<!-- results -->.*?<!-- /results -->", re.S)
-    text = pattern.sub(lambda _: block, text) if pattern.search(text) else text.rstrip("\n") + "\n\n" + block + "\n"
+    block = f"<!-- results{mode} -->\n{body}\n<!-- /results{mode} -->"
+    pattern = re.compile(re.escape(f"<!-- results{mode} -->") + ".*?" + re.escape(f"<!-- /results{mode} -->"), re.S)
+    if pattern.search(text):
+        text = pattern.sub(lambda _: block, text)
+    else:  # after the last table there is, else at the end
+        ends = list(re.finditer(r"<!-- /results[^>]*-->", text))
+        at = ends[-1].end() if ends else len(text.rstrip("\n"))
+        text = text[:at] + "\n\n" + block + text[at:] if ends else text[:at] + "\n\n" + block + "\n"
     readme.write_text(text)

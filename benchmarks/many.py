@@ -95,11 +95,12 @@ def _kernel(env: dict, tmp: str, server: LoopbackServer, rows: int) -> Kernel:
     return k
 
 
-def _run(k: Kernel, server: LoopbackServer, cell: str, tag: str, rows: int) -> tuple[dict, Execution, tuple]:
+def _run(k: Kernel, server: LoopbackServer, cell: str, tag: str, rows: int, answer: Script = ANSWER
+         ) -> tuple[dict, Execution, tuple]:
     """One run of ``cell`` over fresh prompts (``tag``): its values, its execution, and what the server got: the
     prompts, and the request bodies but for their messages."""
     server.reset()
-    server.enqueue(replace(ANSWER, repeat=rows))
+    server.enqueue(replace(answer, repeat=rows))
     k.execute(f"_b_tag = {tag!r}")
     ex = k.execute(cell, timeout=max(180, rows / CONCURRENCY * DELAY * 5))
     value = {**k.value(OUT), "others": ex.others}
@@ -178,6 +179,37 @@ def map_vs_loop(server: LoopbackServer, env: dict, quick: bool, log: Log) -> lis
     return [timing, shown, memory]
 
 
+CPU_ROWS, CPU_CONCURRENCY, CPU_TARGET = 600, 8, 1.15
+CPU_ANSWER = replace(ANSWER, first_byte_delay=0.02)
+
+
+def map_cpu(server: LoopbackServer, env: dict, quick: bool, log: Log) -> list[Row]:
+    """12. %%qwen_map vs the hand-written loop in process CPU time: 600 rows, concurrency 8, the run log on."""
+    map_cell = MAP.format(line=f"_b_reviews -m qwen-plus --no-thinking --concurrency {CPU_CONCURRENCY}",
+                          template=TEMPLATE)
+    loop_cell = LOOP.format(template=TEMPLATE, limit=CPU_CONCURRENCY)
+    cpu: dict[str, list[float]] = {"map": [], "loop": []}
+    with tempfile.TemporaryDirectory(prefix="qwen-bench-many-") as tmp, _kernel(env, tmp, server, CPU_ROWS) as k:
+        k.execute("_b_full, _b_reviews = _b_reviews, _b_reviews[:100]")  # warm-up: imports, connections
+        _run(k, server, map_cell, "warm", 100, CPU_ANSWER), _run(k, server, loop_cell, "warm", 100, CPU_ANSWER)
+        k.execute("_b_reviews = _b_full")
+        for i in range(3):  # alternated, each run asking prompts not asked before (nothing comes from the log)
+            for kind, cell in (("map", map_cell), ("loop", loop_cell)) if i % 2 == 0 else \
+                    (("loop", loop_cell), ("map", map_cell)):
+                k.settle(0.3, 2 if quick else 5)
+                value, _, _ = _run(k, server, cell, f"cpu-{i}", CPU_ROWS, CPU_ANSWER)
+                cpu[kind].append(value["cpu"])
+                log(f"   {kind}: {value['cpu']:.2f} s CPU, {value['elapsed']:.2f} s")
+    ratio = min(cpu["map"]) / min(cpu["loop"])
+    row = Row(f"12. `%%qwen_map` / hand-written asyncio.Semaphore + AsyncOpenAI loop, {CPU_ROWS} rows, concurrency "
+              f"{CPU_CONCURRENCY}, run log on: the kernel's process CPU time (best of 3 alternated runs each)",
+              f"{ratio:.2f}", f"≤ {CPU_TARGET:.2f}", ratio <= CPU_TARGET)
+    row.notes += [f"%%qwen_map {', '.join(f'{c:.2f}' for c in cpu['map'])} s, loop "
+                  f"{', '.join(f'{c:.2f}' for c in cpu['loop'])} s of CPU (all the kernel's threads); the server "
+                  f"answers each row after {CPU_ANSWER.first_byte_delay * 1000:.0f} ms in two chunks"]
+    return [row]
+
+
 def resume(server: LoopbackServer, env: dict, quick: bool, log: Log) -> list[Row]:
     """10. A map interrupted when half its rows are answered, run again: how many requests the second run sends."""
     rows = 2_000 if quick else 10_000
@@ -254,4 +286,4 @@ def batch(server: LoopbackServer, env: dict, quick: bool, log: Log) -> list[Row]
     return [row]
 
 
-ALL = [map_vs_loop, resume, batch]
+ALL = [map_vs_loop, resume, batch, map_cpu]

@@ -2,7 +2,7 @@
 
     python benchmarks/run.py            # the full run (about 25 minutes, more when busy; 1a and 7 need valgrind)
     python benchmarks/run.py --quick    # fewer pairs, fewer chunks under valgrind, fewer rows (about 10 minutes)
-    python benchmarks/run.py --only 1,3 # some measurements only (the README is rewritten with those rows)
+    python benchmarks/run.py --only 1,3 # some measurements only (their table is the README block of that command)
 
 Exit status: 0 every target met, 1 a target missed, 2 none missed but some were inconclusive (the machine
 was too busy for enough undisturbed runs).
@@ -51,7 +51,8 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, _terminate)
 
     started = time.monotonic()
-    machine = machine_line((" --quick" if args.quick else "") + (f" --only {args.only}" if args.only else ""))
+    mode = (" --quick" if args.quick else "") + (f" --only {args.only}" if args.only else "")
+    machine = machine_line(mode)
     if args.quick:
         machine += "\n\n**A quick run**: fewer pairs and chunks than `python benchmarks/run.py`, so looser figures."
     log(machine)
@@ -72,7 +73,7 @@ def main(argv: list[str] | None = None) -> int:
             log(f"   ({time.monotonic() - t0:.0f} s)")
     seconds = time.monotonic() - started
     body = results_markdown(rows, machine, seconds)
-    write_results(args.readme, body)
+    write_results(args.readme, body, mode)
     if args.json:
         args.json.write_text(json.dumps([row.__dict__ for row in rows], indent=2, ensure_ascii=False))
     print(body)

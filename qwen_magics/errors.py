@@ -10,16 +10,28 @@ from __future__ import annotations
 
 import os
 import re
+from typing import Callable
 
 _KEYLIKE = re.compile(r"\bsk-[A-Za-z0-9*._-]{2,}")
 
 
 def redact(text: str, key_env: str = "DASHSCOPE_API_KEY") -> str:
     """Remove the API key, or anything shaped like one, from text bound for a person."""
-    key = os.environ.get(key_env)
-    if key and len(key) >= 4:
-        text = text.replace(key, "***")
-    return _KEYLIKE.sub("sk-***", text)
+    return redactor(key_env)(text)
+
+
+def redactor(*key_envs: str) -> Callable[[str], str]:
+    """:func:`redact` for many texts: the keys named by ``key_envs`` are read from the environment once."""
+    keys = [key for key in (os.environ.get(env) for env in key_envs or ("DASHSCOPE_API_KEY",))
+            if key and len(key) >= 4]
+
+    def clean(text: str) -> str:
+        for key in keys:
+            if key in text:
+                text = text.replace(key, "***")
+        return _KEYLIKE.sub("sk-***", text) if "sk-" in text else text
+
+    return clean
 
 
 def _one_line(text: str) -> str:
@@ -30,15 +42,14 @@ def _one_line(text: str) -> str:
 class QwenMagicsError(Exception):
     """Base class: ``str(err)`` is the single line the user sees."""
 
-    retryable = False
-
     def __init__(self, message: str, hint: str = "", *, status: int | None = None, code: str | None = None,
-                 backend: str | None = None) -> None:
+                 retry_after: float | None = None) -> None:
         self.message = redact(_one_line(message))
         self.hint = _one_line(hint)
         self.status = status
         self.code = code
-        self.backend = backend
+        self.retry_after = retry_after
+        """Seconds the service asked to wait before trying again (its Retry-After), where it said."""
         super().__init__(self.line())
 
     def line(self) -> str:
@@ -117,7 +128,7 @@ class LocalModelError(QwenMagicsError):
     """The local runtime or model file is missing, damaged, or cannot take the request."""
 
     def __init__(self, message: str, hint: str = "", *, code: str | None = None) -> None:
-        super().__init__(message, hint, code=code, backend="local")
+        super().__init__(message, hint, code=code)
 
 
 class OutputFormatError(QwenMagicsError):

@@ -7,8 +7,14 @@ fold.  No SDK object ever appears here, so renderers never import an SDK.
 
 from __future__ import annotations
 
+import contextvars
 from dataclasses import dataclass
 from typing import Literal, Union
+
+consumer_pace: contextvars.ContextVar[float | None] = contextvars.ContextVar("consumer_pace", default=None)
+"""How often the consumer of a stream shows what arrived (seconds; None: only at its end).  Set by the
+driver while it reads a stream, so a backend that must batch what it hands over (the local model's
+worker thread) hands it over no more often than it will be shown."""
 
 
 @dataclass(frozen=True)

@@ -32,10 +32,9 @@ class Result:
     messages: list[dict[str, Any]] = field(repr=False, default_factory=list)
     text: str = ""
     reasoning: str = ""
-    usage: ev.Usage = field(default_factory=ev.Usage)
-    usage_reported: bool = True
-    """Whether ``usage`` holds counts the service gave.  A run folded from events starts without them and has
-    them once a usage event comes; some OpenAI-compatible servers send none, and ``usage`` then stays zeros."""
+    usage: ev.Usage | None = None
+    """The token counts the service reported for this request; None where it reported none (some
+    OpenAI-compatible servers send none, and a run cut short may end before they come)."""
     finish_reason: str | None = None
     request_id: str | None = None
     state: State = "streaming"
@@ -66,7 +65,7 @@ class Result:
     def for_request(cls, request: Request) -> "Result":
         """An empty result for ``request``, its clock started now."""
         return cls(model=request.model, parameters=request.parameters(), messages=list(request.messages),
-                   price=request.price, usage_reported=False)
+                   price=request.price)
 
     def apply(self, event: ev.Event, at: float | None = None) -> None:
         """Fold one event into the result; ``at`` is when it arrived (monotonic).
@@ -92,7 +91,7 @@ class Result:
         elif isinstance(event, ev.TokenLogprob):
             self.logprobs.append(event)
         elif isinstance(event, ev.Usage):
-            self.usage, self.usage_reported = event, True
+            self.usage = event
         elif isinstance(event, ev.Started):
             self.request_id = event.request_id or self.request_id
             self.model = event.model or self.model
@@ -145,17 +144,21 @@ class Result:
         return self
 
     @property
-    def total_usage(self) -> ev.Usage:
-        """Tokens of every round together (``usage`` is this round's)."""
-        rounds = self.rounds or [self]
-        return ev.Usage(**{name: sum(getattr(r.usage, name) for r in rounds)
+    def total_usage(self) -> ev.Usage | None:
+        """Tokens of every round together (``usage`` is this round's); None where no round's were reported."""
+        if not self.rounds:
+            return self.usage
+        counted = [r.usage for r in self.rounds if r.usage is not None]
+        if not counted:
+            return None
+        return ev.Usage(**{name: sum(getattr(u, name) for u in counted)
                            for name in ("input", "output", "reasoning", "cached")})
 
     @property
     def tokens_per_second(self) -> float | None:
         """Output tokens over the generation time (from first token to the end); None for an answer that
         arrived whole (``--no-stream``), which has no generation time of its own."""
-        if not self.usage.output or self.elapsed is None or self.ttft is None:
+        if self.usage is None or not self.usage.output or self.elapsed is None or self.ttft is None:
             return None
         if self.parameters.get("stream") is False:
             return None
@@ -190,7 +193,7 @@ class Result:
         """The run failed or was stopped before the model produced anything: no text, reasoning, tool call or
         token count.  It has nothing for a footer to describe; its error is all there is to show."""
         return self.state in ("incomplete", "stopped") and not (
-            self.text or self.reasoning or self._tool_calls or self.logprobs or self.usage_reported or self._others)
+            self.text or self.reasoning or self._tool_calls or self.logprobs or self.usage is not None or self._others)
 
     def __str__(self) -> str:
         return self.text
@@ -198,7 +201,7 @@ class Result:
     def __repr__(self) -> str:
         head = self.text[:60] + ("…" if len(self.text) > 60 else "")
         u = self.usage
-        tokens = f"{u.input}/{u.output}/{u.reasoning}" if self.usage_reported else "not-reported"
+        tokens = f"{u.input}/{u.output}/{u.reasoning}" if u is not None else "not-reported"
         return f"<Result {self.model} {self.state} finish={self.finish_reason} tokens={tokens} text={head!r}>"
 
     def _repr_mimebundle_(self, include=None, exclude=None) -> dict[str, str]:

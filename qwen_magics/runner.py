@@ -1,17 +1,21 @@
 """The package's event loop, and the one driver that streams a backend into a renderer.
 
-Every run, whatever its surface (a cell, a comparison column, the panel), is
-:func:`drive`: a coroutine on the package's event loop that reads a backend's
-events, folds them into a :class:`Result` and hands them to a renderer, which
-refreshes its display at most every ``interval`` seconds.  The loop runs in a
-daemon thread for the life of the kernel, so HTTP connections are reused and
-Jupyter's own running loop is never re-entered.
+Every run, whatever its surface (a cell, a comparison column, the panel, a
+dataset map's row), is :func:`drive`: a coroutine on the package's event loop
+that reads a backend's events, folds them into a :class:`Result` and hands
+them to a renderer.  The driver alone decides when a display refreshes (at
+most every ``renderer.interval`` seconds, kept by a :class:`Pace`; the map's
+progress view keeps its own :class:`Pace`).  The loop runs in a daemon thread
+for the life of the kernel, so HTTP connections are reused and Jupyter's own
+running loop is never re-entered; the backends, the driver and the renderers
+all run on that thread.
 
-A cell waits for its run with :func:`run`: the cell's thread blocks (a cell
-ends when its answer is complete) and stays interruptible; Ctrl-C cancels the
-run, which keeps its partial answer, marked ``stopped``.  The run is started
-in the cell's context (:mod:`contextvars`), so the kernel routes its display
-messages to that cell.
+A cell waits with :func:`block` (a run: :func:`run`): the cell's thread
+blocks (a cell ends when its answer is complete) and stays interruptible;
+Ctrl-C cancels the coroutine, which cleans up (a run keeps its partial answer,
+marked ``stopped``), waits for it at most ``_CANCEL_GRACE`` seconds, and
+re-raises the interrupt.  Coroutines are started in the cell's context
+(:mod:`contextvars`), so the kernel routes their display messages to that cell.
 """
 
 from __future__ import annotations
@@ -23,7 +27,8 @@ import contextvars
 import threading
 import time
 import traceback
-from typing import Any, Coroutine
+from contextlib import aclosing
+from typing import Any, Callable, Coroutine
 
 from . import events as ev
 from .errors import QwenMagicsError
@@ -32,7 +37,7 @@ from .result import Result
 _loop: asyncio.AbstractEventLoop | None = None
 _loop_thread: threading.Thread | None = None
 _loop_lock = threading.Lock()
-_CANCEL_GRACE = 5.0
+_CANCEL_GRACE = 10.0  # how long an interrupted cell waits for its coroutine to clean up
 _WAKE = 0.25  # how often a waiting cell's thread wakes to notice an interrupt
 _JOINABLE = (ev.TextDelta, ev.ReasoningDelta)
 
@@ -125,106 +130,157 @@ def shutdown(timeout: float = 2.0) -> None:
 atexit.register(shutdown)  # registered first, so it runs last: backends close their sessions on the loop before
 
 
+# Blocking a cell ---------------------------------------------------------------------------------
+
+def block(coroutine: Coroutine) -> Any:
+    """Run ``coroutine`` on the package's loop and wait for its value; Ctrl-C cancels it.
+
+    On ``KeyboardInterrupt`` the coroutine is cancelled (it cleans up as it
+    sees fit), waited for at most ``_CANCEL_GRACE`` seconds (a coroutine that
+    ignores cancellation does not hold the cell), and the interrupt re-raised.
+    """
+    ended = threading.Event()
+
+    async def watched() -> Any:
+        try:
+            return await coroutine
+        finally:
+            ended.set()
+
+    future = submit(watched())
+    try:
+        return wait(future)
+    except KeyboardInterrupt:
+        future.cancel()
+        ended.wait(_CANCEL_GRACE)
+        raise
+
+
 # The driver --------------------------------------------------------------------------------------
 
-async def drive(events, renderer, result: Result) -> Result:
-    """Stream ``events`` (a backend's async iterator) into ``renderer``, folding them into ``result``.
+class Pace:
+    """When a display may refresh next: at most once per ``interval`` seconds.
 
-    Never raises for a failed run: the result records it (``incomplete`` with
-    the error's one line, or ``stopped`` when cancelled), so one failing column
-    never stops the others; the renderer is finished exactly once, whatever
-    happened.  Consecutive text (or reasoning) deltas that arrive before a
-    refresh is allowed are joined into one event, so a fast stream costs one
-    fold and one renderer call per refresh, not per chunk; the first text is
-    shown at once.  A timer makes sure a pending refresh happens even when the
-    stream stalls.
+    With ``slowest``, the interval grows with the time since the pace was made
+    (a tenth of it) up to ``slowest`` seconds, so a long run's traffic stays small.
+    """
+
+    def __init__(self, interval: float, clock: Callable[[], float] = time.monotonic,
+                 slowest: float | None = None) -> None:
+        self.interval, self.clock, self.slowest = interval, clock, slowest
+        self.started = clock()
+        self.last = float("-inf")
+
+    def wait(self) -> float:
+        """Seconds until a refresh is allowed (0: now)."""
+        now = self.clock()
+        interval = self.interval
+        if self.slowest is not None:
+            interval = min(self.slowest, max(interval, (now - self.started) / 10))
+        return max(0.0, self.last + interval - now)
+
+    def mark(self) -> None:
+        """A refresh happened now."""
+        self.last = self.clock()
+
+
+async def drive(events, renderer, result: Result) -> Result:
+    """Stream ``events`` (a backend's async generator) into ``renderer``, folding them into ``result``.
+
+    A failed run does not raise: the result records it (``incomplete``, with
+    the error's one line and kind), so one failing column never stops the
+    others.  A cancelled one keeps what arrived, is marked ``stopped``, and
+    the cancellation propagates.  Either way the stream is closed and the
+    renderer finished exactly once.
+
+    Refreshes are paced here: at most one per ``renderer.interval`` seconds
+    (``None``: none until the end), the first text shown at once, and a
+    refresh that is owed happens when due even when the stream stalls.
+    Consecutive text (or reasoning) deltas that arrive between refreshes are
+    joined into one event, so a fast stream costs one fold and one renderer
+    call per refresh, not per chunk.
     """
     loop = asyncio.get_running_loop()
+    pace = None if renderer.interval is None else Pace(renderer.interval, renderer.clock)
     timer: asyncio.TimerHandle | None = None
+    owed = False  # the renderer holds something its display does not show yet
     pending: list[str] = []
     pending_kind: type | None = None
     pending_choice = 0
     pending_at = 0.0
 
     def flush() -> None:
-        nonlocal pending_kind
+        nonlocal pending_kind, owed
         if pending_kind is not None:
             event = pending_kind("".join(pending), pending_choice)
             pending.clear()
             pending_kind = None
             result.apply(event, pending_at)
             renderer.take(event, result)
+            owed = True
 
     def refresh() -> None:
-        nonlocal timer
-        timer = None
+        nonlocal timer, owed
+        if timer is not None:
+            timer.cancel()
+            timer = None
         flush()
-        renderer.refresh_if_due(result)
-        arm()
+        if owed and pace is not None and pace.wait() == 0:
+            pace.mark()
+            owed = renderer.refresh(result)
+        if owed and pace is not None:
+            timer = loop.call_later(pace.wait(), refresh)
 
-    def arm() -> None:
-        """A refresh that is owed happens when due, whether events come or not."""
-        nonlocal timer
-        wait = renderer.seconds_until_allowed() if pending_kind is not None else renderer.seconds_until_due()
-        if wait is not None and timer is None:
-            timer = loop.call_later(wait, refresh)
-
+    paced = ev.consumer_pace.set(renderer.interval)  # what a backend that batches its hand-over reads
     try:
-        async for event in events:
-            kind = type(event)
-            if kind in _JOINABLE:
-                if kind is not pending_kind or event.choice != pending_choice:
-                    flush()
-                    pending_kind, pending_choice, pending_at = kind, event.choice, time.monotonic()
-                pending.append(event.text)
-                if timer is None:
-                    if renderer.seconds_until_allowed() == 0:
-                        refresh()
-                    else:
-                        arm()
-                continue
-            flush()
-            result.apply(event)
-            renderer.take(event, result)
-            if timer is None:
-                refresh()
+        async with aclosing(events) as stream:  # the backend closes its stream, however the run ends
+            async for event in stream:
+                kind = type(event)
+                if kind in _JOINABLE:
+                    if kind is not pending_kind or event.choice != pending_choice:
+                        flush()
+                        pending_kind, pending_choice, pending_at = kind, event.choice, time.monotonic()
+                    pending.append(event.text)
+                    if pace is not None:
+                        wait = pace.wait()
+                        if wait == 0:
+                            refresh()
+                        elif timer is None:
+                            timer = loop.call_later(wait, refresh)
+                    continue
+                flush()
+                result.apply(event)
+                renderer.take(event, result)
+                owed = owed or kind is ev.ToolCallDelta
+                if timer is None and owed:
+                    refresh()
     except asyncio.CancelledError:
         flush()
         result.apply(ev.Failed("stopped by user", state="stopped"))
+        raise
     except Exception as err:  # noqa: BLE001 - recorded on the result; the caller decides what to show
         _release_frames(err)
         flush()
         result.apply(failure(err))
     finally:
+        ev.consumer_pace.reset(paced)
         if timer is not None:
             timer.cancel()
-        aclose = getattr(events, "aclose", None)
-        if aclose is not None:
-            await aclose()  # the backend closes its stream (already done when the error came from it)
+        flush()
         _finish(renderer, result)
     return result
 
 
 def run(events, renderer, result: Result) -> Result:
-    """Drive a run from blocking code (a cell) and wait for it; Ctrl-C stops it.
+    """Drive a run from blocking code (a cell) and wait for it; Ctrl-C stops it (see :func:`block`).
 
-    On ``KeyboardInterrupt`` the run is cancelled, its partial answer kept and
-    marked ``stopped``, the renderer finished, and the interrupt re-raised.
+    On ``KeyboardInterrupt`` the run keeps its partial answer, marked
+    ``stopped``, its renderer finished, and the interrupt is re-raised.
     """
-    done = threading.Event()
-
-    async def driven() -> Result:
-        try:
-            return await drive(events, renderer, result)
-        finally:
-            done.set()
-
-    future = submit(driven())
     try:
-        return wait(future)
+        return block(drive(events, renderer, result))
     except KeyboardInterrupt:
-        future.cancel()
-        if not done.wait(_CANCEL_GRACE):  # a stream that ignores cancellation: the cell goes on regardless
+        if result.state == "streaming":  # a stream that ignored the cancellation: the cell goes on regardless
             result.apply(ev.Failed("stopped by user", state="stopped"))
         raise
 

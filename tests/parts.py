@@ -54,7 +54,7 @@ def browser_missing(front_end_module: str | None = None) -> str | None:
     from browser.lab import CHROMIUM, FRONT_ENDS
 
     try:
-        import playwright.sync_api  # noqa: F401
+        importlib.import_module("playwright.sync_api")
     except ImportError as err:
         return f"Playwright cannot be imported ({err}): {BROWSER_INSTALL}"
     if shutil.which(CHROMIUM) is None:

@@ -35,8 +35,7 @@ def log_path(run_log_in_a_temporary_folder):
 
 @pytest.fixture
 def mp(ip, log_path):
-    """The shell, with the run log in tmp and the SDK's own retries off (the map's backoff is what is tested)."""
-    ip.run_line_magic("config", "QwenMagics.max_retries = 0")
+    """The shell, with the run log in tmp (and the default max_retries, 2)."""
     ip.user_ns["reviews"] = pd.DataFrame({"text": REVIEWS, "stars": [5, 1, 3, 4, 5, 2]},
                                          index=[f"r{i}" for i in range(6)])
     return ip
@@ -173,7 +172,7 @@ def test_a_rate_limit_storm_halves_the_concurrency_waits_retry_after_and_answers
 
 def test_failed_rows_keep_their_one_line_and_the_end_line_counts_their_kinds(mp, dashscope):
     mp.user_ns["items"] = ["first", "fine", "[[blocked]] this", "fine again"]
-    dashscope.enqueue(Script(status=429, retry_after="0", repeat=5))  # the first row: limited five times over
+    dashscope.enqueue(Script(status=429, retry_after="0", repeat=3))  # the first row: limited on each of its 3 tries
     frame = mp.run_cell_magic("qwen_map", "items -m qwen-flash --concurrency 1", "{item}")
     assert list(frame.state) == ["failed", "complete", "failed", "complete"]
     assert frame.error[0].startswith("Rate limited (429 limit_requests)")
@@ -181,6 +180,19 @@ def test_failed_rows_keep_their_one_line_and_the_end_line_counts_their_kinds(mp,
     assert "\n" not in frame.error[0] + frame.error[2]
     assert end_line(mp) == ("4 rows: 2 answered, 2 failed (rate limit x1, moderation x1): "
                             "run the cell again to retry the failed rows")
+
+
+@pytest.mark.parametrize("api", ["chat", "dashscope"])
+def test_a_row_that_is_always_rate_limited_is_sent_max_retries_plus_one_times_as_far_apart_as_told(mp, dashscope,
+                                                                                                    api):
+    mp.user_ns["items"] = ["limited"]
+    dashscope.enqueue(Script(status=429, retry_after="1", repeat=50))
+    frame = mp.run_cell_magic("qwen_map", f"items -m qwen-plus --api {api} --concurrency 8", "{item}")
+    sent = [r for r in dashscope.requests if r.method == "POST"]
+    assert len(sent) == 3  # max_retries 2: one try and two retries, not the SDK's retries inside the map's
+    assert all(later.started - earlier.started >= 0.95 for earlier, later in zip(sent, sent[1:]))  # Retry-After: 1
+    assert frame.state[0] == "failed" and frame.error[0].startswith("Rate limited (429 ")
+    assert dashscope.pending == 47
 
 
 # trying a prompt

@@ -225,6 +225,18 @@ def test_no_unclosed_session_warning_when_the_kernel_exits(dashscope):
     assert "Echo:** hi" in done.stdout and "Unclosed" not in done.stderr
 
 
+@pytest.mark.parametrize("api", APIS)
+def test_a_request_always_rate_limited_is_sent_max_retries_plus_one_times_as_far_apart_as_told(ip, dashscope, api):
+    """One retry policy for every protocol: the SDK's retries are off, the package's honour Retry-After."""
+    dashscope.enqueue(Script(status=429, retry_after="1", repeat=10))
+    with pytest.raises(UsageError) as caught:
+        ip.run_line_magic("qwen", f"--api {api} -m qwen-plus hi")
+    sent = [r for r in dashscope.requests if r.method == "POST"]
+    assert len(sent) == 3  # the default max_retries, 2
+    assert all(later.started - earlier.started >= 0.95 for earlier, later in zip(sent, sent[1:]))
+    assert str(caught.value).startswith("Rate limited (429 ") and " after 2 retries" in str(caught.value)
+
+
 @pytest.mark.parametrize("api, claim", [("chat", " after 1 retry"), ("dashscope", " after 1 retry")])
 def test_an_unreachable_host_is_one_line_that_says_how_often_it_was_tried(ip, dashscope, monkeypatch, api, claim):
     """The openai SDK retries a refused connection; the native backend does the same itself."""

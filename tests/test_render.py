@@ -6,8 +6,9 @@ import sys
 
 import pytest
 
-from qwen_magics import events as ev
+from qwen_magics import events as ev, runner
 from qwen_magics.display import markdown
+from qwen_magics.errors import StreamCut
 from qwen_magics.render.notebook import NotebookRenderer
 from qwen_magics.render.parts import split_blocks
 from qwen_magics.result import Result
@@ -22,18 +23,17 @@ class Clock:
 
 
 def stream(renderer, clock, pieces, seconds_per_piece=0.001):
-    """Feed events one by one, advancing a fake clock; return the result."""
+    """Drive the pieces into the renderer as a backend's events would come, advancing a fake clock; the result."""
     result = Result(model="m", parameters={}, started=0.0)
-    for kind, text in pieces:
-        clock.now += seconds_per_piece
-        event = ev.ReasoningDelta(text) if kind == "reasoning" else ev.TextDelta(text)
-        result.apply(event, clock.now)
-        renderer.handle(event, result)
-    result.apply(ev.Finished("stop"), clock.now)
-    result.apply(ev.Usage(input=10, output=len(pieces)), clock.now)
-    result.close(clock.now)
-    renderer.finish(result)
-    return result
+
+    async def events():
+        for kind, text in pieces:
+            clock.now += seconds_per_piece
+            yield ev.ReasoningDelta(text) if kind == "reasoning" else ev.TextDelta(text)
+        yield ev.Finished("stop")
+        yield ev.Usage(input=10, output=len(pieces))
+
+    return runner.call(runner.drive(events(), renderer, result), 60)
 
 
 def chunks(text, size=4):
@@ -179,12 +179,12 @@ def test_every_output_carries_plain_text(shell):
 def test_an_incomplete_answer_is_marked_in_the_footer(shell):
     clock = Clock()
     renderer = NotebookRenderer(interval=0.1, clock=clock)
-    result = Result(model="m", parameters={}, started=0.0)
-    for e in (ev.TextDelta("partial"), ev.Failed("The stream ended without a finish reason")):
-        result.apply(e, 0.1)
-        renderer.handle(e, result)
-    result.close(0.2)
-    renderer.finish(result)
+
+    async def cut():
+        yield ev.TextDelta("partial")
+        raise StreamCut("The stream ended without a finish reason")
+
+    runner.call(runner.drive(cut(), renderer, Result(model="m", parameters={}, started=0.0)), 10)
     texts = [b["text/plain"] for b in visible(shell)]
     assert texts[0] == "partial"
     assert texts[-1].endswith("incomplete: The stream ended without a finish reason")

@@ -165,3 +165,82 @@ def test_local_tokens_reach_the_loop_in_batches_the_first_at_once():
     loop.close()
     assert [len(b) for b in batches] == [1, 1, 200, 1]  # start, first text, the rest with the finish, the end
     assert [e.text for b in batches for e in b if isinstance(e, ev.TextDelta)] == [str(i) for i in range(200)]
+
+
+def test_a_cancelled_drive_keeps_the_partial_answer_and_the_cancellation_propagates():
+    renderer, result = Recorder(), Result.for_request(REQUEST)
+
+    async def endless():
+        yield ev.TextDelta("so far")
+        await asyncio.sleep(60)
+        yield ev.TextDelta("never")
+
+    async def cancel_it():
+        task = asyncio.ensure_future(runner.drive(endless(), renderer, result))
+        await asyncio.sleep(0.1)
+        task.cancel()
+        try:
+            await task
+        except asyncio.CancelledError:
+            return "propagated"
+        return "swallowed"
+
+    assert runner.call(cancel_it(), 10) == "propagated"
+    assert (result.text, result.state, renderer.finished) == ("so far", "stopped", ["stopped"])
+
+
+def test_block_cancels_on_ctrl_c_waits_for_the_cleanup_and_re_raises():
+    cleaned = []
+
+    async def slow_to_stop():
+        try:
+            await asyncio.sleep(60)
+        finally:
+            await asyncio.sleep(0.3)  # cleanup that takes a while: the cell waits for it
+            cleaned.append(True)
+
+    timer = threading.Timer(0.3, lambda: __import__("_thread").interrupt_main())
+    timer.start()
+    with pytest.raises(KeyboardInterrupt):
+        runner.block(slow_to_stop())
+    assert cleaned == [True]
+    assert runner.block(asyncio.sleep(0, result=7)) == 7
+
+
+def test_a_run_without_reported_tokens_has_no_usage_and_no_cost_anywhere():
+    from qwen_magics.runlog import record_from
+    from qwen_magics.display.text import footer_text
+
+    async def no_usage():
+        yield ev.TextDelta("an answer")
+        yield ev.Finished("stop")
+
+    priced = Request(messages=REQUEST.messages, model="m", endpoint=REQUEST.endpoint, price=(1.0, 2.0))
+    result = runner.call(runner.drive(no_usage(), Recorder(), Result.for_request(priced)), 10)
+    assert result.usage is None and result.total_usage is None and result.cost is None
+    assert "tokens not reported by the server" in footer_text(result) and "tokens=not-reported" in repr(result)
+    record = record_from(result, priced)
+    assert (record.input_tokens, record.output_tokens, record.cost) == (None, None, None)
+
+
+def test_retry_after_is_read_in_seconds_or_milliseconds_and_an_http_date_counts_as_none():
+    from qwen_magics.backends.errors import retry_after
+
+    assert retry_after({"Retry-After": "2"}) == 2.0
+    assert retry_after({"retry-after-ms": "250", "Retry-After": "9"}) == 0.25
+    assert retry_after({"Retry-After": "Wed, 21 Oct 2026 07:28:00 GMT"}) is None
+    assert retry_after({"Retry-After": "-1"}) is None and retry_after(None) is None
+    assert retry_after({"Retry-After": "3600"}) == 60.0
+
+
+def test_the_stream_sees_the_pace_of_the_display_it_feeds():
+    """A backend that batches its hand-over (the local model's worker) hands over as often as the driver shows."""
+    seen = []
+
+    async def reads_pace():
+        seen.append(ev.consumer_pace.get())
+        yield ev.Finished("stop")
+
+    runner.call(runner.drive(reads_pace(), Recorder(interval=0.25), Result.for_request(REQUEST)), 10)
+    runner.call(runner.drive(reads_pace(), Renderer(interval=None), Result.for_request(REQUEST)), 10)
+    assert seen == [0.25, None] and ev.consumer_pace.get() is None

@@ -15,7 +15,6 @@ import pytest
 from qwen_magics.display.summary import (
     SIMILARITY_WORDS,
     diff_html,
-    differing_lines,
     similarity,
     summarize,
     summary_html,
@@ -159,19 +158,6 @@ def test_diff_keeps_the_other_answers_newlines_and_leaves_whitespace_outside_mar
 
 def test_diff_of_equal_answers_is_the_escaped_answer():
     assert diff_html("a < b\n", "a < b\n") == "a &lt; b\n"
-
-
-# differing_lines
-
-
-def test_differing_lines_are_the_changed_and_added_lines_of_the_other_answer():
-    base = "Title\nfirst point\nsecond point\n"
-    other = "Title\nfirst point, reworded\n\nsecond point\nthird point\n"
-    assert differing_lines(base, other) == ["first point, reworded", "third point"]
-
-
-def test_equal_answers_have_no_differing_lines():
-    assert differing_lines("a\nb", "a\nb\n\n") == []
 
 
 # tables

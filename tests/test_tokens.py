@@ -119,7 +119,7 @@ def test_the_speed_of_an_answer_without_reported_tokens_is_counted_in_qwens_toke
     from qwen_magics.result import Result
 
     answer = "今天天气很好，我们去公园散步吧。" * 5
-    result = Result(model="served", parameters={"stream": True}, text=answer, usage_reported=False,
+    result = Result(model="served", parameters={"stream": True}, text=answer,
                     started=0.0, ttft=1.0, elapsed=3.0, state="complete")
     assert result.counted_output == 50
     assert "≈ 25 tok/s, counted with Qwen's tokenizer" in footer_text(result)  # 80 characters: not 80 / 4 / 2

@@ -159,3 +159,22 @@ def test_in_a_notebook_each_call_waits_for_the_users_yes(dashscope, monkeypatch)
     finally:
         kc.stop_channels()
         km.shutdown_kernel(now=True)
+
+
+def test_a_tools_run_logs_every_rounds_tokens_with_every_rounds_cost(ip, dashscope):
+    import qwen_magics
+
+    ip.run_line_magic("config", "QwenMagics.prices = {'qwen-plus': [1.0, 2.0]}")
+    ip.user_ns["get_weather"] = lambda city: {"city": city, "temp": 12}
+    dashscope.enqueue(Script(tool_calls=[{"name": "get_weather", "arguments": {"city": "Paris"}, "id": "call_1"}]))
+    result = ip.run_cell_magic("qwen", "-m qwen-plus --tools get_weather -y", "Umbrella in Paris?")
+    assert len(result.rounds) == 2 and result.price is not None
+    qwen_magics.log().flush(10)
+    (record,) = qwen_magics.log().recent(1)
+    total = result.total_usage
+    assert (record.input_tokens, record.output_tokens) == (total.input, total.output) > (result.usage.input,
+                                                                                         result.usage.output)
+    price_in, price_out = result.price
+    assert record.cost == pytest.approx((total.input * price_in + total.output * price_out) / 1_000_000)
+    per_round = [(r.usage.input * price_in + r.usage.output * price_out) / 1_000_000 for r in result.rounds]
+    assert record.cost == pytest.approx(sum(per_round)) == result.cost

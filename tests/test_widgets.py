@@ -10,6 +10,7 @@ import pytest
 from IPython.core.error import UsageError
 from loopback import Script
 
+from qwen_magics import runner
 from qwen_magics.errors import QwenMagicsError
 
 from conftest import outputs_text
@@ -241,6 +242,26 @@ def test_the_panel_stop_button_keeps_the_partial_answer(ip, dashscope):
     wait_for(lambda: panel.result is not None and panel.result.state == "stopped")
     assert "stopped by user" in panel.output.children[-1].value
     assert outputs_text(ip) == ""  # the panel streams into its own widgets, not the cell
+
+
+def test_a_stopped_run_all_ends_with_the_comparison_and_a_cancelled_one_propagates(ip, dashscope):
+    panel = ip.magics_manager.registry["QwenWidgetMagics"].make_panel()
+    panel.prompt.value, panel.model.value = "long", "qwen-plus"
+    dashscope.enqueue(Script(reasoning="", text="word " * 300, chunk_delay=0.02))
+    future = panel.run()
+    wait_for(lambda: "word" in "".join(p.value for p in panel.output.children))
+    panel.stop()  # the Stop button: the column stops alone, and Run all ends normally
+    assert future.result(20) is panel.comparison and panel.result.state == "stopped"
+
+    logged = []
+    comparison = panel.comparison
+    dashscope.enqueue(Script(reasoning="", text="word " * 300, chunk_delay=0.02))
+    run_all = runner.submit(comparison.run_all(lambda request, result: logged.append(result)))
+    wait_for(lambda: len(bodies(dashscope)) == 2)  # its output was cleared before its request went
+    wait_for(lambda: "word" in "".join(p.value for p in panel.output.children))
+    run_all.cancel()  # what Ctrl-C in %%qwen_compare does (runner.block)
+    wait_for(lambda: comparison.columns[0].task is None)
+    assert run_all.cancelled() and [r.state for r in logged] == ["stopped"] and "word" in logged[0].text
 
 
 def test_differences_against_the_first_column_are_highlighted_on_demand(ip, dashscope):

@@ -1,4 +1,4 @@
-"""What every backend shares: the guard around a stream, and small mapping helpers.
+"""What every backend shares: the guard around a stream, its retries, and small mapping helpers.
 
 A protocol module writes only its own request building and its mapping of
 chunks to events; :func:`guarded` adds what every protocol needs the same way:
@@ -9,35 +9,73 @@ chunks to events; :func:`guarded` adds what every protocol needs the same way:
   :class:`~qwen_magics.errors.QwenMagicsError` line (see :mod:`.errors`),
   told whether part of the answer had arrived (a cut stream, not an
   unreachable endpoint);
+* a request that failed before anything arrived, in a way that may pass (a
+  rate limit, a server error, a timeout, no connection), is sent again, at
+  most ``max_retries`` times, after the service's Retry-After or else a
+  backoff that doubles from half a second.  This is the package's only retry
+  of a request: the SDK clients are made with their own retries off;
 * the protocol's generator is closed when the consumer stops early (Ctrl-C, a
   cancelled column), so its connection is released at once.
+
+Whoever runs many requests at once (a dataset map) can take over the waits
+between tries with :data:`retry_pause`, to slow every request down, not just
+the one that was refused.
 """
 
 from __future__ import annotations
 
-from typing import Any, AsyncIterator
+import asyncio
+import contextvars
+import random
+from contextlib import aclosing
+from typing import Any, AsyncIterator, Awaitable, Callable
 
 from .. import events as ev
-from ..errors import stream_cut
+from ..errors import QwenMagicsError, stream_cut
 from ..request import Request
-from .errors import translate
+from .errors import translate, worth_retrying
+
+Pause = Callable[[QwenMagicsError, float], Awaitable[None]]
+retry_pause: contextvars.ContextVar[Pause | None] = contextvars.ContextVar("retry_pause", default=None)
+"""What waits before a retry (given the error and the seconds to wait); unset: ``asyncio.sleep`` of them."""
 
 
-async def guarded(request: Request, events: AsyncIterator[ev.Event], cut: str = "without a finish reason"
-                  ) -> AsyncIterator[ev.Event]:
-    """``events`` as they come, checked for a finish reason, with errors translated; ``cut`` says how a cut one ended."""
-    started = finished = False
-    try:
-        async for event in events:
-            started = True
-            finished = finished or isinstance(event, ev.Finished)
-            yield event
-        if not finished:
-            raise stream_cut(cut)
-    except Exception as err:  # noqa: BLE001 - every SDK/transport error becomes one clear line
-        raise translate(err, request, midstream=started) from err
-    finally:
-        await events.aclose()
+async def guarded(request: Request, produce: Callable[[Request], AsyncIterator[ev.Event]],
+                  cut: str = "without a finish reason") -> AsyncIterator[ev.Event]:
+    """``produce(request)``'s events, checked for a finish reason, errors translated, retried as above.
+
+    ``cut`` says how a stream that ends without its finish ended.
+    """
+    retries = request.endpoint.max_retries
+    for attempt in range(retries + 1):
+        started = finished = False
+        try:
+            async with aclosing(produce(request)) as events:
+                async for event in events:
+                    started = True
+                    finished = finished or isinstance(event, ev.Finished)
+                    yield event
+            if not finished:
+                raise stream_cut(cut)
+            return
+        except Exception as err:  # noqa: BLE001 - every SDK/transport error becomes one clear line
+            error = translate(err, request, midstream=started)
+            if started or attempt == retries or not worth_retrying(error):
+                if error is err:
+                    raise
+                raise error from err
+        await (retry_pause.get() or _sleep)(error, backoff(error, attempt))
+
+
+def backoff(error: QwenMagicsError, attempt: int) -> float:
+    """Seconds before try ``attempt + 2``: the service's Retry-After, else 0.5 s doubling up to 8 s, jittered."""
+    if error.retry_after is not None:
+        return error.retry_after
+    return min(0.5 * 2 ** attempt, 8.0) * random.uniform(0.75, 1.0)
+
+
+async def _sleep(error: QwenMagicsError, seconds: float) -> None:
+    await asyncio.sleep(seconds)
 
 
 def present(**fields: Any) -> dict[str, Any]:

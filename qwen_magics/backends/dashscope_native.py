@@ -15,13 +15,14 @@ import asyncio
 import atexit
 import re
 import sys
+from contextlib import aclosing
 from typing import Any, AsyncIterator
 
 from .. import errors as e
 from .. import events as ev
 from ..request import Request
 from .common import detail, guarded, present, search_fields, sources_of
-from .errors import from_status
+from .errors import from_status, retry_after
 
 _MULTIMODAL = re.compile(r"^(qwen3\.5|qwen3-vl|qwen-vl|qvq|qwen-omni|qwen3-omni|qwen2\.5-vl)")
 _sessions: dict[asyncio.AbstractEventLoop, Any] = {}
@@ -107,67 +108,40 @@ def _parts(content: Any) -> list[dict[str, Any]]:
 def stream(request: Request) -> AsyncIterator[ev.Event]:
     """Events for one request; fails with :class:`~qwen_magics.errors.QwenMagicsError`.
 
-    The dashscope SDK neither retries nor applies a read timeout, so both are
-    done here as the openai SDK does them: each frame must come within
-    ``timeout``; rate limits, server errors, timeouts and refused connections
-    before the first frame are retried ``max_retries`` times with exponential
-    backoff (honouring ``Retry-After``).
+    The dashscope SDK applies no read timeout, so each frame must come within
+    ``timeout`` here; it retries nothing but a pooled connection found dropped
+    before the request went out, so rate limits and server errors are retried
+    by :func:`~qwen_magics.backends.common.guarded`, as on the other protocols.
     """
-    return guarded(request, _events(request))
+    return guarded(request, _events)
 
 
 async def _events(request: Request) -> AsyncIterator[ev.Event]:
     from dashscope import AioGeneration, AioMultiModalConversation
 
     api = AioMultiModalConversation if multimodal(request) else AioGeneration
+    timeout = request.endpoint.timeout
     started = False
     usage: ev.Usage | None = None
-    frames = None
-    try:
-        frames, frame = await _open(api, request)
+    reply = await _within(api.call(**build_call(request), session=_session()), timeout)
+    async with aclosing(reply if request.stream else _once(reply)) as frames:  # closes the SDK's HTTP response
+        frame = await _next(frames, timeout)
         while frame is not None:
             if frame.status_code != 200:
                 if started and frame.code == "Unknown" and frame.status_code == 500:  # the SDK's undecodable frame
                     raise e.ServerError("The service sent a malformed stream event",
                                         "the partial answer is kept; run the cell again")
-                raise from_status(frame.status_code, frame.code, frame.message or "", request)
+                raise from_status(frame.status_code, frame.code, frame.message or "", request,
+                                  retry_after=retry_after(getattr(frame, "headers", None)))
             if not started:
                 started = True
                 yield ev.Started(request_id=frame.request_id, model=request.model)
             for event in _from_frame(frame):
                 yield event
             usage = _usage(frame.usage) or usage
-            frame = await _next(frames, request.endpoint.timeout)
-        if usage is not None:
-            yield usage
-    finally:
-        if frames is not None:
-            await frames.aclose()  # closes the SDK's HTTP response
-
-
-async def _open(api: Any, request: Request) -> tuple[Any, Any]:
-    """Start the call and wait for its first frame, retrying what may pass (see :func:`stream`)."""
-    import aiohttp
-
-    timeout, retries = request.endpoint.timeout, request.endpoint.max_retries
-    for attempt in range(retries + 1):
-        frames = None
-        try:
-            reply = await _within(api.call(**build_call(request), session=_session()), timeout)
-            frames = reply if request.stream else _once(reply)
-            first = await _next(frames, timeout)
-        except (asyncio.TimeoutError, aiohttp.ClientConnectionError):
-            if frames is not None:
-                await frames.aclose()
-            if attempt == retries:
-                raise
-            await asyncio.sleep(_backoff(attempt))
-            continue
-        if first is None or first.status_code not in _RETRYABLE or attempt == retries:
-            return frames, first
-        await frames.aclose()
-        await asyncio.sleep(_backoff(attempt, getattr(first, "headers", None)))
-    raise AssertionError("unreachable")
+            frame = await _next(frames, timeout)
+    if usage is not None:
+        yield usage
 
 
 async def _next(frames: Any, timeout: float) -> Any:
@@ -185,18 +159,6 @@ async def _within(awaitable: Any, timeout: float) -> Any:
         async with asyncio.timeout(timeout):
             return await awaitable
     return await asyncio.wait_for(awaitable, timeout)
-
-
-_RETRYABLE = {429, 500, 502, 503, 504}
-
-
-def _backoff(attempt: int, headers: Any = None) -> float:
-    """Seconds before retry ``attempt + 1``: the server's Retry-After, else 0.5 s doubling, at most 8 s."""
-    told = (headers or {}).get("Retry-After") or (headers or {}).get("retry-after")
-    try:
-        return min(float(told), 60.0)
-    except (TypeError, ValueError):  # none given (None), or an HTTP date
-        return min(0.5 * 2 ** attempt, 8.0)
 
 
 async def _once(reply):

@@ -8,6 +8,7 @@ code (never the key) and say what to do next.
 from __future__ import annotations
 
 import json
+from typing import Any
 
 from .. import errors as e
 from ..request import Request
@@ -26,7 +27,8 @@ def translate(err: BaseException, request: Request, midstream: bool = False) -> 
     where = request.endpoint.region or request.endpoint.base_url
     retries = request.endpoint.max_retries
     if isinstance(err, openai.APIStatusError):
-        return from_status(err.status_code, _code(err.body), _message(err), request)
+        return from_status(err.status_code, _code(err.body), _message(err), request,
+                           retry_after=retry_after(err.response.headers))
     if isinstance(err, (openai.APITimeoutError, TimeoutError)):  # TimeoutError: asyncio/aiohttp (dashscope SDK)
         return e.TimedOut(f"No answer from {where} within {request.endpoint.timeout:g} s",
                           "the partial answer is kept; try again, or raise --timeout / %config QwenMagics.timeout")
@@ -43,13 +45,17 @@ def translate(err: BaseException, request: Request, midstream: bool = False) -> 
     return e.QwenMagicsError(f"Unexpected error: {type(err).__name__}: {err}", "run the cell again; if it persists, report it")
 
 
-def from_status(status: int | None, code: str | None, message: str, request: Request) -> e.QwenMagicsError:
-    """Map an HTTP status and service error code (compatible or native) to one clear error."""
+def from_status(status: int | None, code: str | None, message: str, request: Request,
+                retry_after: float | None = None) -> e.QwenMagicsError:
+    """Map an HTTP status and service error code (compatible or native) to one clear error.
+
+    ``retry_after``: the seconds the response's headers asked to wait (see :func:`retry_after`).
+    """
     tag = " ".join(str(x) for x in (status, code) if x)
     tag = f" ({tag})" if tag else ""
     model, region = request.model, request.endpoint.region
     low = (code or "").lower().replace("_", "").replace(".", "")  # data_inspection_failed ~ DataInspectionFailed
-    kw = {"status": status, "code": code}
+    kw = {"status": status, "code": code, "retry_after": retry_after}
     if "datainspection" in low:
         # An error inside a stream has no status (compatible mode) or says "Output data ..." (native, 400);
         # a batch's error line has no status either, and says "Input data ..." when the prompt was refused.
@@ -80,6 +86,30 @@ def from_status(status: int | None, code: str | None, message: str, request: Req
     if status == 400 or "invalidparameter" in low:
         return e.BadRequest(f"The request was rejected{tag}: {message}", "fix the option it names and run again", **kw)
     return e.QwenMagicsError(f"The service reported an error{tag}: {message}", "run the cell again", **kw)
+
+
+def retry_after(headers: Any) -> float | None:
+    """The wait a response's headers ask for, in seconds: ``retry-after-ms``, else ``Retry-After`` in seconds.
+
+    An HTTP date, a negative or an unreadable value counts as none given; a wait
+    is taken as at most a minute (a longer one is better left to the person).
+    """
+    if not headers:
+        return None
+    lowered = {str(name).lower(): value for name, value in headers.items()}
+    for name, scale in (("retry-after-ms", 0.001), ("retry-after", 1.0)):
+        try:
+            seconds = float(lowered[name]) * scale
+        except (KeyError, TypeError, ValueError):
+            continue
+        if seconds >= 0:
+            return min(seconds, 60.0)
+    return None
+
+
+def worth_retrying(error: e.QwenMagicsError) -> bool:
+    """Whether sending the same request again may succeed: a rate limit, a server error, a timeout, no connection."""
+    return isinstance(error, (e.RateLimited, e.ServerError, e.TimedOut, e.ConnectionFailed))
 
 
 def _code(body: object) -> str | None:

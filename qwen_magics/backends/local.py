@@ -2,10 +2,11 @@
 
 llama.cpp generates synchronously, so :func:`stream` runs it in a worker
 thread that hands events to the package's event loop through an asyncio queue,
-and the kernel stays responsive.  The worker hands tokens over in batches (the
-first at once, then at most every ``_HANDOVER`` seconds): llama.cpp's compute
-threads spin-synchronise, and every other thread woken per token slows them
-down measurably on a small machine.
+and the kernel stays responsive.  The worker hands tokens over in batches: the
+first at once, then no more often than the consumer shows them (the driver's
+pace, :data:`~qwen_magics.events.consumer_pace`; at the end only when it shows
+nothing before).  Waking the loop's thread per token would make llama.cpp's
+compute threads, which spin-synchronise, wait for it on a small machine.
 
 The prompt is formatted here with the chat template stored in the GGUF file
 (the same formatter ``create_chat_completion`` uses) and tokenized once, so the
@@ -34,14 +35,13 @@ import time
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from typing import Any
 
-from ..events import Event, Finished, Started, TextDelta, TokenLogprob, Usage
+from ..events import Event, Finished, Started, TextDelta, TokenLogprob, Usage, consumer_pace
 from ..errors import LocalModelError
 from ..local.model import LoadedModel, import_llama_cpp, known_model, load, resolve
 from ..request import Request
 from .common import guarded
 
 _JOIN_TIMEOUT = 10.0
-_HANDOVER = 0.05
 _DONE = object()
 # create_chat_completion's defaults, used where the request leaves a setting unset.
 _DEFAULTS = {"temp": 0.2, "top_p": 0.95, "top_k": 40, "presence_penalty": 0.0, "repeat_penalty": 1.0}
@@ -55,7 +55,7 @@ def stream(request: Request) -> AsyncIterator[Event]:
     The context window is ``request.endpoint.context`` (``QwenMagics.local_context``).  Every failure is
     a :class:`LocalModelError`.
     """
-    return guarded(request, _events(request))
+    return guarded(request, _events)
 
 
 async def _events(request: Request) -> AsyncIterator[Event]:
@@ -64,7 +64,7 @@ async def _events(request: Request) -> AsyncIterator[Event]:
     model = await asyncio.to_thread(load, path, n_ctx=request.endpoint.context)
     queue: asyncio.Queue[list[Any]] = asyncio.Queue()
     cancelled = threading.Event()
-    handover = _Handover(asyncio.get_running_loop(), queue, cancelled)
+    handover = _Handover(asyncio.get_running_loop(), queue, cancelled, consumer_pace.get())
     worker = threading.Thread(target=_run, args=(model, request, cancelled, handover.emit), name="qwen-local",
                               daemon=True)
     worker.start()
@@ -103,11 +103,12 @@ class _Handover:
     """Worker thread → event loop, in batches: the first text at once, then every ``interval`` seconds.
 
     Anything but a token (start, usage, finish, an error, the end) is handed
-    over at once, with whatever tokens wait before it.
+    over at once, with whatever tokens wait before it.  ``interval`` None:
+    tokens wait for the next such item.
     """
 
     def __init__(self, loop: asyncio.AbstractEventLoop, queue: asyncio.Queue, cancelled: threading.Event,
-                 interval: float = _HANDOVER) -> None:
+                 interval: float | None) -> None:
         self.loop, self.queue, self.cancelled, self.interval = loop, queue, cancelled, interval
         self.batch: list[Any] = []
         self.last = float("-inf")
@@ -122,7 +123,7 @@ class _Handover:
         else:
             self.flush()
             return
-        if self.texts == 1 or time.monotonic() - self.last >= self.interval:
+        if self.texts == 1 or (self.interval is not None and time.monotonic() - self.last >= self.interval):
             self.flush()
 
     def flush(self) -> None:

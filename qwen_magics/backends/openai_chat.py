@@ -4,16 +4,15 @@ Speaks DashScope's OpenAI-compatible mode and any other OpenAI-compatible
 server.  DashScope's own fields (``enable_thinking``, ``thinking_budget``,
 ``top_k``, ``repetition_penalty``) travel in ``extra_body`` as the docs say, and
 so do the fields of ``--param`` (the SDK merges them into the body); ``reasoning_content`` in
-the deltas becomes reasoning events.  The SDK's own retries (exponential
-backoff, ``Retry-After`` honoured) cover rate limits, server errors and
-dropped connections before the first byte.  A stream that ends without a
-``finish_reason`` was cut, even though the SDK ends it quietly.
+the deltas becomes reasoning events.  A run's client has the SDK's retries
+off: :func:`~qwen_magics.backends.common.guarded` retries a request, the same
+way for every protocol.  A stream that ends without a ``finish_reason`` was
+cut, even though the SDK ends it quietly.
 """
 
 from __future__ import annotations
 
 import contextlib
-import hashlib
 from typing import Any, AsyncIterator
 
 import openai
@@ -27,19 +26,23 @@ _clients: dict[tuple, Any] = {}
 _NO_KEY = "no-key-needed"  # OpenAI-compatible servers without auth still need a non-empty key in the SDK
 
 
-def client_for(endpoint: Endpoint):
-    """One AsyncOpenAI per endpoint, key and timeouts: connections are reused across cells."""
+def client_for(endpoint: Endpoint, sdk_retries: bool = True):
+    """One AsyncOpenAI per endpoint, key, timeouts and retries: connections are reused across cells.
+
+    ``sdk_retries``: the SDK retries the endpoint's ``max_retries`` times (for calls that are not a run:
+    model lists, the Batch API); a run's requests are retried by ``guarded`` instead, so pass False.
+    """
     key = endpoint.api_key()
     if key is None and endpoint.key_required:
         raise missing_key(endpoint.api_key_env, endpoint.region)
-    fingerprint = hashlib.sha256((key or "").encode()).hexdigest()
-    cache_key = (endpoint.base_url, fingerprint, endpoint.timeout, endpoint.connect_timeout, endpoint.max_retries)
+    retries = endpoint.max_retries if sdk_retries else 0
+    cache_key = (endpoint.base_url, key, endpoint.timeout, endpoint.connect_timeout, retries)  # the client holds it
     if cache_key not in _clients:
         _clients[cache_key] = openai.AsyncOpenAI(
             api_key=key or _NO_KEY,
             base_url=endpoint.base_url,
             timeout=openai.Timeout(endpoint.timeout, connect=endpoint.connect_timeout),
-            max_retries=endpoint.max_retries,
+            max_retries=retries,
         )
     return _clients[cache_key]
 
@@ -65,11 +68,11 @@ def build_body(request: Request) -> dict[str, Any]:
 
 def stream(request: Request) -> AsyncIterator[ev.Event]:
     """Events for one request; fails with :class:`~qwen_magics.errors.QwenMagicsError`."""
-    return guarded(request, _events(request))
+    return guarded(request, _events)
 
 
 async def _events(request: Request) -> AsyncIterator[ev.Event]:
-    response = await client_for(request.endpoint).chat.completions.create(**build_body(request))
+    response = await client_for(request.endpoint, sdk_retries=False).chat.completions.create(**build_body(request))
     if not request.stream:
         for event in _from_completion(response):
             yield event
@@ -91,11 +94,11 @@ async def close(stream) -> None:
 
     ``close()`` releases the connection but leaves the SDK's generators
     suspended, in a reference cycle with the stream; a later garbage
-    collection finalised them all at once, and httpx2's then closed each other
-    out of order ("Exception ignored ... async generator already executing",
-    printed under some later cell).  Iterating the closed stream ends them
-    now, in order: it raises at once, the body being gone (or yields nothing,
-    the stream having ended).
+    collection would finalise them all at once, and httpx2's would close each
+    other out of order ("Exception ignored ... async generator already
+    executing", printed under some later cell).  Iterating the closed stream
+    ends them here, in order: it raises at once, the body being gone (or
+    yields nothing, the stream having ended).
     """
     await stream.close()
     with contextlib.suppress(Exception):

@@ -63,12 +63,12 @@ def _content(content: Any) -> Any:
 
 def stream(request: Request) -> AsyncIterator[ev.Event]:
     """Events for one request; fails with :class:`~qwen_magics.errors.QwenMagicsError`."""
-    return guarded(request, _events(request), cut="before response.completed")
+    return guarded(request, _events, cut="before response.completed")
 
 
 async def _events(request: Request) -> AsyncIterator[ev.Event]:
     body = build_body(request)
-    response = await client_for(request.endpoint).responses.create(**body)
+    response = await client_for(request.endpoint, sdk_retries=False).responses.create(**body)
     if not request.stream:
         for event in _from_response(response):
             yield event

@@ -102,7 +102,7 @@ class Budget:
         cost = result.cost
         if cost is not None:
             self.spent += cost
-        if result.usage_reported and result.complete:
+        if result.usage is not None and result.complete:
             self._outputs.append(result.usage.output)
 
     def ran_out(self) -> str:

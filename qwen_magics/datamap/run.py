@@ -7,13 +7,17 @@ and streamed by :func:`~qwen_magics.runner.drive` into a renderer that shows
 nothing; the progress view is handed each finished result.  Every row is
 built and checked before anything is sent.
 
-At most ``concurrency`` rows are in flight.  A rate-limited row halves that
-limit, waits (the service's Retry-After when it sent one), and is sent again,
-a few times; the limit grows back one step per window of successes.  Every
-finished row is written to the run log at once, grouped under the job, and a
-later run of the same job takes each row whose exact request has a complete
-answer in the log from there, so an interrupted or killed run loses at most
-the rows that were in flight.
+At most ``concurrency`` rows are in flight.  A row is retried as any request
+is (:func:`~qwen_magics.backends.common.guarded`: at most ``max_retries``
+times); the map only takes over the waits between tries: a rate limit halves
+the limit and holds every row back for the service's Retry-After, and the
+waiting row gives up its place meanwhile; the limit grows back one step per
+window of successes.  Every finished row goes to the run log at once (the
+log's writer thread stores it, with any other rows waiting, in one
+transaction), grouped under the job, and a later run of the same job takes
+each row whose exact request has a complete answer in the log from there, so
+an interrupted or killed run loses at most the rows that were in flight (and,
+killed, the few being stored).
 """
 
 from __future__ import annotations
@@ -22,15 +26,14 @@ import ast
 import asyncio
 import builtins
 import hashlib
-import random
 import string
-import threading
 from collections import Counter, deque
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
 
 from .. import events as ev
 from .. import runner
+from ..backends.common import retry_pause
 from ..errors import InvalidInput, OutputFormatError, QwenMagicsError, RateLimited
 from ..options.expand import _is_pandas, expand, format_value
 from ..options.build import prepare
@@ -43,8 +46,7 @@ from ..runlog import RunLog, cache_key_of, record_from
 
 RESULT_COLUMNS = ("answer", "reasoning", "state", "error", "input_tokens", "output_tokens", "cost", "elapsed",
                   "request_id")
-RATE_LIMIT_RETRIES = 4
-_QUIET = 3600.0  # the rows' renderer never refreshes: deltas are joined until the stream ends
+_QUIET_RENDERER = Renderer(interval=None)  # shows nothing: a row's deltas are joined until its stream ends
 _KINDS = {"RateLimited": "rate limit", "ContentBlocked": "moderation", "ServerError": "server error",
           "TimedOut": "timeout", "StreamCut": "cut stream", "ConnectionFailed": "connection",
           "QuotaExceeded": "quota", "BadRequest": "bad request", "LocalModelError": "local model"}
@@ -300,13 +302,12 @@ def recall(job: Job, log: RunLog) -> int:
     for position, key in enumerate(job.keys):
         record = log.cached(key)
         if record is not None:
-            usage = ev.Usage(record.input_tokens or 0, record.output_tokens or 0, record.reasoning_tokens or 0,
-                             record.cached_tokens or 0)
+            usage = None if record.input_tokens is None else ev.Usage(
+                record.input_tokens, record.output_tokens or 0, record.reasoning_tokens or 0, record.cached_tokens or 0)
             job.settle(position, Result(model=record.model, parameters=record.parameters, text=record.answer,
                                         reasoning=record.reasoning, usage=usage, request_id=record.request_id,
                                         finish_reason=record.finish_reason, state="complete",
-                                        elapsed=record.elapsed, price=job.requests[position].price,
-                                        usage_reported=record.input_tokens is not None))
+                                        elapsed=record.elapsed, price=job.requests[position].price))
             job.recalled.add(position)
     return len(job.recalled)
 
@@ -316,16 +317,15 @@ def recall(job: Job, log: RunLog) -> int:
 class Throttle:
     """At most ``limit`` rows in flight; halved when the service rate-limits, then regained one step at a time.
 
-    After a rate limit nothing new is sent until the pause ends: the service's
-    Retry-After, else a delay that doubles with each limit in a row (up to a
-    minute).  Each ``limit`` successes in a row raise the limit by one, back to ``most``.
+    After a rate limit nothing new is sent until the pause it asked for ends.
+    Each ``limit`` successes in a row raise the limit by one, back to ``most``.
     """
 
-    def __init__(self, most: int, base_delay: float = 1.0) -> None:
+    def __init__(self, most: int) -> None:
         self.most = self.limit = most
         self.in_flight = 0
         self.resume_at = 0.0
-        self._base, self._strikes, self._streak = base_delay, 0, 0
+        self._streak = 0
         self._waiters: list[asyncio.Future] = []
 
     async def acquire(self) -> None:
@@ -349,18 +349,17 @@ class Throttle:
         self._wake()
 
     def succeeded(self) -> None:
-        self._strikes, self._streak = 0, self._streak + 1
+        self._streak += 1
         if self.limit < self.most and self._streak >= self.limit:
             self.limit, self._streak = self.limit + 1, 0
             self._wake()
 
-    def backoff(self, retry_after: float | None) -> None:
+    def backoff(self, seconds: float) -> None:
+        """A rate limit: halve the limit (once per pause, not once per row that hit it) and pause ``seconds``."""
         now = asyncio.get_running_loop().time()
-        if now >= self.resume_at:  # the first limit of a pause halves once, not once per row that hit it
-            self.limit, self._strikes = max(1, self.limit // 2), self._strikes + 1
-        delay = retry_after if retry_after is not None else \
-            min(60.0, self._base * 2 ** (self._strikes - 1)) * random.uniform(0.75, 1.25)
-        self.resume_at, self._streak = max(self.resume_at, now + delay), 0
+        if now >= self.resume_at:
+            self.limit = max(1, self.limit // 2)
+        self.resume_at, self._streak = max(self.resume_at, now + seconds), 0
 
     def _wake(self) -> None:
         waiters, self._waiters = self._waiters, []
@@ -369,8 +368,35 @@ class Throttle:
                 waiter.set_result(None)
 
 
+class _Slot:
+    """One row's place under the throttle; given up while the row waits to be retried."""
+
+    def __init__(self, throttle: Throttle, progress: Any) -> None:
+        self.throttle, self.progress, self.held = throttle, progress, False
+
+    async def take(self) -> None:
+        await self.throttle.acquire()
+        self.held = True
+        self.progress.running(self.throttle.in_flight)
+
+    def give_up(self) -> None:
+        if self.held:
+            self.held = False
+            self.throttle.release()
+            self.progress.running(self.throttle.in_flight)
+
+    async def pause(self, error: QwenMagicsError, seconds: float) -> None:
+        """Before a retry: a rate limit holds every row back; the row waits without its place."""
+        self.give_up()
+        if isinstance(error, RateLimited):
+            self.throttle.backoff(seconds)
+        else:
+            await asyncio.sleep(seconds)
+        await self.take()
+
+
 class MapRun:
-    """Answers a job's rows that have no outcome yet, on the package's loop; ``done`` is set when it has ended."""
+    """Answers a job's rows that have no outcome yet, on the package's loop (:meth:`run`)."""
 
     def __init__(self, job: Job, progress: Any, log: RunLog | None, concurrency: int,
                  backend: Callable[[Request], Any], budget: Any = None, **context: Any) -> None:
@@ -379,9 +405,6 @@ class MapRun:
         self.job, self.progress, self.log, self.backend, self.context = job, progress, log, backend, context
         self.budget = budget
         self.throttle = Throttle(concurrency)
-        self.done = threading.Event()
-        self._stopping = False
-        self._writes: set[asyncio.Future] = set()  # rows answered whose record is being written
 
     async def run(self) -> None:
         todo = deque(i for i, outcome in enumerate(self.job.outcomes) if outcome is None)
@@ -390,16 +413,15 @@ class MapRun:
         try:
             await asyncio.gather(*workers)
         finally:  # also when cancelled: the rows in flight stop, and stay "not run"
-            self._stopping = True
             for worker in workers:
                 worker.cancel()
             await asyncio.gather(*workers, return_exceptions=True)
-            await asyncio.gather(*self._writes, return_exceptions=True)  # an answered row is never lost to a stop
+            if self.log is not None:  # an answered row is never lost to a stop: its record is stored first
+                await asyncio.to_thread(self.log.flush)
             self.progress.finish(summary(self.job))
-            self.done.set()
 
     async def _work(self, todo: deque[int]) -> None:
-        while todo and not self._stopping:
+        while todo:
             position = todo.popleft()
             if self.budget is not None and not self.budget.start(position):
                 self.job.unrun[position] = self.budget.ran_out()
@@ -407,62 +429,26 @@ class MapRun:
             result = await self._answer(self.job.requests[position])
             if self.budget is not None:
                 self.budget.settle(position, result)
-            if result is None:
-                return
             self.job.settle(position, result)
             self.progress.add(self.job.label(position), result)
-            if self.log is not None:  # written now, off the loop: a killed kernel loses only the rows in flight
-                record = record_from(result, self.job.requests[position], group_id=self.job.id, group_kind=self.job.kind,
-                                     cache_key=self.job.keys[position], **self.context)
-                write = asyncio.ensure_future(asyncio.to_thread(self.log.write, record))
-                self._writes.add(write)
-                write.add_done_callback(self._writes.discard)
-                await asyncio.shield(write)  # a stop cancels the row's worker, not the writing of its answer
+            if self.log is not None:  # stored at once by the log's writer thread, with any other rows waiting
+                self.log.write_async(record_from(result, self.job.requests[position], group_id=self.job.id,
+                                                 group_kind=self.job.kind, cache_key=self.job.keys[position],
+                                                 **self.context))
 
-    async def _answer(self, request: Request) -> Result | None:
-        """The row's result (rate limits retried); None when the map was stopped meanwhile."""
-        attempt = 0
-        while True:
-            await self.throttle.acquire()
-            self.progress.running(self.throttle.in_flight)
-            retry_after: list[float | None] = []
-            result = Result.for_request(request)
-            try:
-                await runner.drive(_noting_retry_after(self.backend(request), retry_after),
-                                   Renderer(interval=_QUIET), result)
-            finally:
-                self.throttle.release()
-                self.progress.running(self.throttle.in_flight)
-            if result.state == "stopped" or self._stopping:
-                return None
-            if result.error_kind != "RateLimited" or attempt == RATE_LIMIT_RETRIES:
-                if result.complete:
-                    self.throttle.succeeded()
-                return result
-            self.throttle.backoff(retry_after[0] if retry_after else None)
-            attempt += 1
-
-
-async def _noting_retry_after(events: Any, note: list[float | None]):
-    """``events`` as they come; a rate limit's Retry-After (seconds), when the service sent one, goes into ``note``."""
-    try:
-        async for event in events:
-            yield event
-    except RateLimited as err:
-        note.append(_retry_after(err))
-        raise
-    finally:
-        await events.aclose()
-
-
-def _retry_after(err: BaseException) -> float | None:
-    headers = getattr(getattr(err.__cause__, "response", None), "headers", None) or {}
-    for name, scale in (("retry-after-ms", 0.001), ("retry-after", 1.0)):
+    async def _answer(self, request: Request) -> Result:
+        """The row's result; a stop (the worker cancelled) propagates."""
+        slot = _Slot(self.throttle, self.progress)
+        await slot.take()
+        retry_pause.set(slot.pause)  # this worker's context: the row's retries wait under the throttle
+        result = Result.for_request(request)
         try:
-            return max(0.0, float(headers[name]) * scale)
-        except (KeyError, TypeError, ValueError):  # absent, or an HTTP date: the backoff's own delay applies
-            continue
-    return None
+            await runner.drive(self.backend(request), _QUIET_RENDERER, result)
+        finally:
+            slot.give_up()
+        if result.complete:
+            self.throttle.succeeded()
+        return result
 
 
 # The outcome -------------------------------------------------------------------------------------
@@ -499,9 +485,9 @@ def outcome(job: Job) -> Any:
         columns["state"].append(state_of(result))
         columns["error"].append(job.parse_errors.get(position)
                                 or (result.error if result else job.unrun.get(position)))
-        counted = result is not None and result.usage_reported
-        columns["input_tokens"].append(result.usage.input if counted else None)
-        columns["output_tokens"].append(result.usage.output if counted else None)
+        usage = result.usage if result is not None else None
+        columns["input_tokens"].append(usage.input if usage is not None else None)
+        columns["output_tokens"].append(usage.output if usage is not None else None)
         columns["cost"].append(result.cost if result else None)
         columns["elapsed"].append(result.elapsed if result else None)
         columns["request_id"].append(result.request_id if result else None)

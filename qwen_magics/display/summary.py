@@ -124,19 +124,6 @@ def diff_html(base: str, other: str) -> str:
     return "".join(out)
 
 
-def differing_lines(base: str, other: str) -> list[str]:
-    """The non-blank lines of ``other`` that ``base`` lacks, in order: a compact text diff.
-
-    These are the ``+ `` lines of ``difflib.ndiff``, found with a plain line
-    ``SequenceMatcher``: ndiff's intraline hints are dropped anyway, and
-    computing them took seconds on two 20 kB answers.  Blank lines are left
-    out before matching, as they would only make it slower.
-    """
-    theirs = _content_lines(other)
-    matcher = difflib.SequenceMatcher(None, _content_lines(base), theirs, autojunk=False)
-    return [line for op, _, _, lo, hi in matcher.get_opcodes() if op in ("insert", "replace") for line in theirs[lo:hi]]
-
-
 def summary_markdown(summary: Summary, labels: Sequence[str]) -> str:
     """GitHub-markdown table per column, then per group of repeats when some setting ran twice or more.
 
@@ -186,10 +173,6 @@ def _segment(word: str) -> list[str]:
     from ..tokens.qwen import tokenize
 
     return tokenize(word)
-
-
-def _content_lines(text: str) -> list[str]:
-    return [line for line in text.splitlines() if line.strip()]
 
 
 def _ratio(a: list[str], b: list[str]) -> float:

@@ -25,8 +25,8 @@ def footer_text(result: Any, error: bool = True) -> str:
     and gives the speed of the streamed text counted in Qwen's tokens, saying so.
     """
     u = result.usage
-    reported = getattr(result, "usage_reported", True)
-    reasoning = f" / {u.reasoning} reasoning" if u.reasoning else ""
+    reported = u is not None
+    reasoning = f" / {u.reasoning} reasoning" if reported and u.reasoning else ""
     parts = [result.model, f"{u.input} in / {u.output} out{reasoning} tokens" if reported
              else "tokens not reported by the server"]
     answers = len(getattr(result, "choices", ()))

@@ -48,7 +48,7 @@ class Evaluation:
             elif outcome.state == "failed":
                 failed_at[unit.setting].add(unit.row)
             if result is not None:
-                if result.usage_reported:
+                if result.usage is not None:
                     tokens[unit.setting][0] += result.usage.input
                     tokens[unit.setting][1] += result.usage.output
                 if result.cost is not None:

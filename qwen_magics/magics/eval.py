@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import collections
+import importlib
 from typing import Any, Mapping
 
 from IPython.core.error import UsageError
@@ -25,8 +26,6 @@ from .map import data_of, follow_batch, progress_view, run_context
 from ..options.declare import options_from, parse_options, request_arguments, words
 from ..options.settings import AXES, Setting, settings_of
 from ..options.value import Options
-
-_CANCEL_GRACE = 10.0
 
 
 @magics_class
@@ -131,7 +130,7 @@ class QwenEvalMagics(Magics):
         from ..evaluation.scorers import scorer_for
 
         try:
-            import pandas  # noqa: F401 - the result is made of DataFrames
+            importlib.import_module("pandas")  # the result is made of DataFrames
         except ImportError:
             raise InvalidInput("%%qwen_eval needs pandas, which is not installed", "run `pip install pandas`") from None
         if args.out is not None and not args.out.isidentifier():
@@ -192,12 +191,9 @@ class QwenEvalMagics(Magics):
         streams = {p: backend_for(p) for p in {r.protocol for r in job.requests}}  # the SDKs imported now, once
         progress = self._progress(job, job.requests[0].price if job.requests else None)
         mapping = datamap.MapRun(job, progress, log, concurrency, lambda r: streams[r.protocol](r), **self._context())
-        future = runner.submit(mapping.run())
         try:
-            runner.wait(future)
-        except KeyboardInterrupt:
-            future.cancel()
-            mapping.done.wait(_CANCEL_GRACE)
+            runner.block(mapping.run())
+        except KeyboardInterrupt:  # the answers so far are kept (and logged); the others stay "not run"
             return True
         return False
 

@@ -25,7 +25,6 @@ from ..errors import InvalidInput, QwenMagicsError
 from ..options.declare import options_from, parse_options, request_arguments, words
 from ..options.value import Options
 
-_CANCEL_GRACE = 10.0
 _CONCURRENCY = 8  # rows in flight unless --concurrency says otherwise
 _MAP_OWN = ("concurrency", "dry_run", "limit", "fresh", "out", "batch", "no_wait", "budget")
 """The options that say how the map runs, not what each row asks."""
@@ -123,12 +122,10 @@ class QwenMapMagics(Magics):
         backend = backend_for(job.requests[0].protocol) if job.requests else None  # the SDK imported now, once
         progress = self._progress(job, job.requests[0].price if job.requests else None)
         mapping = datamap.MapRun(job, progress, log, concurrency, backend, budget, **self._context())
-        future = runner.submit(mapping.run())
         try:
-            runner.wait(future)
-        except KeyboardInterrupt:
-            future.cancel()
-            mapping.done.wait(_CANCEL_GRACE)
+            runner.block(mapping.run())
+        except KeyboardInterrupt:  # the rows answered so far are kept; the others stay "not run"
+            pass
         if budget is not None:
             print(budget.end_line(sum(1 for p in job.unrun if job.outcomes[p] is None)))
         return self._store(datamap.outcome(job), args.out)

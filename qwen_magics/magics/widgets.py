@@ -238,12 +238,9 @@ class QwenWidgetMagics(Magics):
         return comparison
 
     def _run_blocking(self, comparison) -> None:
-        future = runner.submit(comparison.run_all())
         try:
-            runner.wait(future)
+            runner.block(comparison.run_all())
         except KeyboardInterrupt:
-            comparison.stop()
-            comparison.done.wait(10)
             raise UsageError("Stopped by user: every column keeps its partial answer (in _qwen_compare)") from None
 
     @magic_arguments()

@@ -1,9 +1,10 @@
-"""What every renderer shares: the event interface and time-based throttling.
+"""What every renderer shares: the event interface, and how often its display may refresh.
 
 A renderer sees only events and the result they fold into; it never learns
-where they came from.  Text arrives in many small deltas, but a display is
-refreshed at most once per ``interval`` seconds, with a guaranteed final
-refresh in :meth:`finish`, so a fast stream cannot flood the front end.
+where they came from.  It does not keep time itself: the driver
+(:func:`~qwen_magics.runner.drive`) calls :meth:`refresh` at most once per
+``interval`` seconds, whatever the number of deltas, and :meth:`finish`
+once at the end, so a fast stream cannot flood the front end.
 """
 
 from __future__ import annotations
@@ -18,42 +19,23 @@ if TYPE_CHECKING:
 
 
 class Renderer:
-    """Base class: take events, refresh when due, finish once."""
+    """Base class: take events, refresh when the driver says, finish once.
 
-    def __init__(self, interval: float = 0.1, clock: Callable[[], float] = time.monotonic,
+    ``interval``: the least time between two refreshes (None: no refresh before
+    :meth:`finish`); ``clock``: the driver's clock for that pace (tests give a fake one).
+    """
+
+    def __init__(self, interval: float | None = 0.1, clock: Callable[[], float] = time.monotonic,
                  separate_error: bool = False) -> None:
         self.interval = interval
         self.clock = clock
         self.separate_error = separate_error
         """The caller shows a failed run's error as a line of its own (a cell raises it as its error): the
         footer then names the state without the error, and a run refused before any output shows nothing."""
-        self._dirty = False
-        self._last_refresh = float("-inf")
-
-    def handle(self, event: ev.Event, result: Result) -> None:
-        """Take one event; refresh the display if the interval has passed."""
-        self.take(event, result)
-        self.refresh_if_due(result)
 
     def take(self, event: ev.Event, result: Result) -> None:
         """Take one event without refreshing (the driver refreshes when due)."""
         self.on_event(event, result)
-        if isinstance(event, (ev.TextDelta, ev.ReasoningDelta, ev.ToolCallDelta)):
-            self._dirty = True
-
-    def seconds_until_due(self) -> float | None:
-        """How long until a refresh is owed (None: nothing is pending)."""
-        return self.seconds_until_allowed() if self._dirty else None
-
-    def seconds_until_allowed(self) -> float:
-        """How long until the interval allows the next refresh (0: now)."""
-        return max(0.0, self._last_refresh + self.interval - self.clock())
-
-    def refresh_if_due(self, result: Result) -> None:
-        """Refresh if something is pending and the interval has passed."""
-        if self._dirty and self.clock() - self._last_refresh >= self.interval:
-            self._last_refresh = self.clock()
-            self._dirty = self.refresh(result)
 
     # Surfaces override these.
     def notice(self, text: str) -> None:

@@ -1,7 +1,7 @@
 """The pieces every rich surface shares: a chain of parts, a thinking slot, a footer.
 
-Resending the whole answer at every refresh costs O(n²) bytes: a 16 kB answer
-streamed over 4 s cost 95× its size that way.  Here each part is sent about
+Resending the whole answer at every refresh would cost O(n²) bytes: about 95×
+its size for a 16 kB answer streamed over 4 s.  Here each part is sent about
 once: the answer is a chain of parts (displays in a cell, HTML widgets in a
 column), and a part is updated only while it holds the open tail.  When a
 markdown block is complete (a later block has started) it is frozen into the

@@ -2,9 +2,10 @@
 
 In a notebook it is one display, updated in place (``display_id``), so the
 front end receives one message per refresh however many rows finish.
-Refreshes come at most every ``interval`` seconds (0.1), and further apart as
-a long run goes on (up to once a second), so the traffic of a whole run stays
-small.  A terminal gets a tqdm bar.  Answers are model output: shown escaped,
+Refreshes are paced as the driver paces a run's (:class:`~qwen_magics.runner.Pace`):
+at most every ``interval`` seconds (0.1), further apart as a long run goes on
+(up to once a second), so the traffic of a whole run stays small.  A terminal
+gets a tqdm bar.  Answers are model output: shown escaped,
 first line only, cut short.
 
 A Batch job is shown in the same view: while it runs, the counts are the
@@ -23,6 +24,8 @@ from typing import Any, Callable
 
 from IPython.display import display
 
+from ..runner import Pace
+
 _LATEST = 3
 _CUT = 80
 _SLOWEST = 1.0
@@ -39,7 +42,8 @@ class Progress:
         self.cost = 0.0
         self.latest: deque[tuple[str, str, str]] = deque(maxlen=_LATEST)
         self.refreshes = 0
-        self._started = self._last = 0.0
+        self._started = 0.0
+        self._pace: Pace | None = None
         self._timer: asyncio.TimerHandle | None = None
         self._handle: Any = None
         self._bar: Any = None
@@ -53,7 +57,8 @@ class Progress:
         self._started = self.clock()
         if self.notebook:
             self._handle = display(self.bundle(), raw=True, display_id=True)
-            self._last = self._started
+            self._pace = Pace(self.interval, self.clock, slowest=_SLOWEST)
+            self._pace.mark()
         else:
             from tqdm import tqdm
 
@@ -98,8 +103,9 @@ class Progress:
         else:
             self.failed += 1
             self.latest.append((str(label), "✗", _first_line(result.error or "failed")))
-        self.tokens_in += result.usage.input
-        self.tokens_out += result.usage.output
+        if result.usage is not None:
+            self.tokens_in += result.usage.input
+            self.tokens_out += result.usage.output
         self.cost += result.cost or 0.0
 
     def finish(self, line: str) -> None:
@@ -147,22 +153,18 @@ class Progress:
         return {"text/plain": "\n".join(plain), "text/html": body + "</div>"}
 
     def _changed(self) -> None:
-        """Refresh now if the interval allows, else once when it does (one pending refresh at most)."""
+        """Refresh now if the pace allows, else once when it does (one pending refresh at most)."""
         if self._handle is None or self._timer is not None:
             return
-        wait = self._last + self._interval() - self.clock()
+        wait = self._pace.wait()
         if wait <= 0:
             self._refresh()
         else:
             self._timer = asyncio.get_running_loop().call_later(wait, self._refresh)
 
-    def _interval(self) -> float:
-        """``interval`` at first, growing with the run's length to at most a second."""
-        return min(_SLOWEST, max(self.interval, (self.clock() - self._started) / 10))
-
     def _refresh(self) -> None:
         self._timer = None
-        self._last = self.clock()
+        self._pace.mark()
         self.refreshes += 1
         self._handle.update(self.bundle(), raw=True)
 

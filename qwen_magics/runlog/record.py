@@ -19,10 +19,10 @@ import re
 import uuid
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
-from typing import Any
+from typing import Any, Callable
 from urllib.parse import urlsplit, urlunsplit
 
-from ..errors import redact
+from ..errors import redactor
 
 _DATA_URL = re.compile(r"data:([\w.+-]+/[\w.+-]+);base64,([A-Za-z0-9+/=]+)")
 
@@ -92,8 +92,8 @@ def record_from(result: Any, request: Any, **context: Any) -> Record:
     """
     endpoint = request.endpoint
     envs = {"DASHSCOPE_API_KEY", getattr(endpoint, "api_key_env", "DASHSCOPE_API_KEY")}
-    usage = getattr(result, "total_usage", None) or result.usage
-    counted = getattr(result, "usage_reported", True)
+    usage = result.total_usage  # with --tools: every round's, as the cost is
+    counted = usage is not None
     if "started" not in context:
         context["started"] = utc_iso(datetime.now(timezone.utc) - timedelta(seconds=result.elapsed or 0))
     fields: dict[str, Any] = dict(
@@ -109,8 +109,9 @@ def record_from(result: Any, request: Any, **context: Any) -> Record:
     if "cache_key" not in context:
         context["cache_key"] = cache_key_of(request)
     record = Record(**{**fields, **context})
+    clean = redactor(*envs)
     for name, value in vars(record).items():
-        setattr(record, name, _redacted(value, envs))
+        setattr(record, name, _redacted(value, clean))
     return record
 
 
@@ -178,13 +179,11 @@ def _plain(value: Any) -> Any:
     return str(value)
 
 
-def _redacted(value: Any, envs: set[str]) -> Any:
+def _redacted(value: Any, clean: Callable[[str], str]) -> Any:
     if isinstance(value, str):
-        for env in envs:
-            value = redact(value, env)
-        return value
+        return clean(value)
     if isinstance(value, dict):
-        return {k: _redacted(v, envs) for k, v in value.items()}
+        return {k: _redacted(v, clean) for k, v in value.items()}
     if isinstance(value, list):
-        return [_redacted(v, envs) for v in value]
+        return [_redacted(v, clean) for v in value]
     return value

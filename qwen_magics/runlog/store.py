@@ -20,7 +20,7 @@ from datetime import date, datetime
 from pathlib import Path
 from typing import Any, Callable, Mapping, TypeVar
 
-from ..errors import InvalidInput, redact
+from ..errors import InvalidInput, redact, redactor
 from . import schema
 from .record import Record, utc_iso
 from .writer import Writer
@@ -279,13 +279,14 @@ def _records(rows: list[tuple[Any, ...]]) -> list[Record]:
 def _row(record: Record | Mapping[str, Any]) -> dict[str, Any]:
     """The columns of one run, texts redacted; a mapping with an unknown field raises ``TypeError`` here."""
     record = record if isinstance(record, Record) else Record(**record)
+    clean = redactor()
     row: dict[str, Any] = {}
     for name in COLUMNS:
         value = getattr(record, name)
         if name in _JSON:
             value = json.dumps(value, ensure_ascii=False, default=str)
-        row[name] = redact(value) if isinstance(value, str) else value
-    row["prompt"] = redact(record.prompt)
+        row[name] = clean(value) if isinstance(value, str) else value
+    row["prompt"] = clean(record.prompt)
     return row
 
 

@@ -83,8 +83,9 @@ class ShownRun:
                              reasoning=record.reasoning, finish_reason=record.finish_reason,
                              request_id=record.request_id, state=record.state, error=record.error,
                              ttft=record.ttft, elapsed=record.elapsed, price=price,
-                             usage=ev.Usage(record.input_tokens, record.output_tokens, record.reasoning_tokens,
-                                            record.cached_tokens),
+                             usage=None if record.input_tokens is None else ev.Usage(
+                                 record.input_tokens, record.output_tokens or 0, record.reasoning_tokens or 0,
+                                 record.cached_tokens or 0),
                              logprobs=logprob_entries(record))
 
     def header(self) -> str:

@@ -9,11 +9,15 @@ import threading
 from typing import Any, Callable
 
 _BATCH = 100
+_GATHER = 0.05  # seconds a row waits for others to share its transaction (a map's rows come in a stream)
 _IDLE = 1.0  # seconds without rows after which the thread ends (the next row starts another)
 
 
 class Writer:
     """Hands queued rows to ``store`` in batches on one daemon thread, started by the first row.
+
+    Rows that come within ``_GATHER`` seconds of each other (a map's) share one
+    batch, of at most ``_BATCH`` rows; :meth:`flush` stores what waits at once.
 
     The thread ends once nothing has come for ``idle`` seconds, calling
     ``on_idle`` (which closes the file), so a kernel keeps no thread and no
@@ -55,23 +59,23 @@ class Writer:
         thread.join()
 
     def _loop(self) -> None:
-        pending: list[dict[str, Any]] = []
+        pending: list[dict[str, Any]] = []  # rows that share the next transaction: each costs more than its rows
         while True:
-            try:
-                item = self._queue.get(timeout=self._idle)
+            try:  # rows that come within _GATHER of the one before join it
+                item = self._queue.get(timeout=_GATHER if pending else self._idle)
             except queue.Empty:
-                if self._ended():
+                if pending:
+                    self._write(pending)
+                    pending = []
+                elif self._ended():
                     break
                 continue
             if isinstance(item, dict):
                 pending.append(item)
-                if len(pending) < _BATCH and not self._queue.empty():
-                    continue  # gather what else is waiting into one transaction
+                if len(pending) < _BATCH:
+                    continue
             if pending:
-                try:
-                    self._store(pending)
-                except Exception:  # a bug (the store catches the file's own failures): report it, keep writing
-                    sys.excepthook(*sys.exc_info())
+                self._write(pending)
                 pending = []
             if isinstance(item, threading.Event):
                 item.set()
@@ -79,6 +83,12 @@ class Writer:
                 break
         if self._on_idle is not None:
             self._on_idle()
+
+    def _write(self, rows: list[dict[str, Any]]) -> None:
+        try:
+            self._store(rows)
+        except Exception:  # a bug (the store catches the file's own failures): report it, keep writing
+            sys.excepthook(*sys.exc_info())
 
     def _ended(self) -> bool:
         """End the thread if nothing is queued; ``True`` if it ends."""

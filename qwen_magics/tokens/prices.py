@@ -169,7 +169,7 @@ def cost_of(result: Any) -> float | None:
         return None
     total = 0.0
     for answer in result.rounds or [result]:
-        if answer.price is None or not answer.usage_reported:
+        if answer.price is None or answer.usage is None:
             return None
         u = answer.usage
         cost = answer.price.cost(u.input, u.output, u.cached, thinking_of(answer))

@@ -8,8 +8,8 @@ column's answer and shows why.  The same comparison is the panel's engine
 (:mod:`.panel`), which adds and removes columns and links controls across
 them.  All columns stream at once on the package's event loop,
 bounded by a semaphore, and by a server's own limit where one is set
-(``QwenMagics.concurrency``: base URL → requests at once); the SDK's retries
-handle each column's rate limits.  Local-model columns share one model
+(``QwenMagics.concurrency``: base URL → requests at once); a column's request
+is retried as any is (:func:`~qwen_magics.backends.common.guarded`).  Local-model columns share one model
 instance, so they take turns (a lock), while remote columns keep streaming.
 A failing column records its error and never stops the others; a column cut
 while another column to the same server was streaming says the server may
@@ -24,7 +24,6 @@ import concurrent.futures
 import contextlib
 import html
 import shlex
-import threading
 from dataclasses import dataclass, field
 from typing import Any, AsyncIterator, Callable, Mapping
 
@@ -91,6 +90,8 @@ class Column:
     refusal: str | None = None
     """Why the last run was refused (its one line), None once a run starts."""
     task: asyncio.Task | None = field(default=None, repr=False)
+    stopping: bool = False
+    """The column's run is being stopped on its own (Stop, ×, Run again): it ends with its partial answer."""
 
     def options(self) -> str:
         """The column's ``%qwen`` options: its controls, then the options they do not show."""
@@ -137,7 +138,6 @@ class Comparison:
         self.diff_toggle.observe(lambda _: self._show_summary(), "value")
         self.buttons = w.HBox([self.stop_button, self.diff_toggle])
         self.widget = w.VBox([self.grid, self.summary, self.buttons])
-        self.done = threading.Event()
 
     # Columns -----------------------------------------------------------------------------------
 
@@ -179,8 +179,7 @@ class Comparison:
         """Remove a column (a running one is stopped first, keeping nothing)."""
         if column not in self.columns:
             return
-        if column.task is not None:
-            runner.background_loop().call_soon_threadsafe(column.task.cancel)
+        runner.background_loop().call_soon_threadsafe(self._stop_column, column)
         self.columns.remove(column)
         self._layout()
         self._show_summary()
@@ -223,15 +222,14 @@ class Comparison:
     # Running ---------------------------------------------------------------------------------
 
     async def run_all(self, on_result: OnResult | None = None) -> None:
-        """Stream every column at once (within the concurrency limit); never raises for a column.
+        """Stream every column at once (within the concurrency limit); never raises for a failed or stopped column.
 
         ``on_result``: where this run's results go (default: the comparison's ``on_result``).
+        A column stopped alone (:meth:`stop`, its Run pressed again) keeps its partial answer,
+        marked stopped, and the others go on; cancelled itself, every running column stops
+        the same way and the cancellation propagates.
         """
-        self.done.clear()
-        try:
-            await asyncio.gather(*(self._run(c, on_result) for c in list(self.columns)))
-        finally:
-            self.done.set()
+        await asyncio.gather(*(self._run(c, on_result) for c in list(self.columns)))
 
     def start(self, column: Column, on_result: OnResult | None = None) -> concurrent.futures.Future:
         """Run one column in the background (the cell that made the comparison has finished)."""
@@ -241,8 +239,13 @@ class Comparison:
         """Cancel every running column; each keeps its partial answer, marked stopped."""
         loop = runner.background_loop()
         for column in self.columns:
-            if column.task is not None:
-                loop.call_soon_threadsafe(column.task.cancel)
+            loop.call_soon_threadsafe(self._stop_column, column)
+
+    def _stop_column(self, column: Column) -> None:
+        """On the loop: cancel the column's run as a stop of that column alone (its run returns, not raises)."""
+        if column.task is not None:
+            column.stopping = True
+            column.task.cancel()
 
     async def _run(self, column: Column, on_result: OnResult | None = None) -> Result | None:
         """Run a column; a refused run (bad options) keeps the column's answer and shows why, returning None.
@@ -252,7 +255,7 @@ class Comparison:
         """
         running = column.task
         if running is not None and running is not asyncio.current_task():  # Run pressed again: the run before ends
-            running.cancel()
+            self._stop_column(column)
             while column.task is running:
                 await asyncio.sleep(0.02)
         options = column.options()
@@ -269,7 +272,7 @@ class Comparison:
             column.spec = ColumnSpec(options, label, label, column.spec.prompt)
             column.header.value = f"<b>{html.escape(label)}</b>"
             column.ran = options
-        column.task = asyncio.current_task()
+        column.task, column.stopping = asyncio.current_task(), False
         self._running += 1
         self.stop_button.disabled = False
         column.status.value = _waiting(is_local(request.model))
@@ -283,6 +286,9 @@ class Comparison:
                 result = Result.for_request(request)  # its clock starts when its turn comes
                 await runner.drive(self._watched(column, url, backend_for(request.protocol)(request)), renderer,
                                    result)
+        except asyncio.CancelledError:
+            if not column.stopping:  # the whole comparison was cancelled (Ctrl-C): that goes on up
+                raise
         finally:
             column.task = None
             self._running -= 1
@@ -316,8 +322,9 @@ class Comparison:
             self._shared |= {*streaming, id(column)}
         streaming.add(id(column))
         try:
-            async for event in events:
-                yield event
+            async with contextlib.aclosing(events):
+                async for event in events:
+                    yield event
         except StreamCut as err:
             if id(column) not in self._shared:
                 raise
@@ -325,7 +332,6 @@ class Comparison:
                             f"run with --concurrency 1, or %config QwenMagics.concurrency = {{{url!r}: 1}}") from err
         finally:
             streaming.discard(id(column))
-            await events.aclose()
 
     def _show_summary(self) -> None:
         results = self.results
@@ -425,7 +431,7 @@ def _waiting(local: bool) -> str:
 
 def _token_columns(result: Result) -> dict[str, int | None]:
     """A run's token counts; None, not 0, where the server reported none."""
-    if not result.usage_reported:
+    if result.usage is None:
         return {"input_tokens": None, "output_tokens": None, "reasoning_tokens": None}
     u = result.usage
     return {"input_tokens": u.input, "output_tokens": u.output, "reasoning_tokens": u.reasoning}
