@@ -184,9 +184,10 @@ def test_a_comparison_of_local_columns_only_says_they_take_turns_and_nothing_of_
 
 def test_a_local_column_waiting_for_its_turn_says_so(ip):
     from qwen_magics import runner
+    from qwen_magics.options.settings import expand
     from qwen_magics.widgets.compare import Comparison, column_specs
 
-    specs = column_specs({"-m": ["local:0.5b"], "-t": ["0", "1"]}, False, 1, ["--max-tokens", "4"])
+    specs = column_specs(expand({"model": ["local:0.5b"], "temperature": ["0", "1"]}, False), 1, ["--max-tokens", "4"])
     comparison = Comparison(PROMPT, specs, ip.magics_manager.registry["QwenWidgetMagics"].request_factory(PROMPT))
     seen = []
     for column in comparison.columns:

@@ -63,7 +63,7 @@ def test_protocols_notebook_compares_chat_responses_and_native(kernel_env, tmp_p
     run = Executed("protocols", tmp_path)
     assert not run.errors()
     # %qwen_models: the known table next to what the endpoint lists, then a typo check
-    assert "<p>8 models listed by singapore</p>" in run.html and "<td>qwen3.5-plus</td>" in run.html
+    assert "<p>8 models listed by singapore; prices: " in run.html and "<td>qwen3.5-plus</td>" in run.html
     assert "'qwen-plsu' is neither known nor listed: did you mean 'qwen-plus'?" in run.plain
     paths = [(r.method, r.path) for r in kernel_env.requests]
     assert paths == [("GET", MODELS_PATH), ("GET", MODELS_PATH), ("POST", CHAT_PATH), ("POST", RESPONSES_PATH),

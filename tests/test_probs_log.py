@@ -40,7 +40,7 @@ def test_a_logprobs_run_reopens_in_a_new_kernel(dashscope, tmp_path, run_log_in_
         f"%qwen_log show {record.id[:8]}",
         "import qwen_magics\nr = qwen_magics.log().get(%r)\nprint(len(r.logprobs))" % record.id)
     assert "application/vnd.jupyter.widget-view+json" in probs
-    assert "position 1" in probs["text/html"] and "Renormalised over the top K = 3" in probs["text/html"]
+    assert "position 1" in probs["text/html"] and "renormalised over the top K = 3" in probs["text/html"]
     page = shown["text/html"]
     assert "Token probabilities (" in page and "Entropy of the next-token distribution" in page
     assert "approximation" in page and "<b>here</b>" not in page and "&lt;b&gt;here&lt;/b&gt;" in page
