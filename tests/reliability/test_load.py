@@ -16,7 +16,7 @@ import pytest
 from loopback import Script
 
 from .support import (APIS, FAST_RETRY, FIGURES, assert_clear_line, ask, ctrl_c_when, generation_requests,
-                      leak_problems, settled_leaks, snapshot, wait_for)
+                      settled_leaks, snapshot, wait_for)
 
 RATE = 0.10
 TEXT = "alpha beta gamma delta epsilon"
