@@ -247,7 +247,12 @@ def test_dry_run_counts_rows_settings_repeats_and_judge_requests_and_sends_nothi
                              "--dry-run", "What is {a} + {b}?") is None
     out = capsys.readouterr().out
     assert out.startswith("Dry run, nothing sent: 40 rows x 2 settings x 2 repeats = 160 requests + 160 judge "
-                          "requests (one per answer); about ")
+                          "requests (one per answer); ")
+    from qwen_magics.tokens import qwen
+
+    rows = ev.user_ns["sums"]
+    counted = 4 * sum(qwen.count(f"What is {a} + {b}?") for a, b in zip(rows["a"], rows["b"])) + 160 * 8
+    assert f"; {counted:,} input tokens (Qwen's tokenizer; 1,280 of them the chat template's;" in out
     assert out.count("── q") == 3 and "What is 0 + 0?" in out and dashscope.requests == []
 
 

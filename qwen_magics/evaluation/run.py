@@ -129,15 +129,19 @@ def _job_id(keys: list[str]) -> str:
 
 
 def dry_run_text(evaluation: Plan, log: Any) -> str:
-    """What would be sent: the counts, an input-token estimate, the first three prompts."""
+    """What would be sent: the counts, the input tokens (Qwen's tokenizer, without the judge's), the first three
+    prompts."""
+    from ..tokens.qwen import template_tokens
+
     job = evaluation.job
     answered = sum(1 for key in job.keys if log.cached(key) is not None) if log is not None else 0
-    chars = sum(len(_text(m.get("content"))) for r in job.requests for m in r.messages)
+    template = sum(template_tokens(r.messages) for r in job.requests)
     judged = f" + {len(job):,} judge requests (one per answer)" if evaluation.judge_args is not None else ""
     lines = [f"Dry run, nothing sent: {evaluation.count:,} rows x {len(evaluation.settings)} settings x "
              f"{evaluation.repeats} repeats = {len(job):,} requests{judged}"
              + (f" ({answered:,} already answered in the run log)" if answered else "")
-             + f"; about {chars // 4:,} input tokens (an estimate: characters / 4; the model's own count differs)"]
+             + f"; {sum(datamap.input_tokens(job)):,} input tokens (Qwen's tokenizer; {template:,} of them the chat "
+               "template's; images and the judge's requests not counted)"]
     for position, prompt in enumerate(job.prompts[:3]):
         lines += [f"── {job.label(position)} ──", prompt]
     return "\n".join(lines)
@@ -241,9 +245,3 @@ def score_all(evaluation: Plan) -> list[Scored]:
             continue
         out.append(Scored(result.text, score, "complete", None, reason))
     return out
-
-
-def _text(content: Any) -> str:
-    if isinstance(content, str):
-        return content
-    return "".join(p.get("text", "") for p in content or () if isinstance(p, dict))
