@@ -431,3 +431,28 @@ def test_ctrl_c_stops_waiting_for_the_batch_and_the_cell_run_again_follows_the_s
     result = ev.run_cell_magic("qwen_eval", *line)
     assert capsys.readouterr().out.startswith(f"These requests went as batch job(s) {job} before: following those")
     assert len(dashscope.batches.uploads()) == 1 and list(result.table.n) == [5, 5] and chats(dashscope) == []
+
+
+# a budget
+
+def test_a_budget_below_the_estimate_is_refused_with_nothing_sent(ev, dashscope):
+    with pytest.raises(UsageError, match=r"^The estimated cost of 80 requests, \$0\.\d{4}, is over the budget of "
+                                         r"\$0\.0001: nothing was sent\. Raise --budget"):
+        ev.run_cell_magic("qwen_eval", "sums --expect total --score number -m qwen-plus -t 0,1.2 --max-tokens 500 "
+                          "--budget 0.0001", "What is {a} + {b}?")
+    with pytest.raises(UsageError, match=r"--budget bounds the answers of a live evaluation"):
+        ev.run_cell_magic("qwen_eval", "sums --expect total --score judge -m qwen-plus --budget 1", "What is {a}?")
+    assert chats(dashscope) == []
+
+
+def test_a_budget_for_about_twenty_answers_answers_about_twenty_and_leaves_the_rest_not_run(ev, dashscope, capsys):
+    usage = {"prompt_tokens": 20, "completion_tokens": 1000, "total_tokens": 1020}
+    dashscope.respond(lambda body: Script(text="7", reasoning="", usage=usage))
+    budget = 20 * (20 * 0.4 + 1000 * 1.2) / 1_000_000  # qwen-plus in Singapore, from the shipped price table
+    result = ev.run_cell_magic("qwen_eval", f"sums --expect total --score number -m qwen-plus -t 0,1.2 "
+                               f"--budget {budget}", "What is {a} + {b}?")
+    out = capsys.readouterr().out
+    answered = (result.answers.state == "complete").sum()
+    assert 18 <= answered <= 22 and len(chats(dashscope)) == answered
+    assert out.startswith("Estimated cost of 80 requests: $")
+    assert f"{80 - answered} requests not run for lack of budget" in out

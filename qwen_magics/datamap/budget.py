@@ -25,17 +25,20 @@ def thinks(request: Request) -> bool:
 
 
 class Budget:
-    """The money a map may spend, and what it has spent and has in flight."""
+    """The money a map (or an evaluation) may spend, and what it has spent and has in flight."""
 
-    def __init__(self, amount: float, requests: Sequence[Request], input_tokens: Sequence[int]) -> None:
+    def __init__(self, amount: float, requests: Sequence[Request], input_tokens: Sequence[int],
+                 noun: str = "rows") -> None:
+        """``noun``: what the lines count (a map's rows, an evaluation's requests)."""
         if not amount > 0:
             raise InvalidInput(f"--budget {amount:g} is not an amount", "give an amount above 0, e.g. --budget 0.50")
-        first = requests[0] if requests else None
-        if first is not None and first.price is None:
-            raise InvalidInput(f"--budget: {first.model} has no known price here, so its cost cannot be bounded",
-                               f"set one with %config QwenMagics.prices = {{'{first.model}': [IN, OUT]}} "
+        unpriced = next((r for r in requests if r.price is None), None)
+        if unpriced is not None:
+            raise InvalidInput(f"--budget: {unpriced.model} has no known price here, so its cost cannot be bounded",
+                               f"set one with %config QwenMagics.prices = {{'{unpriced.model}': [IN, OUT]}} "
                                "(per million tokens), or drop --budget")
-        self.amount, self.requests, self.input_tokens = amount, requests, input_tokens
+        self.amount, self.requests, self.input_tokens, self.noun = amount, requests, input_tokens, noun
+        first = requests[0] if requests else None
         self.price: Price | None = first.price if first is not None else None
         self.spent = 0.0
         self._outputs: list[int] = []
@@ -69,7 +72,7 @@ class Budget:
         how = (f"output estimated at --max-tokens {guess}" if guess else
                "input only: output is estimated from the rows' mean once rows are answered")
         shown = "not known" if total is None else self.money(total)
-        return (f"Estimated cost of {len(positions):,} rows: {shown} ({how}; input counted with Qwen's tokenizer); "
+        return (f"Estimated cost of {len(positions):,} {self.noun}: {shown} ({how}; input counted with Qwen's tokenizer); "
                 f"budget {self.money(self.amount)}")
 
     def check(self, positions: Sequence[int]) -> None:
@@ -79,7 +82,7 @@ class Budget:
             raise InvalidInput("--budget: a row's prompt is longer than the longest priced tier, so its cost is "
                                "not known", "shorten the prompts, or drop --budget")
         if total > self.amount:
-            raise InvalidInput(f"The estimated cost of {len(positions):,} rows, {self.money(total)}, is over the "
+            raise InvalidInput(f"The estimated cost of {len(positions):,} {self.noun}, {self.money(total)}, is over the "
                                f"budget of {self.money(self.amount)}: nothing was sent",
                                "raise --budget, or send fewer rows with --limit N")
 
@@ -112,4 +115,4 @@ class Budget:
 
     def end_line(self, not_run: int) -> str:
         return (f"Budget {self.money(self.amount)}: {self.money(self.spent)} spent"
-                + (f"; {not_run:,} rows not run for lack of budget" if not_run else ""))
+                + (f"; {not_run:,} {self.noun} not run for lack of budget" if not_run else ""))

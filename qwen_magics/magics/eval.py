@@ -22,7 +22,7 @@ from IPython.core.magic_arguments import argument, magic_arguments
 from .. import runner
 from ..backends import backend_for
 from ..errors import InvalidInput, QwenMagicsError
-from .map import data_of, follow_batch, progress_view, run_context
+from .map import budget_end_line, budget_for, data_of, follow_batch, progress_view, run_context
 from ..options.declare import options_from, parse_options, request_arguments, words
 from ..options.settings import AXES, Setting, settings_of
 from ..options.value import Options
@@ -56,6 +56,8 @@ class QwenEvalMagics(Magics):
     @argument("--dry-run", action="store_true", help="show the request count, an input-token estimate and the first "
               "prompts; send nothing")
     @argument("--fresh", action="store_true", help="send every request, even those answered before (in the run log)")
+    @argument("--budget", type=float, metavar="AMOUNT", help="spend at most AMOUNT (in the price's currency): "
+              "refused before sending if the estimate is over it; requests that would go over it are not run")
     @argument("-o", "--out", metavar="NAME", help="also store the result in NAME (always in _qwen_eval)")
     @argument("--batch", action="store_true", help="send the requests as Model Studio Batch jobs (half price, within "
               "24 hours); the judge's requests go in a second job")
@@ -140,6 +142,9 @@ class QwenEvalMagics(Magics):
                 raise InvalidInput(f"{flag} must be 1 or more", "e.g. --concurrency 8 --limit 10 --repeats 3")
         lookup = collections.ChainMap(dict(names or {}), namespace)
         scorer = scorer_for(args.score, lookup)
+        if args.budget is not None and (args.batch or scorer.name == "judge"):
+            raise InvalidInput("--budget bounds the answers of a live evaluation, not a Batch job nor a judge's "
+                               "requests", "drop --budget, or drop --batch / --score judge")
         if scorer.name != "judge" and (args.judge or args.rubric):
             raise InvalidInput("--judge and --rubric go with --score judge", "add --score judge, or drop them")
         judge_args = self._judge_options(args) if scorer.name == "judge" else None
@@ -189,12 +194,17 @@ class QwenEvalMagics(Magics):
             print(f"⚠ The local model takes requests in turn: --concurrency {concurrency} runs as 1")
             concurrency = 1
         streams = {p: backend_for(p) for p in {r.protocol for r in job.requests}}  # the SDKs imported now, once
+        budget = budget_for(job, args.budget)
         progress = self._progress(job, job.requests[0].price if job.requests else None)
-        mapping = datamap.MapRun(job, progress, log, concurrency, lambda r: streams[r.protocol](r), **self._context())
+        mapping = datamap.MapRun(job, progress, log, concurrency, lambda r: streams[r.protocol](r), budget,
+                                 **self._context())
         try:
             runner.block(mapping.run())
         except KeyboardInterrupt:  # the answers so far are kept (and logged); the others stay "not run"
             return True
+        finally:
+            if budget is not None:
+                print(budget_end_line(job, budget))
         return False
 
     def _batch(self, job: Any, args: argparse.Namespace, log: Any, template: str) -> bool:

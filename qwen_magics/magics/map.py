@@ -118,7 +118,7 @@ class QwenMapMagics(Magics):
         self._notices(job)
         if log is not None and not args.fresh:
             datamap.recall(job, log)
-        budget = self._budget(job, args.budget)
+        budget = budget_for(job, args.budget)
         backend = backend_for(job.requests[0].protocol) if job.requests else None  # the SDK imported now, once
         progress = self._progress(job, job.requests[0].price if job.requests else None)
         mapping = datamap.MapRun(job, progress, log, concurrency, backend, budget, **self._context())
@@ -127,21 +127,8 @@ class QwenMapMagics(Magics):
         except KeyboardInterrupt:  # the rows answered so far are kept; the others stay "not run"
             pass
         if budget is not None:
-            print(budget.end_line(sum(1 for p in job.unrun if job.outcomes[p] is None)))
+            print(budget_end_line(job, budget))
         return self._store(datamap.outcome(job), args.out)
-
-    def _budget(self, job: Any, amount: float | None) -> Any:
-        """With --budget: the estimate of the rows to send, shown; refused (nothing sent) if over the budget."""
-        if amount is None:
-            return None
-        from ..datamap import run as datamap
-        from ..datamap.budget import Budget
-
-        budget = Budget(amount, job.requests, datamap.input_tokens(job))
-        todo = [p for p, outcome in enumerate(job.outcomes) if outcome is None]
-        budget.check(todo)
-        print(budget.plan_line(todo))
-        return budget
 
     def _batch(self, job: Any, args: argparse.Namespace, log: Any, template: str) -> Any:
         """The rows not yet answered as Batch jobs (or those submitted before, still uncollected): wait, collect."""
@@ -253,3 +240,23 @@ def data_of(expression: str, namespace: dict[str, Any]) -> Any:
                          "define it in a cell first") from None
     except Exception as err:  # noqa: BLE001 - the user's expression failed: one line
         raise UsageError(f"DATA {expression!r} raised {type(err).__name__}: {err}") from None
+
+
+def budget_for(job: Any, amount: float | None) -> Any:
+    """With --budget: the estimate of the job's requests still to send, shown; refused (nothing sent) if over
+    the budget; the :class:`~qwen_magics.datamap.budget.Budget` that then bounds the run."""
+    if amount is None:
+        return None
+    from ..datamap import run as datamap
+    from ..datamap.budget import Budget
+
+    budget = Budget(amount, job.requests, datamap.input_tokens(job), noun=job.noun)
+    todo = [p for p, outcome in enumerate(job.outcomes) if outcome is None]
+    budget.check(todo)
+    print(budget.plan_line(todo))
+    return budget
+
+
+def budget_end_line(job: Any, budget: Any) -> str:
+    """What the budget bought: spent, and how many requests it left unsent."""
+    return budget.end_line(sum(1 for p in job.unrun if job.outcomes[p] is None))
