@@ -11,10 +11,11 @@ import contextvars
 from dataclasses import dataclass
 from typing import Literal, Union
 
-consumer_pace: contextvars.ContextVar[float | None] = contextvars.ContextVar("consumer_pace", default=None)
+consumer_pace: contextvars.ContextVar[float | None] = contextvars.ContextVar("consumer_pace", default=0.0)
 """How often the consumer of a stream shows what arrived (seconds; None: only at its end).  Set by the
 driver while it reads a stream, so a backend that must batch what it hands over (the local model's
-worker thread) hands it over no more often than it will be shown."""
+worker thread) hands it over no more often than it will be shown; a consumer that sets none (a plain
+``async for``) gets each piece as it comes."""
 
 
 @dataclass(frozen=True)
