@@ -125,6 +125,18 @@ def interrupt_once_text_arrives(shell):
     threading.Thread(target=watch, daemon=True).start()
 
 
+def interrupt_once_a_batch_job_runs(server):
+    """Press Ctrl-C (SIGINT to this process) once a Batch job on the loopback server has run for a second."""
+    def watch():
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline and not any(j.order and time.monotonic() - j.started > 1.0
+                                                      for j in list(server.batches.jobs.values())):
+            time.sleep(0.02)
+        os.kill(os.getpid(), signal.SIGINT)
+
+    threading.Thread(target=watch, daemon=True).start()
+
+
 def suspended_sdk_generators(within: float = 5.0) -> list[str]:
     """The SDKs' async generators (and their HTTP stacks') still suspended after ``within`` seconds: [] if none.
 

@@ -404,23 +404,12 @@ def test_batch_is_refused_in_one_line_for_a_local_judge_before_anything_is_uploa
 
 
 def test_ctrl_c_stops_waiting_for_the_batch_and_the_cell_run_again_follows_the_same_job(ev, dashscope, capsys):
-    import os
-    import signal
-    import threading
-    import time
-
+    from conftest import interrupt_once_a_batch_job_runs
     from loopback_batch import BatchTiming
 
     dashscope.batches.timing = BatchTiming(per_line=0.15)
 
-    def press_once_running():
-        deadline = time.monotonic() + 20
-        while time.monotonic() < deadline and not any(j.order and time.monotonic() - j.started > 1.0
-                                                      for j in list(dashscope.batches.jobs.values())):
-            time.sleep(0.02)
-        os.kill(os.getpid(), signal.SIGINT)
-
-    threading.Thread(target=press_once_running, daemon=True).start()
+    interrupt_once_a_batch_job_runs(dashscope)
     line = ("sums --expect total --score number -m qwen-flash -t 0,1.2 --limit 5 --batch", "What is {a} + {b}?")
     stopped = ev.run_cell_magic("qwen_eval", *line)
     (job,) = dashscope.batches.jobs

@@ -9,15 +9,13 @@ first but the run log file and the server's jobs.
 from __future__ import annotations
 
 import json
-import os
-import signal
 import sqlite3
-import threading
 import time
 from pathlib import Path
 
 import pandas as pd
 import pytest
+from conftest import interrupt_once_a_batch_job_runs
 from IPython.core.error import UsageError
 from loopback import BATCHES_PATH, BLOCK_MARKER, CHAT_PATH, DEFAULT_KEY, FILES_PATH, Script
 from loopback_batch import BatchTiming
@@ -184,14 +182,7 @@ def test_no_wait_then_collect_in_a_new_kernel_gives_the_frame_on_the_original_ro
 def test_ctrl_c_stops_waiting_the_job_goes_on_and_the_cell_run_again_follows_it(mb, dashscope, capsys):
     dashscope.batches.timing = BatchTiming(per_line=0.15)
 
-    def press_once_running():
-        deadline = time.monotonic() + 20
-        while time.monotonic() < deadline and not any(j.order and time.monotonic() - j.started > 1.0
-                                                      for j in list(dashscope.batches.jobs.values())):
-            time.sleep(0.02)
-        os.kill(os.getpid(), signal.SIGINT)
-
-    threading.Thread(target=press_once_running, daemon=True).start()
+    interrupt_once_a_batch_job_runs(dashscope)
     assert mb.run_cell_magic("qwen_map", "reviews -m qwen-flash --batch", CELL) is None
     (job,) = dashscope.batches.jobs
     assert end_line(mb).startswith(f"Stopped waiting; batch job(s) {job} keep running at the service: "
