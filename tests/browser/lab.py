@@ -279,3 +279,19 @@ def screenshot(page: Any, path: str | Path) -> Path:
     """Save a PNG of the whole page (what a person would see) and return its path."""
     page.screenshot(path=str(path), full_page=True)
     return Path(path)
+
+
+# Every distinct text the answers under ``sel`` show while they stream (those starting with ``start``): proof the
+# text arrived in pieces.  Read back with ``page.evaluate("window.__answers")``.
+WATCH_ANSWERS = """([sel, start]) => {
+    window.__answers = [];
+    new MutationObserver(() => {
+        for (const el of document.querySelectorAll(sel + ' .widget-html-content')) {
+            const text = el.textContent;
+            if (text.startsWith(start) && !window.__answers.includes(text)) window.__answers.push(text);
+        }
+    }).observe(document.body, {subtree: true, childList: true, characterData: true});
+}"""
+# Whether at least ``n`` footers (a finished answer's "tok/s" line) show under ``sel``.
+FOOTERS_JS = "([sel, n]) => [...document.querySelectorAll(sel + ' .widget-html-content')]" \
+             ".filter(e => e.textContent.includes('tok/s')).length >= n"

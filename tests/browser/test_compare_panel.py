@@ -11,7 +11,7 @@ from __future__ import annotations
 import pytest
 from loopback import Script
 
-from .lab import PANEL, open_notebook, page_errors, run_all, set_slider
+from .lab import FOOTERS_JS, PANEL, WATCH_ANSWERS, open_notebook, page_errors, run_all, set_slider
 
 EVIL = ("Entropy counts **microstates**.\n\n<script>document.title='pwned'</script>\n\n"
         "<img src=x onerror=\"document.title='pwned'\">")
@@ -27,18 +27,6 @@ NOTEBOOKS = {"compare.ipynb": [
 CELL_OUTPUT = ".jp-OutputArea .widget-html-content"
 COMPARE_CELL = f"{PANEL} .jp-CodeCell:nth-child(2)"
 PANEL_CELL = f"{PANEL} .jp-CodeCell:nth-child(3)"
-# Every distinct text a comparison column's answer shows while it streams (its first paragraph starts "Entrop").
-WATCH_ANSWERS = """sel => {
-    window.__answers = [];
-    new MutationObserver(() => {
-        for (const el of document.querySelectorAll(sel + ' .widget-html-content')) {
-            const text = el.textContent;
-            if (text.startsWith('Entrop') && !window.__answers.includes(text)) window.__answers.push(text);
-        }
-    }).observe(document.body, {subtree: true, childList: true, characterData: true});
-}"""
-FOOTERS_JS = "([sel, n]) => [...document.querySelectorAll(sel + ' .widget-html-content')]" \
-             ".filter(e => e.textContent.includes('tok/s')).length >= n"
 
 
 @pytest.fixture(scope="module")
@@ -48,7 +36,7 @@ def page(jupyter, browser, server):
     server.enqueue(Script(reasoning="Let me think about microstates. " * 4, text=EVIL, chunk_chars=6,
                           chunk_delay=0.08, repeat=3))
     page = open_notebook(browser, jupyter, "compare.ipynb")
-    page.evaluate(WATCH_ANSWERS, COMPARE_CELL)
+    page.evaluate(WATCH_ANSWERS, [COMPARE_CELL, 'Entrop'])
     run_all(page, timeout=120_000)
     page.wait_for_function(FOOTERS_JS, arg=[COMPARE_CELL, 3], timeout=30_000)
     return page

@@ -12,7 +12,7 @@ from __future__ import annotations
 import pytest
 from loopback import Script
 
-from .lab import PANEL, open_notebook, page_errors, run_all, set_slider
+from .lab import FOOTERS_JS, PANEL, WATCH_ANSWERS, open_notebook, page_errors, run_all, set_slider
 
 NOTEBOOKS = {"columns.ipynb": [
     "%load_ext qwen_magics",
@@ -22,25 +22,13 @@ NOTEBOOKS = {"columns.ipynb": [
 PANEL_CELL = f"{PANEL} .jp-CodeCell:nth-child(2)"
 COPY_CELL = f"{PANEL} .jp-CodeCell:nth-child(3)"
 COLUMNS = f"{PANEL_CELL} .widget-gridbox > .widget-vbox"
-# Every distinct answer text each column shows while it streams: proof the text arrived in pieces.
-WATCH_ANSWERS = """sel => {
-    window.__answers = [];
-    new MutationObserver(() => {
-        for (const el of document.querySelectorAll(sel + ' .widget-html-content')) {
-            const text = el.textContent;
-            if (text.startsWith('Colours') && !window.__answers.includes(text)) window.__answers.push(text);
-        }
-    }).observe(document.body, {subtree: true, childList: true, characterData: true});
-}"""
-FOOTERS_JS = "([sel, n]) => [...document.querySelectorAll(sel + ' .widget-html-content')]" \
-             ".filter(e => e.textContent.includes('tok/s')).length >= n"
 
 
 @pytest.fixture(scope="module")
 def page(jupyter, browser, server):
     server.reset()
     page = open_notebook(browser, jupyter, "columns.ipynb")
-    page.evaluate(WATCH_ANSWERS, PANEL_CELL)
+    page.evaluate(WATCH_ANSWERS, [PANEL_CELL, 'Colours'])
     run_all(page, timeout=120_000)
     page.locator(COLUMNS).nth(1).wait_for(state="visible", timeout=30_000)
     return page
