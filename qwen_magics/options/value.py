@@ -69,9 +69,7 @@ class Options:
             guess = f": did you mean {close[0]!r}?" if close else ""
             raise InvalidInput(f"{where} has no option {unknown[0]!r}{guess}",
                                f"the request options are {', '.join(cls.names())}")
-        values = {k: (tuple(v) if k in _TUPLES and isinstance(v, (list, tuple)) else
-                      (v,) if k in _TUPLES and v is not None else v) for k, v in given.items()}
-        return cls(**{k: v for k, v in values.items() if v is not None or k not in _TUPLES})
+        return cls(**{k: _as_tuple(v) if k in _TUPLES else v for k, v in given.items()})
 
     def but(self, **changes: Any) -> Options:
         """A copy with some options changed."""
@@ -79,3 +77,10 @@ class Options:
 
 
 _TUPLES = {"stop", "param", "image", "video"}
+
+
+def _as_tuple(value: Any) -> tuple[Any, ...]:
+    """A repeatable option's values: none, one value, or a list of them."""
+    if value is None:
+        return ()
+    return tuple(value) if isinstance(value, (list, tuple)) else (value,)
