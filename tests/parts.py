@@ -1,10 +1,10 @@
 """The real parts some tests need beyond the test extra: a browser, llama.cpp's server, the local model,
-a CJK font.
+a CJK font, ipylab.
 
 A test whose part is missing skips with the command that installs it; under ``CI=true`` it fails with
 that same line instead, so a broken install in CI cannot pass by dropping tests.  tests/conftest.py
-applies this to every test marked ``local`` or ``browser``; the llama.cpp server fixture and the
-Chinese-text browser test call it too.
+applies this to every test marked ``local`` or ``browser``; the llama.cpp server fixture, the
+Chinese-text browser test and the tests of the panel's "Copy as cell" call it too.
 """
 
 from __future__ import annotations
@@ -62,6 +62,14 @@ def browser_missing(front_end_module: str | None = None) -> str | None:
     for module in [front_end_module] if front_end_module else [f.module for f in FRONT_ENDS]:
         if importlib.util.find_spec(module) is None:
             return f"{module} is not installed: {BROWSER_INSTALL}"
+    return None
+
+
+def ipylab_missing() -> str | None:
+    """Why the panel's "Copy as cell" cannot insert its cell here (ipylab, which runs the front end's commands,
+    is not installed), or None."""
+    if importlib.util.find_spec("ipylab") is None:
+        return f"ipylab is not installed: {BROWSER_INSTALL}"
     return None
 
 

@@ -16,6 +16,7 @@ import pytest
 from jupyter_client.manager import start_new_kernel
 from loopback import Script
 from nbclient import NotebookClient
+from parts import ipylab_missing, require
 
 pytestmark = pytest.mark.e2e
 ROOT = Path(__file__).resolve().parents[1]
@@ -138,6 +139,39 @@ def test_kernel_interrupt_keeps_the_partial_answer_and_the_kernel_usable(kernel,
     assert "Stopped by user" in reply["content"]["evalue"]
     _, messages = run(kc, "print(_qwen.state, 0 < len(_qwen.text) < 2000)")
     assert [m for _, m in messages if m["msg_type"] == "stream"][0]["content"]["text"].strip() == "stopped True"
+
+
+def printed(kc, code):
+    """What ``code`` prints in the kernel, and its execute reply."""
+    reply, messages = run(kc, code)
+    return "".join(m["content"]["text"] for _, m in messages if m["msg_type"] == "stream"), reply
+
+
+@pytest.mark.parametrize("ipylab", ["installed", "missing"])
+def test_copy_as_cell_clicked_where_no_front_end_takes_a_cell_shows_it_and_how_to_insert_it(kernel, ipylab):
+    """jupyter_client is no front end that runs ipylab: the click shows the cell with the line that says how to
+    insert it, and leaves nothing for the next cell that runs; ``p.copy_as_cell()`` in a cell makes it the next."""
+    if ipylab == "installed":
+        require("this test", ipylab_missing())
+    km, kc = kernel
+    assert printed(kc, "import sys; print('ipylab' in sys.modules)")[0] == "False\n"  # not with %load_ext
+    if ipylab == "missing":
+        run(kc, "sys.modules['ipylab'] = None")  # as if not installed: importing it raises ImportError
+    run(kc, "import qwen_magics\np = qwen_magics.panel(model=['qwen-plus', 'qwen-flash'], temperature=[0, 1.2])\n"
+            "p.prompt.value = 'Name a colour.'\np")
+    shown, _ = printed(kc, "print(sys.modules.get('ipylab') is not None)")
+    assert shown == ("True\n" if ipylab == "installed" else "False\n")  # the shown panel made its ipylab front end
+    button = printed(kc, "print(p.copy_button.model_id, end='')")[0]
+    click = kc.session.msg("comm_msg", {"comm_id": button, "data": {"method": "custom", "content": {"event": "click"}}})
+    kc.shell_channel.send(click)  # what a front end sends when the button is clicked, outside any execute request
+    shown, reply = printed(kc, "print(p.notice.value); print(p.cell.value); print(p.as_compare_cell())")
+    assert reply["content"]["payload"] == []  # no set_next_input left over for this cell to pick up
+    notice, cell = shown.split("\n", 1)
+    assert "run p.copy_as_cell() in a cell" in notice and "Notebook 7 with ipylab" in notice
+    assert "%%qwen_compare -m qwen-plus,qwen-flash -t 0,1.2\nName a colour.</pre>" in cell
+    _, reply = printed(kc, "p.copy_as_cell()")
+    assert reply["content"]["payload"] == [{"source": "set_next_input", "replace": False,
+                                            "text": "%%qwen_compare -m qwen-plus,qwen-flash -t 0,1.2\nName a colour."}]
 
 
 def test_terminal_ipython_streams_plain_text(kernel_env, tmp_path):

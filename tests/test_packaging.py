@@ -16,12 +16,13 @@ def extra(name: str) -> dict[str, Requirement]:
     return {(r := Requirement(line)).name.lower(): r for line in project["optional-dependencies"][name]}
 
 
-def test_the_notebook_extra_brings_jupyterlab_and_notebook_7_in_the_series_the_browser_tests_pin():
+def test_the_notebook_extra_brings_jupyterlab_notebook_7_and_ipylab_in_the_series_the_browser_tests_pin():
     notebook = extra("notebook")
-    pins = dict(re.findall(r'^(JUPYTERLAB|NOTEBOOK)_VERSION="([\d.]+)"',
+    pins = dict(re.findall(r'^(JUPYTERLAB|NOTEBOOK|IPYLAB)_VERSION="([\d.]+)"',
                            (ROOT / ".ci" / "install-browser").read_text(), re.M))
-    assert set(pins) == {"JUPYTERLAB", "NOTEBOOK"}
-    for package, pin in (("jupyterlab", pins["JUPYTERLAB"]), ("notebook", pins["NOTEBOOK"])):
+    assert set(pins) == {"JUPYTERLAB", "NOTEBOOK", "IPYLAB"}
+    for package, pin in (("jupyterlab", pins["JUPYTERLAB"]), ("notebook", pins["NOTEBOOK"]),
+                         ("ipylab", pins["IPYLAB"])):
         assert package in notebook, f"the notebook extra does not install {package}"
         assert notebook[package].specifier.contains(pin), (package, str(notebook[package].specifier), pin)
     assert not notebook["notebook"].specifier.contains("6.5.7")  # Notebook 7, not the classic 6

@@ -378,9 +378,13 @@ def test_copy_as_cell_gives_the_compare_cell_that_sends_the_same_requests(ip, da
     comparison = ip.run_cell_magic("qwen_compare", line.removeprefix("%%qwen_compare "), prompt)
     assert sorted((b["model"], b["temperature"], b["messages"][0]["content"]) for b in bodies(dashscope)) == sent
     assert len(comparison.to_dataframe()) == 2
-    panel.copy_button.click()  # the cell is shown in the panel and offered as the next cell
-    assert "%%qwen_compare -m qwen-plus,qwen-flash" in panel.cell.value
+    ip.rl_next_input = None
+    panel.copy_button.click()  # no front end here to take a cell: the panel shows it, and how to insert it
+    assert "%%qwen_compare -m qwen-plus,qwen-flash" in panel.cell.value and "p.copy_as_cell()" in panel.notice.value
+    assert ip.rl_next_input is None  # a click is no cell: nothing for the next cell that runs to pick up
+    panel.copy_as_cell()
     assert ip.rl_next_input == cell  # what a kernel's shell sends as the set_next_input payload
+    assert panel.cell.value == "" and "is the next cell" in panel.notice.value
 
 
 def test_copy_as_cell_writes_default_for_a_column_that_sends_nothing_and_refuses_what_compare_cannot_say(ip,

@@ -10,7 +10,9 @@ and checks as the magic, so a bad setting reads the same in both.  The panel
 starts from the ``QwenMagics`` configuration, where an unset value shows as
 "default" and is not sent; "Make these the %%qwen defaults" writes the first
 column back into that one configuration (there is no second copy to drift).
-"Copy as cell" gives the ``%%qwen_compare`` cell that reproduces the columns.
+"Copy as cell" puts the ``%%qwen_compare`` cell that reproduces the columns
+into a new cell under the panel's, where the front end takes one (see
+:mod:`~qwen_magics.widgets.frontend`), and shows its text where it does not.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from ..errors import InvalidInput
 from ..models import is_local, picker_options, unsupported_controls
 from ..request import Request
 from ..result import Result
+from . import frontend
 from .column import CONTROLS, NUMBERS, SLIDERS, ColumnControls
 from .compare import Column, Comparison, OnResult
 
@@ -74,16 +77,17 @@ class Panel:
         self.add_button = w.Button(description="+ column", tooltip="a new column with the last column's settings",
                                    layout=w.Layout(width="auto"))
         self.copy_button = w.Button(description="Copy as cell", icon="copy", layout=w.Layout(width="auto"),
-                                    tooltip="the %%qwen_compare cell that reproduces these columns and prompt")
+                                    tooltip="a new cell under this one: the %%qwen_compare cell that reproduces "
+                                            "these columns and prompt")
         self.defaults_button = w.Button(description="Make these the %%qwen defaults", layout=w.Layout(width="auto"),
                                         tooltip="write the first column's settings into %config QwenMagics")
         self.notice = w.HTML()
         """One line under the buttons: what a button did, or why it could not."""
         self.cell = w.HTML()
-        """The last "Copy as cell" text, shown to copy by hand where it could not be put in the next cell."""
+        """The last "Copy as cell" text, shown to copy by hand where the front end takes no cell from a click."""
         self.run_button.on_click(lambda _: self.run())
         self.add_button.on_click(lambda _: self.add_column())
-        self.copy_button.on_click(lambda _: self.copy_as_cell())
+        self.copy_button.on_click(lambda _: self._copy_clicked())
         self.defaults_button.on_click(lambda _: self.make_defaults())
         self._turn: asyncio.Lock | None = None  # made on the package's loop, by the first run
         self._turns_said = False
@@ -206,22 +210,41 @@ class Panel:
         return shlex.join(line) + "\n" + self.prompt.value
 
     def copy_as_cell(self) -> None:
-        """Put :meth:`as_compare_cell` into the next cell, and show it in the panel.
+        """Make :meth:`as_compare_cell` the next cell, from a cell that calls this (IPython's ``set_next_input``)."""
+        cell = self._compare_cell()
+        if cell is None:
+            return
+        if self.shell is None:
+            self._show_cell(cell)
+            return
+        self.shell.set_next_input(cell, replace=False)
+        self.cell.value = ""
+        self._say("The %%qwen_compare cell for these columns is the next cell")
 
-        A cell that calls this gets the new cell below it.  The button's click
-        reaches the kernel outside any cell, where a front end takes no new
-        cell, so the panel shows the cell's text to copy.
-        """
+    def _copy_clicked(self) -> None:
+        """The button: :meth:`as_compare_cell` into a new cell under the panel's, or shown where that cannot be."""
+        cell = self._compare_cell()
+        if cell is None:
+            return
+        if frontend.insert_below(cell):
+            self.cell.value = ""
+            self._say("The %%qwen_compare cell for these columns is in a new cell under this one")
+        else:
+            self._show_cell(cell)
+
+    def _compare_cell(self) -> str | None:
         try:
-            cell = self.as_compare_cell()
+            return self.as_compare_cell()
         except InvalidInput as err:
             self._say(err.line(), "error")
-            return
-        if self.shell is not None:
-            self.shell.set_next_input(cell, replace=False)
+            return None
+
+    def _show_cell(self, cell: str) -> None:
         self.cell.value = (f'<pre style="user-select:all;border:1px solid #ddd;padding:4px;white-space:pre-wrap">'
                            f"{html.escape(cell)}</pre>")
-        self._say("The %%qwen_compare cell for these columns (below, select to copy)")
+        self._say("Select the %%qwen_compare cell below to copy it, or run p.copy_as_cell() in a cell (p: this "
+                  "panel) to make it the next cell: this front end takes no cell from a button (JupyterLab or "
+                  "Notebook 7 with ipylab does)", "notice")
 
     def make_defaults(self) -> str:
         """Write the first column's settings and the system prompt into ``%config QwenMagics``; says what was set."""
@@ -266,7 +289,11 @@ class Panel:
     # Display ----------------------------------------------------------------------------------
 
     def _repr_mimebundle_(self, include=None, exclude=None) -> dict[str, Any]:
-        """The live widget; beside it, for saved notebooks and terminals, the comparison's static copy."""
+        """The live widget; beside it, for saved notebooks and terminals, the comparison's static copy.
+
+        Shown, the panel connects the front end that lets "Copy as cell" insert a cell.
+        """
+        frontend.connect()
         bundle = {"text/plain": self._plain()}
         if self.comparison.results:
             bundle.update({"text/markdown": self.comparison.to_markdown(), "text/html": self.comparison.to_html()})

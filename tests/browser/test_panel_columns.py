@@ -3,7 +3,9 @@
 A two-column panel (qwen-plus at temperature 0, qwen-flash at 1.2): the right column's temperature is
 typed into its slider, Run all streams both columns at once (the loopback server records both requests
 open together) and the summary appears under them; + column copies the last column's settings; a linked
-slider moves in every column; "Copy as cell" shows the %%qwen_compare cell, and a cell that calls
+slider moves in every column; "Copy as cell", clicked while the cursor is in another cell, puts the
+%%qwen_compare cell (``p.as_compare_cell()``, read back from the kernel) into a new cell right under the
+panel's, through ipylab's front end commands, and that cell run sends the same requests; a cell that calls
 ``copy_as_cell()`` gets it as the next cell.
 """
 
@@ -11,17 +13,19 @@ from __future__ import annotations
 
 import pytest
 from loopback import Script
+from parts import ipylab_missing, require
 
 from .lab import FOOTERS_JS, PANEL, WATCH_ANSWERS, open_notebook, page_errors, run_all, set_slider
 
 NOTEBOOKS = {"columns.ipynb": [
     "%load_ext qwen_magics",
     "import qwen_magics\np = qwen_magics.panel(model=['qwen-plus', 'qwen-flash'], temperature=[0, 1.2])\np",
-    "# the cell that asks for the panel's cell",
+    "# the cell where the cursor is when Copy as cell is clicked",
 ]}
 PANEL_CELL = f"{PANEL} .jp-CodeCell:nth-child(2)"
 COPY_CELL = f"{PANEL} .jp-CodeCell:nth-child(3)"
 COLUMNS = f"{PANEL_CELL} .widget-gridbox > .widget-vbox"
+CELLS = f"{PANEL} .jp-CodeCell"
 
 
 @pytest.fixture(scope="module")
@@ -94,19 +98,61 @@ def test_a_linked_slider_moves_in_every_column(page):
     assert page_errors(page) == []
 
 
-def test_copy_as_cell_shows_the_compare_cell_and_puts_it_in_the_next_cell(page):
-    button(page, "Copy as cell").click()
-    shown = page.locator(f"{PANEL_CELL} pre").filter(has_text="%%qwen_compare")
-    shown.wait_for(state="visible", timeout=15_000)
-    expected = "%%qwen_compare -m qwen-plus,qwen-flash,qwen-flash -t 0,1.3,1.3 --top-p 0.3"
-    assert shown.text_content().startswith(expected), shown.text_content()
-    page.locator(f"{COPY_CELL} .jp-InputArea-editor").click()
+def source(cell) -> str:
+    """A cell's text as its editor shows it: CodeMirror draws each line as a ``.cm-line``."""
+    return "\n".join(cell.locator(".cm-line").all_text_contents())
+
+
+def run_in(page, cell, code: str) -> None:
+    """Type ``code`` over a cell's text and run it with Shift+Enter, as a person does."""
+    cell.locator(".jp-InputArea-editor").click()
     page.keyboard.press("Control+A")
-    page.keyboard.type("p.copy_as_cell()")
-    page.keyboard.press("Shift+Enter")  # on the last cell this also adds an empty cell at the end
-    page.wait_for_function("sel => [...document.querySelectorAll(sel)].some(e => e.textContent.startsWith("
-                           "'%%qwen_compare'))", arg=f"{PANEL} .jp-CodeCell .jp-InputArea-editor", timeout=30_000)
-    editors = page.locator(f"{PANEL} .jp-CodeCell .jp-InputArea-editor").all_text_contents()
-    inserted = editors[3]  # the next cell, right under the one that asked
-    assert inserted.startswith(expected) and "Name three colours." in inserted, editors
+    page.keyboard.type(code)
+    page.keyboard.press("Shift+Enter")
+
+
+def test_copy_as_cell_inserts_the_compare_cell_under_the_panels_cell_and_it_runs(page, server):
+    require("this browser test", ipylab_missing())
+    page.locator(f"{PANEL_CELL} textarea[placeholder='prompt']").fill("Name three colours.")
+    cells = page.locator(CELLS)
+    assert cells.count() == 3
+    page.locator(f"{COPY_CELL} .jp-InputArea-editor").click()  # the cursor in the cell under the panel's
+    button(page, "Copy as cell").click()
+    page.wait_for_function("([sel, n]) => document.querySelectorAll(sel).length === n", arg=[CELLS, 4],
+                           timeout=30_000)
+    inserted = cells.nth(2)  # right under the panel's cell; the cell that had the cursor moved down
+    page.wait_for_function("sel => document.querySelector(sel)?.textContent.startsWith('%%qwen_compare')",
+                           arg=f"{CELLS}:nth-child(3) .cm-content", timeout=30_000)
+    assert source(cells.nth(3)) == "# the cell where the cursor is when Copy as cell is clicked"
+    assert page.locator(f"{PANEL_CELL} pre").count() == 0  # inserted, so not shown to copy by hand
+    assert "in a new cell under this one" in page.locator(f"{PANEL_CELL} .widget-html").first.text_content()
+
+    run_in(page, cells.nth(3), "print(p.as_compare_cell(), end='')")  # what the kernel says the cell is
+    kernel_says = page.locator(f"{CELLS}:nth-child(4) .jp-OutputArea-output")
+    kernel_says.wait_for(state="visible", timeout=30_000)
+    expected = kernel_says.text_content()
+    assert expected.startswith("%%qwen_compare -m qwen-plus,qwen-flash") and "\nName three colours." in expected
+    assert source(inserted) == expected
+
+    n = page.locator(COLUMNS).count()
+    models = sorted(column(page, i).locator("input[list]").first.input_value() for i in range(n))
+    server.reset()
+    inserted.locator(".jp-InputArea-editor").click()
+    page.keyboard.press("Shift+Enter")
+    page.wait_for_function(FOOTERS_JS, arg=[f"{CELLS}:nth-child(3)", n], timeout=60_000)
+    chats = [r.body for r in server.requests if r.body is not None]
+    assert sorted(b["model"] for b in chats) == models  # a request per column, with its model
+    assert all(b["messages"][-1]["content"] == "Name three colours." for b in chats)
+    assert page_errors(page) == []
+
+
+def test_a_cell_that_calls_copy_as_cell_gets_the_compare_cell_as_its_next_cell(page):
+    cells = page.locator(CELLS)
+    before = cells.count()
+    run_in(page, cells.nth(before - 1), "p.copy_as_cell()")
+    page.wait_for_function("([sel, n]) => document.querySelectorAll(sel).length > n", arg=[CELLS, before],
+                           timeout=30_000)
+    page.wait_for_function("sel => document.querySelector(sel)?.textContent.startsWith('%%qwen_compare')",
+                           arg=f"{CELLS}:nth-child({before + 1}) .cm-content", timeout=30_000)
+    assert source(cells.nth(before)) == source(cells.nth(2))  # the same cell as the button's
     assert page_errors(page) == []
