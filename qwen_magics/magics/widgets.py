@@ -101,8 +101,10 @@ class QwenWidgetMagics(Magics):
             %qwen_panel -m qwen-plus,qwen-flash -t 0,1.3
 
         Each column has its own Run; + column copies the last one; a control's
-        link toggle moves it in every column.  "Copy as cell" gives the
-        %%qwen_compare cell of the columns; "Make these the %%qwen defaults"
+        link toggle moves it in every column.  "Copy as cell" puts the
+        %%qwen_compare cell of the columns into a new cell under the panel's
+        (JupyterLab and Notebook 7 with ipylab; elsewhere it shows the cell
+        to copy); "Make these the %%qwen defaults"
         sets ``%config QwenMagics`` from the first column.  The panel is kept
         in ``_qwen_panel``; ``qwen_magics.panel()`` returns one.
         """
