@@ -4,18 +4,23 @@ A click reaches the kernel as a widget message, outside any execute request, so
 IPython's ``set_next_input`` has no reply to ride on.  ipylab (a JupyterLab
 extension, so also in Notebook 7) runs the front end's own commands from the
 kernel: ``notebook:insert-cell-below`` adds a code cell under the active cell,
-which is the cell whose output was clicked (a click in a cell's output makes it
-the active one), and ``notebook:replace-selection`` types the text into it.
+which is the cell whose output holds the button (a click or keyboard focus in a
+cell's output makes that cell the active one, wherever the cursor was), and
+``notebook:replace-selection`` types the text into the new cell.
 
 The kernel's one ipylab front end is made when a widget that needs it is shown
 (ipylab imported then, not with the package); a front end that runs ipylab
 answers "ready" soon after.  One that does not (ipylab not installed, the
 classic notebook, VS Code, a terminal) never answers, and :func:`insert_below`
-says so by returning False.
+says so by returning False.  The answer is kept for the kernel's life: a page
+reloaded in JupyterLab answers again, but a kernel that a JupyterLab page
+answered for and that only a front end without ipylab shows later still sends
+the commands, which then insert nothing.
 """
 
 from __future__ import annotations
 
+import warnings
 from typing import Any
 
 _front_end: Any = None
@@ -31,7 +36,9 @@ def connect() -> None:
     if _front_end is not None:
         return
     try:
-        from ipylab import JupyterFrontEnd
+        with warnings.catch_warnings():  # ipylab 1.1 declares a trait the way traitlets deprecates: not the user's
+            warnings.simplefilter("ignore", DeprecationWarning)
+            from ipylab import JupyterFrontEnd
     except ImportError:
         return
     _front_end = JupyterFrontEnd()

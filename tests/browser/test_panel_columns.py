@@ -5,8 +5,8 @@ typed into its slider, Run all streams both columns at once (the loopback server
 open together) and the summary appears under them; + column copies the last column's settings; a linked
 slider moves in every column; "Copy as cell", clicked while the cursor is in another cell, puts the
 %%qwen_compare cell (``p.as_compare_cell()``, read back from the kernel) into a new cell right under the
-panel's, through ipylab's front end commands, and that cell run sends the same requests; a cell that calls
-``copy_as_cell()`` gets it as the next cell.
+panel's, through ipylab's front end commands, and that cell, run, sends a request per column with the
+column's model and temperature; a cell that calls ``copy_as_cell()`` gets it as the next cell.
 """
 
 from __future__ import annotations
@@ -135,13 +135,14 @@ def test_copy_as_cell_inserts_the_compare_cell_under_the_panels_cell_and_it_runs
     assert source(inserted) == expected
 
     n = page.locator(COLUMNS).count()
-    models = sorted(column(page, i).locator("input[list]").first.input_value() for i in range(n))
+    settings = sorted((column(page, i).locator("input[list]").first.input_value(),
+                       float(readout(column(page, i), "temperature"))) for i in range(n))
     server.reset()
     inserted.locator(".jp-InputArea-editor").click()
     page.keyboard.press("Shift+Enter")
     page.wait_for_function(FOOTERS_JS, arg=[f"{CELLS}:nth-child(3)", n], timeout=60_000)
     chats = [r.body for r in server.requests if r.body is not None]
-    assert sorted(b["model"] for b in chats) == models  # a request per column, with its model
+    assert sorted((b["model"], b["temperature"]) for b in chats) == settings  # a request per column, as set
     assert all(b["messages"][-1]["content"] == "Name three colours." for b in chats)
     assert page_errors(page) == []
 
