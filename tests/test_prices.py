@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import re
 from importlib.resources import files
+from pathlib import Path
 
 import pytest
 from conftest import outputs_text
@@ -32,6 +33,20 @@ def test_the_table_is_read_from_the_json_file_the_package_ships_in_the_pages_uni
     assert data["pages"]["ai-paas"]["per_tokens"] == 1000  # the Beijing page's CNY per 1,000 tokens
     assert data["prices"]["beijing"]["qwen-plus"]["tiers"][0]["input"] == 0.0008
     assert listed_price("qwen-plus", "beijing").tiers[0].input == pytest.approx(0.8)  # per million
+
+
+def test_docs_prices_md_lists_every_entry_with_its_page_and_numbers():
+    """docs/prices.md is where a reviewer checks each number against its page: it must list what the table holds."""
+    doc = (Path(__file__).resolve().parents[1] / "docs" / "prices.md").read_text(encoding="utf-8")
+    sections = dict(re.findall(r"^## (\w+) \(.*?\)\n(.*?)(?=^## |\Z)", doc, re.M | re.S))
+    assert set(sections) == {region.capitalize() for region in TABLE}
+    for region, models in TABLE.items():
+        for model, price in models.items():
+            assert price.source.split()[0] in doc
+            rows = re.findall(rf"^\| {re.escape(model)} \|.*$", sections[region.capitalize()], re.M)
+            assert len(rows) == len(price.tiers), (region, model)
+            for row, tier in zip(rows, price.tiers):
+                assert f"({tier.input:g})" in row and f"({tier.output:g})" in row, (region, model, row)
 
 
 def test_singapore_prices_are_the_billing_pages_minimum_prices_with_cache_hits_at_40_percent():
