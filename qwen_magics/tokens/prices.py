@@ -89,15 +89,15 @@ class Price:
         symbol = SYMBOLS.get(self.currency, f"{self.currency} " if self.currency else "")
         return f"{symbol}{amount:.4f}" if amount < 1 else f"{symbol}{amount:,.2f}"
 
-    def describe(self) -> str:
+    def describe(self, thinks: bool = True) -> str:
         """``$0.40 in / $1.20 out per million tokens (thinking out $4.00)``, for the first tier, and how many
-        tiers follow."""
+        tiers follow.  ``thinks`` false (a model without a thinking mode): no thinking price is named."""
         symbol = SYMBOLS.get(self.currency, f"{self.currency} " if self.currency else "")
         if self.free:
             return "free"
         t = self.tiers[0]
         text = f"{symbol}{t.input:g} in / {symbol}{t.output:g} out per million tokens"
-        if t.thinking_output != t.output:
+        if thinks and t.thinking_output != t.output:
             text += f", thinking out {symbol}{t.thinking_output:g}" if t.thinking_output is not None else \
                 ", thinking out unknown"
         if t.up_to is not None:
