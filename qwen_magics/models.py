@@ -118,7 +118,8 @@ class ModelTable:
                               "thinks by default": False})
         for row in self.rows:
             price = price_for(str(row["model"]), where, prices, local=is_local(str(row["model"])))
-            row["price"] = price.describe() if price is not None else None
+            thinks = row["thinking"] not in ("none", "local")  # a model that cannot think has no thinking price
+            row["price"] = price.describe(thinks) if price is not None else None
 
     def _cells(self, row: dict[str, object]) -> list[str]:
         if not self.catalogue:

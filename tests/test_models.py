@@ -24,6 +24,8 @@ def test_the_table_shows_what_the_endpoint_offers_next_to_the_known_models(ip, d
                                     f"list prices read {READ_ON} (— where not known; QwenMagics.prices sets one)")
     assert rows["qwen-plus"]["price"].startswith("$0.4 in / $1.2 out per million tokens")
     assert rows["local"]["price"] == "free" and rows["qwen3.5-27b"]["price"] is None
+    assert rows["qwen-plus"]["price"].endswith(", thinking out unknown (prompts up to 128K tokens)")
+    assert rows["qwen-max"]["price"] == "$1.6 in / $6.4 out per million tokens (prompts up to 32K tokens)"  # no thinking
     assert "qwen-max             yes      32,768     none      off" in text
     assert "<td>qwen3.5-plus</td><td>yes</td><td>1,000,000</td><td>hybrid</td><td>on</td>" in table._repr_html_()
 

@@ -31,3 +31,17 @@ def test_the_notebook_extra_brings_jupyterlab_notebook_7_and_ipylab_in_the_serie
 def test_the_readme_says_how_to_open_the_notebooks():
     readme = (ROOT / "README.md").read_text(encoding="utf-8")
     assert 'pip install -e ".[notebook]"' in readme and "`jupyter lab notebooks/`" in readme
+
+
+def test_every_data_file_the_package_reads_is_shipped_as_package_data():
+    """A wheel holds a package's non-Python files only where ``package-data`` names them: the price table and
+    the sums dataset would be missing from an installed (not editable) package otherwise."""
+    shipped = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["tool"]["setuptools"]["package-data"]
+    data = [f for f in (ROOT / "qwen_magics").rglob("*") if f.is_file() and f.suffix not in (".py", ".pyc")]
+    assert {f.name for f in data} >= {"prices.json", "sums.csv"}
+    for file in data:
+        package = ".".join(file.parent.relative_to(ROOT).parts)
+        candidates = [(owner, pattern) for owner, patterns in shipped.items() for pattern in patterns
+                      if package == owner or package.startswith(owner + ".")]
+        relative = {owner: file.relative_to(ROOT.joinpath(*owner.split("."))) for owner, _ in candidates}
+        assert any(relative[owner].match(pattern) for owner, pattern in candidates), f"{file} is not package data"

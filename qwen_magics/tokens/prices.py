@@ -3,24 +3,21 @@ prices shipped with the package.
 
 Model Studio bills per million tokens, in the region's currency: input by the tier the prompt's length falls
 in, output at a higher price in thinking mode for some models, cache hits at a fraction of the input price,
-and Batch at half price.  The table below holds the prices read from the pages named in each entry, on the
-date in :data:`READ_ON`; a model or region not in it has no known price, and its cost is ``None`` (never 0).
+and Batch at half price.  ``prices.json`` (next to this module) holds the prices as the pages give them: each
+page with its address, title, "Last Updated" date, currency and unit, and each region's models with the page
+they come from; :data:`READ_ON` is the day they were read.  A model or region not in it has no known price,
+and its cost is ``None`` (never 0); so has a thinking answer where the page gives no thinking price.  A model
+is looked up by its exact name: a dated snapshot or a ``-latest`` alias the pages do not list has no price.
 ``QwenMagics.prices`` sets a flat price per model that replaces the table's.
 """
 
 from __future__ import annotations
 
+import json
 from dataclasses import asdict, dataclass, replace
+from pathlib import Path
 from typing import Any
 
-READ_ON = "2026-12-06"
-"""The day the prices below were read."""
-
-BEIJING_PAGE = "https://help.aliyun.com/en/document_detail/3023262.html (AI PaaS billing rules, CNY per 1k tokens)"
-INTERNATIONAL_PAGE = ("https://www.alibabacloud.com/help/en/model-studio/billing-for-model-studio "
-                      "(flagship models' minimum prices; cache hits at 40% of input; Batch at 50%)")
-CACHE_SHARE = 0.4
-"""The international page: a cache hit costs 40% of the input price."""
 SYMBOLS = {"USD": "$", "CNY": "¥"}
 
 
@@ -92,53 +89,54 @@ class Price:
         symbol = SYMBOLS.get(self.currency, f"{self.currency} " if self.currency else "")
         return f"{symbol}{amount:.4f}" if amount < 1 else f"{symbol}{amount:,.2f}"
 
-    def describe(self) -> str:
+    def describe(self, thinks: bool = True) -> str:
         """``$0.40 in / $1.20 out per million tokens (thinking out $4.00)``, for the first tier, and how many
-        tiers follow."""
+        tiers follow.  ``thinks`` false (a model without a thinking mode): no thinking price is named."""
         symbol = SYMBOLS.get(self.currency, f"{self.currency} " if self.currency else "")
         if self.free:
             return "free"
         t = self.tiers[0]
         text = f"{symbol}{t.input:g} in / {symbol}{t.output:g} out per million tokens"
-        if t.thinking_output != t.output:
+        if thinks and t.thinking_output != t.output:
             text += f", thinking out {symbol}{t.thinking_output:g}" if t.thinking_output is not None else \
                 ", thinking out unknown"
         if t.up_to is not None:
-            text += f" (prompts up to {t.up_to // 1024:,}K tokens; {len(self.tiers) - 1} dearer tier(s) above)" \
-                if len(self.tiers) > 1 else f" (prompts up to {t.up_to // 1024:,}K tokens)"
+            size = f"{t.up_to // 1024:,}K" if t.up_to % 1024 == 0 else f"{t.up_to:,}"
+            text += f" (prompts up to {size} tokens; {len(self.tiers) - 1} dearer tier(s) above)" \
+                if len(self.tiers) > 1 else f" (prompts up to {size} tokens)"
         return text
 
 
-def _cny_per_1k(*tiers: tuple[int | None, float, float, float | None, float | None]) -> Price:
-    """A Beijing entry, written as the page gives it (CNY per 1,000 tokens)."""
-    return Price("CNY", tuple(Tier(up, i * 1000, o * 1000, None if t is None else t * 1000,
-                                   None if c is None else c * 1000) for up, i, o, t, c in tiers), BEIJING_PAGE)
+def _page_source(page: dict[str, Any]) -> str:
+    """``URL (title; last updated DATE)``: where a price was read, to check it against."""
+    return f"{page['url']} ({page['title']}; last updated {page['updated'] or 'not shown'})"
 
 
-def _usd_per_million(up_to: int, input_: float, output: float) -> Price:
-    """An international entry: the page gives the first tier's price (non-thinking output) and the context."""
-    return Price("USD", (Tier(up_to, input_, output, None, input_ * CACHE_SHARE),), INTERNATIONAL_PAGE)
+def _price(entry: dict[str, Any], pages: dict[str, dict[str, Any]]) -> Price:
+    """A table entry, written in its page's unit, as a price per million tokens.  A page that states cache hits
+    as a share of the input price (``cache_hit_share``) gives every tier that share."""
+    page = pages[entry["page"]]
+    scale, share = 1_000_000 / page["per_tokens"], page.get("cache_hit_share")
+
+    def per_million(value: float | None) -> float | None:
+        return None if value is None else round(value * scale, 10)
+
+    def tier(t: dict[str, Any]) -> Tier:
+        cached = t["cached_input"] if t["cached_input"] is not None or share is None else t["input"] * share
+        return Tier(t["up_to"], per_million(t["input"]), per_million(t["output"]), per_million(t["thinking_output"]),
+                    per_million(cached))
+
+    return Price(page["currency"], tuple(tier(t) for t in entry["tiers"]), _page_source(page))
 
 
-_K = 1024
-TABLE: dict[str, dict[str, Price]] = {
-    "beijing": {
-        # up to, input, output, thinking output, cache hit (CNY per 1k tokens)
-        "qwen-flash": _cny_per_1k((128 * _K, 0.0002, 0.0015, 0.0015, 0.0001), (256 * _K, 0.0006, 0.006, 0.006, 0.0002),
-                                  (1024 * _K, 0.0012, 0.012, 0.012, 0.0003)),
-        "qwen-plus": _cny_per_1k((128 * _K, 0.0008, 0.002, 0.008, 0.0002), (256 * _K, 0.0024, 0.02, 0.024, 0.0005),
-                                 (1024 * _K, 0.0048, 0.048, 0.064, 0.001)),
-        "qwen3-235b-a22b": _cny_per_1k((None, 0.002, 0.008, None, None)),
-        "qwen3-32b": _cny_per_1k((None, 0.002, 0.008, 0.02, None)),
-        "qwen3-30b-a3b-instruct-2507": _cny_per_1k((None, 0.0008, 0.003, None, None)),
-        "qwen3-30b-a3b-thinking-2507": _cny_per_1k((None, 0.0008, 0.0075, 0.0075, None)),
-    },
-    "singapore": {
-        "qwen-max": _usd_per_million(32_768, 1.6, 6.4),
-        "qwen-plus": _usd_per_million(131_072, 0.4, 1.2),
-    },
-}
-"""Region -> model -> price.  The other regions (us, hongkong, frankfurt) have no prices here yet."""
+def _read_table() -> tuple[str, dict[str, dict[str, Price]]]:
+    data = json.loads(Path(__file__).with_name("prices.json").read_text(encoding="utf-8"))
+    return data["read_on"], {region: {model: _price(entry, data["pages"]) for model, entry in models.items()}
+                             for region, models in data["prices"].items()}
+
+
+READ_ON, TABLE = _read_table()
+"""The day the prices were read; region -> model -> price (regions without prices are absent)."""
 
 
 def listed_price(model: str, region: str | None) -> Price | None:
