@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
 import os
 import re
 import threading
@@ -90,6 +91,17 @@ def test_same_seed_same_text_and_different_seeds_differ() -> None:
     assert first == text(ask(OPEN, temperature=1.0, seed=7, max_tokens=16))
     others = {text(ask(OPEN, temperature=1.2, seed=seed, max_tokens=16)) for seed in (1, 2, 3)}
     assert len(others) > 1
+
+
+def test_a_high_temperature_reaches_tokens_llama_cpps_min_p_would_cut() -> None:
+    """Only the samplers a request names apply: llama.cpp's own min_p of 0.05 (a token at least 5% as likely as
+    the likeliest) is off, so at temperature 1.9 with top_k and top_p off some drawn tokens are rarer than that."""
+    events = ask(OPEN, temperature=1.9, top_k=0, top_p=1.0, seed=5, max_tokens=48, logprobs=1)
+    entries = [e for e in events if isinstance(e, TokenLogprob)]
+    ratios = [math.exp(e.logprob - e.top[0][1]) for e in entries]
+
+    assert len(entries) == 48
+    assert min(ratios) < 0.05, f"every drawn token kept min_p's 5% bound: {sorted(ratios)[:5]}"
 
 
 def test_stop_string_cuts_the_answer_even_across_pieces() -> None:

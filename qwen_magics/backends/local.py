@@ -45,6 +45,10 @@ _JOIN_TIMEOUT = 10.0
 _DONE = object()
 # create_chat_completion's defaults, used where the request leaves a setting unset.
 _DEFAULTS = {"temp": 0.2, "top_p": 0.95, "top_k": 40, "presence_penalty": 0.0, "repeat_penalty": 1.0}
+# The samplers a request names are the only ones applied: llama.cpp's min_p (0.05 unless told otherwise,
+# a cut Model Studio has no setting for) would keep a high temperature from reaching unlikely tokens, so a
+# temperature sweep on the local model would show less than the same sweep on the service.
+_OFF = {"min_p": 0.0}
 
 Emit = Callable[[Any], None]
 
@@ -283,11 +287,11 @@ def _token_text(llm: Any, token: int) -> str:
 
 
 def _sampling(request: Request) -> dict[str, Any]:
-    """Request settings as ``Llama.generate``'s keywords; temperature 0 selects its greedy sampler."""
+    """Request settings as ``Llama.generate``'s keywords, min_p off; temperature 0 selects its greedy sampler."""
     sampling = request.sampling
     settings = {"temp": sampling.temperature, "top_p": sampling.top_p, "top_k": sampling.top_k,
                 "presence_penalty": sampling.presence_penalty, "repeat_penalty": sampling.repetition_penalty}
-    return {key: _DEFAULTS[key] if value is None else value for key, value in settings.items()}
+    return {key: _DEFAULTS[key] if value is None else value for key, value in settings.items()} | _OFF
 
 
 def _grammar(llama_cpp: Any, request: Request) -> Any:
