@@ -40,6 +40,13 @@ def shown(nb, mime: str, starts: str = "") -> str:
                      for o in outputs(nb, starts))
 
 
+def falls(table: str) -> bool:
+    """Whether a printed ``temperature n score ...`` table scores lower at its highest temperature than at 0."""
+    rows = [line.split() for line in table.splitlines()]
+    scores = {float(row[1]): float(row[3]) for row in rows if len(row) == 6 and row[0].isdigit()}
+    return len(scores) >= 2 and scores[max(scores)] < scores[min(scores)]
+
+
 def missing(name: str, nb) -> list[str]:
     """What a reader of notebook ``name`` should see in its saved outputs and does not."""
     plain, html = shown(nb, "text/plain"), shown(nb, "text/html")
@@ -56,6 +63,10 @@ def missing(name: str, nb) -> list[str]:
                     for o in outputs(nb, "%%qwen_compare")) == 7,
             "the comparison ran locally": "ran locally, free" in html,
             "the DataFrame of a comparison": "<table" in shown(nb, "text/html", "by_temperature.to_dataframe"),
+            "the panel of columns, run, with its static copy":
+                "Comparison** of 2 runs" in shown(nb, "text/markdown", "import qwen_magics\n\npanel = qwen_magics.panel("),
+            "the panel's columns as a %%qwen_compare cell":
+                "%%qwen_compare -m local -t 0,1.3" in shown(nb, "stream", "print(panel.as_compare_cell())"),
         },
         "offline_sampling": {
             "temperature 0 repeats itself": "identical: True" in shown(nb, "stream"),
@@ -75,15 +86,16 @@ def missing(name: str, nb) -> list[str]:
                 word in shown(nb, "text/html", "labels[") for word in ("<table", "sentiment", "topic")),
         },
         "evaluate_sampling": {
-            "the dry run's count": "12 rows x 3 settings x 2 repeats = 72 requests" in shown(nb, "stream"),
-            "every answer scored": "72 requests: 72 answered" in plain,
+            "the dry run's count": "20 rows x 3 settings x 2 repeats = 120 requests" in shown(nb, "stream"),
+            "every answer scored": "120 requests: 120 answered" in plain,
             "the table, the chart of intervals and the sentence":
-                all(part in shown(nb, "text/html", "%%qwen_eval data --expect answer --score number -m local -t 0,1,1.8 "
-                                                   "--repeats 2 --limit 12 --max-tokens 8 -o")
+                all(part in shown(nb, "text/html", "%%qwen_eval data --expect answer --score number -m local -t 0,1,1.9 "
+                                                   "--top-p 1 --repeats 2 --limit 20 --max-tokens 8 -o")
                     for part in ("<table", "<svg", 'class="interval"', "significant at 5%")),
+            "accuracy falling as the temperature rises": falls(shown(nb, "text/plain", "import qwen_magics\n\nagain =")),
             "the paired test": "Wilcoxon signed-rank" in shown(nb, "text/plain", "temps.compare")
                                or "exact McNemar" in shown(nb, "text/plain", "temps.compare"),
-            "the Python twin's answers from the run log": "(72 from the run log)" in plain,
+            "the Python twin's answers from the run log": "(120 from the run log)" in plain,
         },
     }[name]
     return [what for what, seen in expected.items() if not seen]
