@@ -17,18 +17,18 @@ def load_ipython_extension(ipython) -> None:
     from .magics.batch import QwenBatchMagics
     from .magics.eval import QwenEvalMagics
     from .magics.lab import QwenLabMagics
-    from .magics.qwen import QwenMagics
+    from .magics.qwen import QwenMagics, context_of
     from .magics.map import QwenMapMagics
     from .magics.tokens import QwenTokenMagics
     from .magics.widgets import QwenWidgetMagics
 
-    settings = QwenMagics(ipython)
-    ipython.register_magics(settings)
-    ipython.register_magics(QwenWidgetMagics(ipython, settings))
-    ipython.register_magics(QwenMapMagics(ipython, settings))
-    ipython.register_magics(QwenBatchMagics(ipython, settings))
-    ipython.register_magics(QwenLabMagics(ipython, settings))
-    ipython.register_magics(QwenEvalMagics(ipython, settings))
+    ipython.register_magics(QwenMagics(ipython))
+    context = context_of(ipython)  # the settings and services %%qwen shares: the other magics get these, not it
+    ipython.register_magics(QwenWidgetMagics(ipython, context))
+    ipython.register_magics(QwenMapMagics(ipython, context))
+    ipython.register_magics(QwenBatchMagics(ipython, context))
+    ipython.register_magics(QwenLabMagics(ipython, context))
+    ipython.register_magics(QwenEvalMagics(ipython, context))
     ipython.register_magics(QwenTokenMagics(ipython))
     line_help.register(ipython)
 
@@ -86,11 +86,9 @@ def log():
     ``sqlite3`` connection to it, for SQL of your own (close it when done);
     ``recent``, ``search``, ``get``, ``cost`` and ``to_dataframe`` query it.
     """
-    from IPython import get_ipython
-
-    shell = get_ipython()
-    if shell is not None and "QwenMagics" in shell.magics_manager.registry:
-        return shell.magics_manager.registry["QwenMagics"].run_log.log()
+    context = _loaded_context()
+    if context is not None:
+        return context.run_log.log()
     from .runlog import RunLog
 
     return RunLog()
@@ -120,12 +118,20 @@ def lab(prompt: str, model: str = "local", chat: bool = False, seed: int | None 
     ``distribution(shaped=True)``, ``entropy()``, ``set(...)``, ``step(token=None)``, ``back()``,
     ``draw(n, seed=0)``, ``text``, ``tokens``, ``stages``.
     """
-    from IPython import get_ipython
-
     from .magics.lab import make_lab
 
-    shell = get_ipython()
-    context = 4096
-    if shell is not None and "QwenMagics" in shell.magics_manager.registry:
-        context = shell.magics_manager.registry["QwenMagics"].local_context
+    loaded = _loaded_context()
+    context = 4096 if loaded is None else loaded.config.local_context
     return make_lab(prompt, model, chat=chat, seed=seed, context=context, **settings)
+
+
+def _loaded_context():
+    """The loaded extension's :class:`~qwen_magics.options.context.Context`; None where it is not loaded."""
+    from IPython import get_ipython
+
+    shell = get_ipython()
+    if shell is None or "QwenMagics" not in shell.magics_manager.registry:
+        return None  # not loaded: nothing of the magics is imported
+    from .magics.qwen import context_of
+
+    return context_of(shell)

@@ -2,8 +2,9 @@
 
 Every failure becomes one :class:`QwenMagicsError`: a one-line ``message`` that
 names the cause and a ``hint`` that names the fix.  Backends raise them (chained
-``from`` the SDK's exception); only ``magics.py`` turns them into IPython's
-``UsageError`` so the notebook shows one line instead of a traceback.
+``from`` the SDK's exception); only the magics (:mod:`qwen_magics.magics`) turn
+them into IPython's ``UsageError``, so the notebook shows one line instead of a
+traceback.
 """
 
 from __future__ import annotations

@@ -14,6 +14,7 @@ from IPython.core.error import UsageError
 from nbclient import NotebookClient
 
 from conftest import interrupt_once_text_arrives
+import qwen_magics
 from qwen_magics.local.model import default_model, unload
 
 pytestmark = pytest.mark.local
@@ -248,7 +249,7 @@ def test_search_and_thinking_on_the_local_model_say_they_were_not_applied_and_ar
                                 "⚠ --thinking-budget is not applied: the local Qwen2.5-Coder models do not reason"]
     assert result.complete  # answered without them, instead of refusing the run
     assert not {"enable_search", "enable_thinking", "thinking_budget"} & set(result.parameters)
-    assert offline.magics_manager.registry["QwenMagics"].run_log.log().flush(10)
+    assert qwen_magics.log().flush(10)
     [record] = RunLog(run_log_in_a_temporary_folder).recent(5)
     assert record.parameters == result.parameters and "enable_search" not in record.parameters
 

@@ -33,7 +33,9 @@ def records(path):
 
 
 def flush(ip):
-    assert ip.magics_manager.registry["QwenMagics"].run_log.log().flush(10)
+    import qwen_magics
+
+    assert qwen_magics.log().flush(10)
 
 
 def test_a_cell_writes_one_record_with_what_was_sent_and_where(ip, dashscope, run_log_in_a_temporary_folder,

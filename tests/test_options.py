@@ -142,3 +142,112 @@ def test_argparse_is_imported_only_in_the_magic_and_option_layers():
 
 def test_the_package_top_level_holds_at_most_twelve_modules():
     assert len(list(PACKAGE.glob("*.py"))) <= 12
+
+
+# The surfaces get a settings context, not the magic class -------------------------------------------
+
+_SURFACES = ("QwenWidgetMagics", "QwenMapMagics", "QwenBatchMagics", "QwenLabMagics", "QwenEvalMagics")
+
+
+def _references(tree: ast.AST) -> set[str]:
+    """Names, attributes, imported names and the string "QwenMagics" (a registry key) that a module uses."""
+    found: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Name):
+            found.add(node.id)
+        elif isinstance(node, ast.Attribute):
+            found.add(node.attr)
+            if node.attr == "parser" and isinstance(node.value, ast.Attribute) and node.value.attr == "qwen":
+                found.add(".qwen.parser")
+        elif isinstance(node, ast.alias):
+            found.add(node.asname or node.name.rpartition(".")[2])
+        elif isinstance(node, ast.Constant) and node.value == "QwenMagics":
+            found.add('"QwenMagics"')
+    return found
+
+
+def test_no_module_but_the_qwen_magic_reaches_into_the_magic_class():
+    """Other magics and the widgets neither import nor name ``QwenMagics``, look it up, or read its parser."""
+    for path in PACKAGE.rglob("*.py"):
+        if path.relative_to(PACKAGE).as_posix() in ("magics/qwen.py", "__init__.py"):
+            continue
+        used = _references(ast.parse(path.read_text()))
+        assert not used & {"QwenMagics", '"QwenMagics"', ".qwen.parser"}, path
+    # the loader registers the magic and asks qwen.py for its context; it reads nothing of the instance
+    loader = ast.parse((PACKAGE / "__init__.py").read_text())
+    looked_up = [node for node in ast.walk(loader) if isinstance(node, ast.Subscript)
+                 and isinstance(node.slice, ast.Constant) and node.slice.value == "QwenMagics"]
+    assert looked_up == [] and ".qwen.parser" not in _references(loader)
+
+
+def test_the_other_magics_and_the_panel_hold_the_context_and_never_the_magic(ip, dashscope):
+    from qwen_magics.magics.qwen import context_of
+    from qwen_magics.options.config import ConfigView
+
+    registry = ip.magics_manager.registry
+    magic, context = registry["QwenMagics"], context_of(ip)
+    for name in _SURFACES:
+        assert registry[name].context is context, name
+        assert all(value is not magic for value in vars(registry[name]).values()), name
+    panel = registry["QwenWidgetMagics"].make_panel()
+    assert isinstance(panel.settings, ConfigView)
+    assert all(value is not magic for value in vars(panel).values())
+    assert context.run_log.log() is qwen_magics.log()  # qwen_magics.log() reaches the run log through it
+
+
+def test_the_context_exposes_only_its_declared_fields(ip):
+    from traitlets import TraitError
+
+    from qwen_magics.magics.qwen import context_of
+    from qwen_magics.options.config import QwenSettings
+    from qwen_magics.options.context import Context
+
+    context = context_of(ip)
+    assert [f.name for f in dataclasses.fields(Context) if not f.name.startswith("_")] == \
+        ["config", "run_log", "column_options", "track_live", "in_kernel"]
+    assert {n for n in dir(context) if not n.startswith("_")} == \
+        {"config", "run_log", "column_options", "track_live", "in_kernel", "renders_in_notebook", "once"}
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        context.config = None  # type: ignore[misc]
+    traits = sorted(QwenSettings.class_trait_names(config=True))
+    assert dir(context.config) == traits and "model" in traits
+    for name in ("run_log", "qwen", "shell", "context", "conversations", "track_live", "renders_in_notebook",
+                 "trait_values", "config"):
+        with pytest.raises(AttributeError):
+            getattr(context.config, name)
+    with pytest.raises(AttributeError):
+        context.config.shell = None
+    context.config.temperature = 0.4  # what the panel's "Make these the %%qwen defaults" does
+    assert ip.magics_manager.registry["QwenMagics"].temperature == 0.4
+    with pytest.raises(TraitError, match="out of range"):
+        context.config.temperature = 2.5  # checked as %config checks it
+
+
+def test_config_reaches_every_surface_on_its_next_run(ip, dashscope):
+    """The context reads the configuration live: ``%config`` after loading applies to the next map and column."""
+    ip.user_ns["rows"] = ["a"]
+    for model, temperature in (("qwen-flash", 0.3), ("qwen-max", 1.1)):
+        ip.run_line_magic("config", f"QwenMagics.model = '{model}'")
+        ip.run_line_magic("config", f"QwenMagics.temperature = {temperature}")
+        ip.run_cell_magic("qwen_map", "rows", "Say {item}")
+        ip.run_cell_magic("qwen_compare", "--seed 1,2", "Say a")
+        qwen_magics.map(["b"], "Say {item}")
+    sent = [(body["model"], body["temperature"]) for body in chat_bodies(dashscope)]
+    assert sent == [("qwen-flash", 0.3)] * 4 + [("qwen-max", 1.1)] * 4
+
+
+def test_a_columns_option_words_are_read_as_a_cells_and_what_only_a_cell_does_is_refused(ip):
+    from qwen_magics.errors import InvalidInput
+    from qwen_magics.magics.qwen import context_of
+
+    read = context_of(ip).column_options
+    chosen = read("-m qwen-plus -t 0.7 --stop END --logprobs 3")
+    assert (chosen.model, chosen.temperature, chosen.stop, chosen.logprobs, chosen.expand) == \
+        ("qwen-plus", 0.7, ("END",), 3, False)
+    with pytest.raises(InvalidInput, match=r"^--tools works in %%qwen cells, not in comparisons or the panel"):
+        read("-m qwen-plus --tools f")
+    with pytest.raises(InvalidInput, match=r"Unknown option --temprature: did you mean --temperature\? "
+                                           r"\(see %qwen_eval\?"):
+        read("--temprature 0.5", "qwen_eval")
+    with pytest.raises(InvalidInput, match=r"Unexpected text in the options: 'hello'"):
+        read("-t 0.5 hello")

@@ -288,9 +288,10 @@ def descendants(widget):
 
 
 def group_ids(ip, path, prompt):
+    import qwen_magics
     from qwen_magics.runlog import RunLog
 
-    assert ip.magics_manager.registry["QwenMagics"].run_log.log().flush(10)
+    assert qwen_magics.log().flush(10)
     return [(r.model, r.group_id, r.group_kind) for r in RunLog(path).recent(1000)[::-1] if r.prompt == prompt]
 
 

@@ -2,8 +2,8 @@
 
 :mod:`.scorers` score answers, :mod:`.stats` holds the statistics (scipy.stats),
 :mod:`.run` plans and runs the requests on the map's machinery,
-:mod:`.report` is the result and its display, :mod:`.magic` the magic.
-Nothing here is imported when the extension loads but the magic's module.
+:mod:`.report` is the result and its display; the magic is
+:mod:`qwen_magics.magics.eval`.  Nothing here is imported when the extension loads.
 The folder is ``evaluation``, not ``evaluate``: a subpackage of that name would
 replace the ``qwen_magics.evaluate`` function once imported.
 """

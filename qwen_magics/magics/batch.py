@@ -19,15 +19,16 @@ from IPython.core.magic_arguments import argument, magic_arguments, parse_argstr
 
 from ..errors import InvalidInput, QwenMagicsError
 from ..options.build import endpoint_for
+from ..options.context import Context
 
 
 @magics_class
 class QwenBatchMagics(Magics):
-    """``%qwen_batch`` over the settings of ``QwenMagics`` (passed in: one configuration object)."""
+    """``%qwen_batch`` over the extension's shared settings (its :class:`~qwen_magics.options.context.Context`)."""
 
-    def __init__(self, shell, settings) -> None:
+    def __init__(self, shell, context: Context) -> None:
         super().__init__(shell=shell)
-        self.settings = settings
+        self.context = context
 
     @magic_arguments()
     @argument("action", nargs="?", default="list", choices=["list", "status", "wait", "collect", "cancel"],
@@ -61,7 +62,7 @@ class QwenBatchMagics(Magics):
         except QwenMagicsError as err:
             raise UsageError(err.line()) from None
         finally:
-            self.settings.run_log.show_warnings()
+            self.context.run_log.show_warnings()
 
     # the actions
 
@@ -94,7 +95,8 @@ class QwenBatchMagics(Magics):
         record, _, endpoint = self._found(args)
         ids = list(record.parameters["batch_jobs"]) if record is not None else [args.job]
         total = sum(batch.status(endpoint, job_id).total for job_id in ids)
-        progress = Progress(total, notebook=self.settings.renders_in_notebook(), interval=self.settings.update_interval)
+        progress = Progress(total, notebook=self.context.renders_in_notebook(),
+                            interval=self.context.config.update_interval)
         progress.begin()
         try:
             statuses = maps.watch(endpoint, ids, progress)
@@ -123,12 +125,12 @@ class QwenBatchMagics(Magics):
         job = maps.rebuild(record, outcomes, endpoint)
         if log is not None:
             datamap.recall(job, log)
-        context = dict(kernel_id=self.settings.run_log.kernel_id(), notebook=os.environ.get("JPY_SESSION_NAME") or None)
-        maps.settle(job, outcomes, record.parameters["positions"], log, context,
+        where = dict(kernel_id=self.context.run_log.kernel_id(), notebook=os.environ.get("JPY_SESSION_NAME") or None)
+        maps.settle(job, outcomes, record.parameters["positions"], log, where,
                     parameters=record.parameters.get("parameters"), write=not collected)
         line = datamap.summary(job)
         if not collected:
-            maps.mark_collected(job, ids, log, line, context)
+            maps.mark_collected(job, ids, log, line, where)
         print(line)
         return self._store(datamap.outcome(job), args.out)
 
@@ -156,13 +158,13 @@ class QwenBatchMagics(Magics):
     def _endpoint(self, args: argparse.Namespace, record: Any) -> Any:
         """Where the jobs are: the options if given, else where the map sent them (its record), else the default."""
         if record is None or args.region or args.base_url:
-            return endpoint_for(self.settings, args.region, args.base_url, None)
+            return endpoint_for(self.context.config, args.region, args.base_url, None)
         where = record.endpoint or ""
         url = where if "://" in where else None
-        return endpoint_for(self.settings, None if url else where or None, url, None)
+        return endpoint_for(self.context.config, None if url else where or None, url, None)
 
     def _log(self) -> Any:
-        return self.settings.run_log.log() if self.settings.log else None
+        return self.context.run_log.log() if self.context.config.log else None
 
     def _store(self, frame: Any, out: str | None) -> Any:
         self.shell.user_ns["_qwen_map"] = frame

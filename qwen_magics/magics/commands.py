@@ -14,7 +14,7 @@ from typing import Any, Mapping
 from IPython.display import display
 
 from .. import runner
-from ..options.config import QwenSettings
+from ..options.config import ConfigView
 from ..conversation import Conversations, check_name
 from ..errors import InvalidInput
 from ..display.markdown import render_markdown
@@ -48,7 +48,7 @@ def chat(conversations: Conversations, args: argparse.Namespace) -> None:
             print(f"{name}: {len(conv.turns)} turn(s)")
 
 
-def models(settings: QwenSettings, args: argparse.Namespace) -> tuple[ModelTable, list[str] | None]:
+def models(settings: ConfigView, args: argparse.Namespace) -> tuple[ModelTable, list[str] | None]:
     """The table of models, with what the endpoint lists (also returned, for typo checks), and a verdict on NAME.
 
     A server that is not Model Studio (a base URL) gets its own list alone: the catalogue is not its to offer.

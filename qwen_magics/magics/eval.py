@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import collections
 import importlib
+import shlex
 from typing import Any, Mapping
 
 from IPython.core.error import UsageError
@@ -23,6 +24,7 @@ from .. import runner
 from ..backends import backend_for
 from ..errors import InvalidInput, QwenMagicsError
 from .map import budget_end_line, budget_for, data_of, follow_batch, progress_view, run_context
+from ..options.context import Context
 from ..options.declare import options_from, parse_options, request_arguments, words
 from ..options.settings import AXES, Setting, settings_of
 from ..options.value import Options
@@ -30,11 +32,11 @@ from ..options.value import Options
 
 @magics_class
 class QwenEvalMagics(Magics):
-    """``%%qwen_eval`` over the settings of ``QwenMagics`` (passed in: one configuration object)."""
+    """``%%qwen_eval`` over the extension's shared settings (its :class:`~qwen_magics.options.context.Context`)."""
 
-    def __init__(self, shell, settings) -> None:
+    def __init__(self, shell, context: Context) -> None:
         super().__init__(shell=shell)
-        self.settings = settings
+        self.context = context
 
     @magic_arguments()
     @argument("data", help="the rows: a DataFrame, a Series, a list of strings or dicts, or an expression giving "
@@ -151,16 +153,16 @@ class QwenEvalMagics(Magics):
         if judge_args is not None:
             from ..options.build import prepare
 
-            sample = prepare(self.settings, judge_args, "(a check of the judge's options)", namespace).request
+            sample = prepare(self.context.config, judge_args, "(a check of the judge's options)", namespace).request
             if args.batch:
                 from ..batch import check_batchable
 
                 check_batchable([sample])  # the judge's job comes after the answers': refused before those go
-        evaluation = run.plan(self.settings, lambda setting: self._request_options(args, setting),
+        evaluation = run.plan(self.context.config, lambda setting: self._request_options(args, setting),
                               settings_of(args, template.strip()), data, template, namespace, expect=args.expect,
                               scorer=scorer, repeats=args.repeats, limit=args.limit, schema_namespace=lookup,
                               judge_args=judge_args, rubric=args.rubric)
-        log = self.settings.run_log.log() if self.settings.log else None
+        log = self.context.run_log.log() if self.context.config.log else None
         if args.dry_run:
             print(run.dry_run_text(evaluation, log))
             return None
@@ -173,7 +175,7 @@ class QwenEvalMagics(Magics):
         stopped = answer(job, template)
         lines = [datamap.summary(job)]
         if judge_args is not None and not stopped:
-            judged = run.plan_judging(self.settings, evaluation, namespace)
+            judged = run.plan_judging(self.context.config, evaluation, namespace)
             if judged is not None:
                 answer(judged, "(the judge of an evaluation)")
                 lines.append(datamap.summary(judged))
@@ -197,7 +199,7 @@ class QwenEvalMagics(Magics):
         budget = budget_for(job, args.budget)
         progress = self._progress(job, job.requests[0].price if job.requests else None)
         mapping = datamap.MapRun(job, progress, log, concurrency, lambda r: streams[r.protocol](r), budget,
-                                 **self._context())
+                                 **self._where())
         try:
             runner.block(mapping.run())
         except KeyboardInterrupt:  # the answers so far are kept (and logged); the others stay "not run"
@@ -210,20 +212,20 @@ class QwenEvalMagics(Magics):
     def _batch(self, job: Any, args: argparse.Namespace, log: Any, template: str) -> bool:
         """The job's requests not in the run log as Batch jobs (or those submitted before, still uncollected):
         wait, collect; whether the wait was stopped (the jobs go on at the service)."""
-        return follow_batch(self.settings, job, log, template, fresh=args.fresh)[0] == "stopped"
+        return follow_batch(self.context, job, log, template, fresh=args.fresh)[0] == "stopped"
 
     def _progress(self, job: Any, price: Any) -> Any:
-        return progress_view(self.settings, job, price)
+        return progress_view(self.context, job, price)
 
-    def _context(self) -> dict[str, Any]:
-        return run_context(self.settings)
+    def _where(self) -> dict[str, Any]:
+        return run_context(self.context)
 
     def _request_options(self, args: argparse.Namespace, setting: Setting) -> Options:
         """One setting's request options: this magic's request options, with the setting's values of the
-        compared ones (read by ``%%qwen``'s parser, as a comparison's column is)."""
+        compared ones (read as ``%%qwen`` reads its options, as a comparison's column is)."""
         try:
-            chosen = options_from(parse_options(self.settings.qwen.parser, list(setting.tokens), "qwen_eval"))
-        except UsageError as err:
+            chosen = self.context.column_options(shlex.join(setting.tokens), "qwen_eval")
+        except InvalidInput as err:
             raise InvalidInput(f"{setting.label}: {err}") from None
         given = argparse.Namespace(**{k: v for k, v in vars(args).items() if k not in AXES})
         return options_from(given).but(**{name: getattr(chosen, name) for name in AXES})

@@ -10,6 +10,7 @@ from IPython.core.magic import Magics, cell_magic, line_magic, magics_class, no_
 from IPython.core.magic_arguments import argument, magic_arguments, parse_argstring
 
 from ..errors import QwenMagicsError
+from ..options.context import Context
 
 
 def make_lab(prompt: str, model: str = "local", *, chat: bool = False, seed: int | None = None,
@@ -23,11 +24,11 @@ def make_lab(prompt: str, model: str = "local", *, chat: bool = False, seed: int
 
 @magics_class
 class QwenLabMagics(Magics):
-    """The lab magic; the local context size comes from the one ``QwenMagics`` configuration."""
+    """The lab magic; the local context size comes from the extension's one configuration (its context)."""
 
-    def __init__(self, shell, settings) -> None:
+    def __init__(self, shell, context: Context) -> None:
         super().__init__(shell=shell)
-        self.settings = settings
+        self.context = context
 
     @magic_arguments()
     @argument("-m", "--model", default="local", help="local, local:0.5b, local:1.5b or local:/path/model.gguf")
@@ -66,7 +67,7 @@ class QwenLabMagics(Magics):
             ("repetition", args.repetition_penalty), ("presence", args.presence_penalty)) if value is not None}
         try:
             return make_lab(prompt, args.model, chat=args.chat, seed=args.seed,
-                            context=self.settings.local_context, **settings)
+                            context=self.context.config.local_context, **settings)
         except QwenMagicsError as exc:
             raise UsageError(exc.line()) from None
 

@@ -3,8 +3,8 @@
 The magic parses options and hands the work to :mod:`~qwen_magics.datamap.run`
 (rows, requests, the run) and :mod:`~qwen_magics.render.progress` (the live
 view), imported on first use, so loading the extension opens no SQLite.  It
-shares the one ``QwenMagics`` settings object, its request defaults and its
-run log.
+reads the request defaults and the run log from the extension's
+:class:`~qwen_magics.options.context.Context`, shared with every magic.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from .. import runner
 from ..backends import backend_for
 from ..display.fragments import notice_bundle
 from ..errors import InvalidInput, QwenMagicsError
+from ..options.context import Context
 from ..options.declare import options_from, parse_options, request_arguments, words
 from ..options.value import Options
 
@@ -32,11 +33,11 @@ _MAP_OWN = ("concurrency", "dry_run", "limit", "fresh", "out", "batch", "no_wait
 
 @magics_class
 class QwenMapMagics(Magics):
-    """``%%qwen_map`` over the settings of ``QwenMagics`` (passed in: one configuration object)."""
+    """``%%qwen_map`` over the extension's shared settings (its :class:`~qwen_magics.options.context.Context`)."""
 
-    def __init__(self, shell, settings) -> None:
+    def __init__(self, shell, context: Context) -> None:
         super().__init__(shell=shell)
-        self.settings = settings
+        self.context = context
 
     @magic_arguments()
     @argument("data", help="the rows: a DataFrame, a Series, a list of strings or dicts, or an expression giving "
@@ -103,8 +104,8 @@ class QwenMapMagics(Magics):
             raise InvalidInput(f"-o {args.out!r} is not a Python name", "use e.g. -o labels")
         if (args.concurrency is not None and args.concurrency < 1) or (args.limit is not None and args.limit < 1):
             raise InvalidInput("--concurrency and --limit must be 1 or more", "e.g. --concurrency 8 --limit 10")
-        job = datamap.plan(self.settings, request, data, template, namespace, args.limit)
-        log = self.settings.run_log.log() if self.settings.log else None
+        job = datamap.plan(self.context.config, request, data, template, namespace, args.limit)
+        log = self.context.run_log.log() if self.context.config.log else None
         if args.dry_run:
             print(datamap.dry_run_text(job, log))
             return None
@@ -121,7 +122,7 @@ class QwenMapMagics(Magics):
         budget = budget_for(job, args.budget)
         backend = backend_for(job.requests[0].protocol) if job.requests else None  # the SDK imported now, once
         progress = self._progress(job, job.requests[0].price if job.requests else None)
-        mapping = datamap.MapRun(job, progress, log, concurrency, backend, budget, **self._context())
+        mapping = datamap.MapRun(job, progress, log, concurrency, backend, budget, **self._where())
         try:
             runner.block(mapping.run())
         except KeyboardInterrupt:  # the rows answered so far are kept; the others stay "not run"
@@ -137,7 +138,7 @@ class QwenMapMagics(Magics):
 
         batch.check_batchable(job.requests)  # before the notices, the log or anything is sent
         self._notices(job)
-        ended, ids = follow_batch(self.settings, job, log, template, fresh=args.fresh, no_wait=args.no_wait)
+        ended, ids = follow_batch(self.context, job, log, template, fresh=args.fresh, no_wait=args.no_wait)
         if ended == "submitted":
             return ids
         if ended == "stopped":
@@ -148,22 +149,21 @@ class QwenMapMagics(Magics):
 
     def _notices(self, job: Any) -> None:
         """The job's notices, shown as %%qwen shows its own; the no-key one once per kernel, whichever magic
-        says it first (the flag is on the shared settings)."""
+        says it first (the context keeps what was said)."""
         lines = list(job.notices)
-        if job.model_notice and not self.settings.local_notice_shown:
+        if job.model_notice and self.context.once("local model"):
             lines.insert(0, job.model_notice)
-            self.settings.local_notice_shown = True
         for line in lines:
-            if self.settings.renders_in_notebook():
+            if self.context.renders_in_notebook():
                 display(notice_bundle(line), raw=True)
             else:
                 print(f"⚠ {line}")
 
     def _progress(self, job: Any, price: Any) -> Any:
-        return progress_view(self.settings, job, price)
+        return progress_view(self.context, job, price)
 
-    def _context(self) -> dict[str, Any]:
-        return run_context(self.settings)
+    def _where(self) -> dict[str, Any]:
+        return run_context(self.context)
 
     def _store(self, result: Any, out: str | None) -> Any:
         self.shell.user_ns["_qwen_map"] = result
@@ -172,21 +172,22 @@ class QwenMapMagics(Magics):
         return result
 
 
-def progress_view(settings: Any, job: Any, price: Any) -> Any:
+def progress_view(context: Context, job: Any, price: Any) -> Any:
     """The live view of a job's requests (a map's rows, an evaluation's answers); ``price`` (a
     :class:`~qwen_magics.tokens.prices.Price`) shows the cost in its currency."""
     from ..render.progress import Progress
 
-    return Progress(len(job), notebook=settings.renders_in_notebook(),
-                    priced=price if price is not None and not price.free else None, interval=settings.update_interval)
+    return Progress(len(job), notebook=context.renders_in_notebook(),
+                    priced=price if price is not None and not price.free else None,
+                    interval=context.config.update_interval)
 
 
-def run_context(settings: Any) -> dict[str, Any]:
+def run_context(context: Context) -> dict[str, Any]:
     """What every request's log record says of where it ran."""
-    return dict(kernel_id=settings.run_log.kernel_id(), notebook=os.environ.get("JPY_SESSION_NAME") or None)
+    return dict(kernel_id=context.run_log.kernel_id(), notebook=os.environ.get("JPY_SESSION_NAME") or None)
 
 
-def follow_batch(settings: Any, job: Any, log: Any, template: str, *, fresh: bool,
+def follow_batch(context: Context, job: Any, log: Any, template: str, *, fresh: bool,
                  no_wait: bool = False) -> tuple[str, list[str]]:
     """A job's requests not yet answered (not in the run log, unless ``fresh``) as Batch jobs, or the jobs
     they went in before and were not collected: submitted, then followed and collected unless ``no_wait``.
@@ -204,18 +205,18 @@ def follow_batch(settings: Any, job: Any, log: Any, template: str, *, fresh: boo
     todo = [p for p, outcome in enumerate(job.outcomes) if outcome is None]
     if not todo:
         return "nothing to send", []
-    context = run_context(settings)
+    where = run_context(context)
     earlier = None if fresh else maps.pending(log, job.id)
     if earlier is not None:
         ids = list(earlier.parameters["batch_jobs"])
         positions = [p for p in earlier.parameters["positions"] if job.outcomes[p] is None]
         print(f"These {job.noun} went as batch job(s) {', '.join(ids)} before: following those, not submitting again")
     else:
-        ids, positions = maps.submit_map(job, todo, log, template, context), todo
+        ids, positions = maps.submit_map(job, todo, log, template, where), todo
     if no_wait:
         print(maps.submitted_line(ids, len(positions)))
         return "submitted", ids
-    progress = progress_view(settings, job, batch.batch_price(job.requests[0].price))
+    progress = progress_view(context, job, batch.batch_price(job.requests[0].price))
     progress.begin(job)
     endpoint = job.requests[0].endpoint
     try:
@@ -223,9 +224,9 @@ def follow_batch(settings: Any, job: Any, log: Any, template: str, *, fresh: boo
     except KeyboardInterrupt:
         maps.finish(progress, [], maps.stopped_line(ids))
         return "stopped", ids
-    rows = maps.settle(job, batch.collect(endpoint, ids), positions, log, context)
+    rows = maps.settle(job, batch.collect(endpoint, ids), positions, log, where)
     line = datamap.summary(job)
-    maps.mark_collected(job, ids, log, line, context)
+    maps.mark_collected(job, ids, log, line, where)
     maps.finish(progress, rows, line)
     return "collected", ids
 

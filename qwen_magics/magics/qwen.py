@@ -10,6 +10,8 @@ one line (``UsageError``).
 
 from __future__ import annotations
 
+from functools import partial
+
 from IPython.core.error import UsageError
 from IPython.core.magic import Magics, line_cell_magic, line_magic, magics_class, no_var_expand
 from IPython.core.magic_arguments import argument, magic_arguments, parse_argstring
@@ -19,11 +21,12 @@ from . import commands
 from .. import runner
 from ..runlog.recorder import Recorder
 from ..backends import backend_for
-from ..options.config import QwenSettings
+from ..options.config import ConfigView, QwenSettings
+from ..options.context import Context
 from ..conversation import Conversations
 from ..errors import QwenMagicsError, ToolApprovalUnavailable
 from ..options.build import prepare
-from ..options.declare import options_from, parse_options, request_arguments, split_line
+from ..options.declare import column_options, options_from, parse_options, request_arguments, split_line
 from ..display.postprocess import code_of, parse_json, validate
 from ..runlog.replay import replay
 from ..render.notebook import NotebookRenderer
@@ -42,11 +45,11 @@ class QwenMagics(Magics, QwenSettings):
         super().__init__(shell=shell, **kwargs)
         self.conversations = Conversations()
         self._live: list = []  # results and comparisons streamed into the running cell
-        self.local_notice_shown = False
-        """Whether the no-key notice (the local model answers) was shown: once per kernel, by any magic."""
         self._listed: list[str] | None = None  # what %qwen_models last heard from the endpoint
-        self.run_log = Recorder(self, shell)
-        """Every run goes into the log through this (the widgets get its ``record`` as their callback)."""
+        config = ConfigView(self)
+        self.context = Context(config, Recorder(config, shell), partial(column_options, self.qwen.parser),
+                               self.track_live, in_kernel=getattr(shell, "kernel", None) is not None)
+        """What the other magics and the widgets are given (this class's settings and services, not itself)."""
         if shell is not None:
             shell.events.register("post_run_cell", self._end_of_cell)
             shown = shell.display_formatter.ipython_display_formatter
@@ -115,12 +118,11 @@ class QwenMagics(Magics, QwenSettings):
                            history=conversation.messages() if conversation else None)
         request = prepared.request
         renderer = self._renderer(prepared.format)
-        if prepared.model_notice and not self.local_notice_shown:
+        if prepared.model_notice and self.context.once("local model"):
             renderer.notice(prepared.model_notice)
-            self.local_notice_shown = True
         for notice in prepared.notices:
             renderer.notice(notice)
-        self.run_log.show_warnings()
+        self.context.run_log.show_warnings()
         logged = self._cached(request, prepared, args, renderer)
         if logged is not None:
             result = self._replay(request, logged, renderer, args.out)
@@ -196,7 +198,7 @@ class QwenMagics(Magics, QwenSettings):
             renderer.notice("--cache does not answer --tools or --logprobs cells (the tools run now; the log "
                             "keeps no token probabilities): the request is sent")
             return None
-        return self.run_log.cached(request)
+        return self.context.run_log.cached(request)
 
     def _replay(self, request, logged, renderer, out: str | None) -> Result:
         """The logged answer shown through the driver as a live one would be; nothing is sent, nothing logged."""
@@ -208,7 +210,7 @@ class QwenMagics(Magics, QwenSettings):
     def _log(self, request, result: Result, args) -> None:
         """Queue the run for the run log (after its answer is shown), unless ``--no-log``."""
         if not args.no_log:
-            self.run_log.record(request, result, conversation=args.chat)
+            self.context.run_log.record(request, result, conversation=args.chat)
 
     def _store(self, result: Result, out: str | None) -> None:
         self.shell.user_ns["_qwen"] = result
@@ -225,12 +227,6 @@ class QwenMagics(Magics, QwenSettings):
             raise ToolApprovalUnavailable(run.call_text()) from exc
         return answer.strip().lower() in ("y", "yes")
 
-    def renders_in_notebook(self) -> bool:
-        """Rich output (a kernel with a front end), or plain text (a terminal): ``display_mode``."""
-        if self.display_mode == "auto":
-            return getattr(self.shell, "kernel", None) is not None
-        return self.display_mode == "notebook"
-
     def track_live(self, shown) -> None:
         """``shown`` was streamed into this cell: the cell's ``Out`` should not show it again."""
         self._live.append(shown)
@@ -246,11 +242,11 @@ class QwenMagics(Magics, QwenSettings):
     def _end_of_cell(self, *_):
         """After the cell that streamed a result, displaying it again shows it in full; log warnings show here."""
         self._live.clear()
-        self.run_log.end_of_cell()
+        self.context.run_log.end_of_cell()
 
     def _renderer(self, fmt: str):
         """A renderer for this cell; the cell raises a failed run's error, so the renderer does not repeat it."""
-        if self.renders_in_notebook():
+        if self.context.renders_in_notebook():
             return NotebookRenderer(fmt=fmt, interval=self.update_interval, separate_error=True)
         return TerminalRenderer(interval=self.update_interval, separate_error=True)
 
@@ -302,7 +298,7 @@ class QwenMagics(Magics, QwenSettings):
             %qwen_models --base-url http://localhost:8000/v1
         """
         try:
-            table, listed = commands.models(self, parse_argstring(self.qwen_models, line))
+            table, listed = commands.models(self.context.config, parse_argstring(self.qwen_models, line))
         except QwenMagicsError as err:
             raise UsageError(err.line()) from None
         if listed is not None:
@@ -336,11 +332,11 @@ class QwenMagics(Magics, QwenSettings):
         turns the log off; ``QwenMagics.log_path`` or ``$QWEN_MAGICS_LOG`` moves it.
         """
         try:
-            return commands.run_log(self.run_log, parse_argstring(self.qwen_log, line), self.prices)
+            return commands.run_log(self.context.run_log, parse_argstring(self.qwen_log, line), self.prices)
         except QwenMagicsError as err:
             raise UsageError(err.line()) from None
         finally:
-            self.run_log.show_warnings()
+            self.context.run_log.show_warnings()
 
     @magic_arguments()
     @argument("action", nargs="?", default="status", choices=["status", "unload", "install"],
@@ -360,3 +356,8 @@ class QwenMagics(Magics, QwenSettings):
             commands.local(parse_argstring(self.qwen_local, line))
         except QwenMagicsError as err:
             raise UsageError(err.line()) from err
+
+
+def context_of(shell) -> Context:
+    """The :class:`~qwen_magics.options.context.Context` of the extension loaded in ``shell``."""
+    return shell.magics_manager.registry["QwenMagics"].context

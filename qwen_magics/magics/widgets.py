@@ -1,8 +1,9 @@
 """``%qwen_panel``, ``%%qwen_compare`` and ``%qwen_probs``: the widget magics.
 
-They share the one ``QwenMagics`` configuration and build every request with
-the ``%qwen`` option parser, so widgets and magics accept, check and report
-options identically.  The widget modules import ipywidgets, so they are
+They get the extension's :class:`~qwen_magics.options.context.Context` (the
+one configuration, the run log) and read every column's options as ``%%qwen``
+reads its own (``context.column_options``), so widgets and magics accept, check
+and report options identically.  The widget modules import ipywidgets, so they are
 imported here on first use, not when the extension loads.
 """
 
@@ -21,16 +22,15 @@ from IPython.display import display, update_display
 from .. import runner
 from ..backends import backend_for
 from ..errors import InvalidInput, QwenMagicsError
+from ..options.context import Context
 from ..options.expand import expand
 from ..options.build import choose_model, endpoint_for, prepare
 from ..options.declare import (
     COMPARED,
     REQUEST_OPTIONS,
     as_words,
-    options_from,
     parse_options,
     request_arguments,
-    split_line,
     words,
 )
 from ..options.settings import AXES as _AXES, expand as expand_settings, settings_of
@@ -47,37 +47,19 @@ _READ_WAIT = 2.0  # seconds to let the log writer finish before a run is looked 
 
 @magics_class
 class QwenWidgetMagics(Magics):
-    """Widgets over the settings of ``QwenMagics`` (passed in: one configuration object)."""
+    """Widgets over the extension's shared settings (its :class:`~qwen_magics.options.context.Context`)."""
 
-    def __init__(self, shell, settings) -> None:
+    def __init__(self, shell, context: Context) -> None:
         super().__init__(shell=shell)
-        self.settings = settings
+        self.context = context
 
     def request_factory(self, prompt: str):
         """Build a request from a ``%qwen`` option string, as the magic would; errors as QwenMagicsError."""
-        parser = self.settings.qwen.parser
-
         def make(options: str, text: str = prompt) -> Request:
-            try:
-                tokens, rest = split_line(parser, options, cell_mode=True)
-                args = parse_options(parser, tokens, "qwen")
-            except UsageError as err:
-                raise InvalidInput(str(err)) from None
-            if rest:
-                raise InvalidInput(f"Unexpected text in the options: {rest!r}", "give options only, e.g. -m qwen-plus -t 0.7")
+            chosen = self.context.column_options(options)  # expands nothing: the prompt was, once, for every column
             if not text.strip():
                 raise InvalidInput("The prompt is empty", "type a prompt first")
-            for flag, value in (("--tools", args.tools), ("--image", args.image), ("--video", args.video),
-                                ("--prefix", args.prefix), ("--schema", args.schema), ("-c/--chat", args.chat),
-                                ("--cache", args.cache)):
-                if value:
-                    raise InvalidInput(f"{flag} works in %%qwen cells, not in comparisons or the panel",
-                                       "drop it from these options")
-            if args.no_log:
-                raise InvalidInput("--no-log applies to a whole comparison, not to one column",
-                                   "put it on the %%qwen_compare line, or %config QwenMagics.log = False")
-            options = options_from(args, expand=False)  # the prompt was expanded once, for every column
-            return prepare(self.settings, options, text, self.shell.user_ns).request
+            return prepare(self.context.config, chosen, text, self.shell.user_ns).request
 
         return make
 
@@ -145,20 +127,20 @@ class QwenWidgetMagics(Magics):
                                "drop --columns, or give each list that many values")
         options = options * (columns or 1) if len(options) == 1 else options
         make = self.request_factory("")
-        model, _ = choose_model(Options(), self.settings)
+        model, _ = choose_model(Options(), self.context.config)
         catalogue = True
         try:
-            endpoint = endpoint_for(self.settings, None, None, None)
+            endpoint = endpoint_for(self.context.config, None, None, None)
             listing = (lambda: list_models(endpoint)) if endpoint.api_key() or not endpoint.key_required else None
             catalogue = endpoint.region is not None  # a base URL: offer that server's models alone
         except QwenMagicsError:
             listing = None
-        return Panel(self.settings, lambda opts, prompt: make(opts, prompt), listing, model=model,
+        return Panel(self.context.config, lambda opts, prompt: make(opts, prompt), listing, model=model,
                      new_logger=lambda: self._logger("panel"), catalogue=catalogue, columns=options, shell=self.shell)
 
     def _logger(self, kind: str):
         """The callback a widget calls with each finished run: into the run log, grouped under one new id."""
-        return partial(self.settings.run_log.record, group_id=uuid.uuid4().hex, group_kind=kind)
+        return partial(self.context.run_log.record, group_id=uuid.uuid4().hex, group_kind=kind)
 
     @magic_arguments()
     @request_arguments(lists=True, without=("schema", "prefix", "no_stream"))
@@ -204,8 +186,8 @@ class QwenWidgetMagics(Magics):
             raise UsageError(f"-o {args.out!r} is not a Python name: use e.g. -o runs")
         if args.repeat < 1 or (args.concurrency is not None and args.concurrency < 1):
             raise UsageError("-n and --concurrency must be 1 or more")
-        expansion = None if args.no_expand else expand(cell, self.shell.user_ns, max_chars=self.settings.max_value_chars,
-                                                       dataframe_rows=self.settings.dataframe_rows)
+        expansion = None if args.no_expand else expand(cell, self.shell.user_ns, max_chars=self.context.config.max_value_chars,
+                                                       dataframe_rows=self.context.config.dataframe_rows)
         prompt = (expansion.text if expansion else cell).strip()
         common = [word for dest in _COMMON for word in as_words(dest, getattr(args, dest))]
         common += ["--logprobs", str(args.logprobs)] if args.logprobs is not None else []
@@ -215,18 +197,18 @@ class QwenWidgetMagics(Magics):
         for request in requests:
             backend_for(request.protocol)  # and its SDK imported now, not in the first column's latency
         comparison = Comparison(prompt, specs, make, concurrency=args.concurrency or _CONCURRENCY,
-                                per_server=self.settings.concurrency if args.concurrency is None else {},
-                                interval=self.settings.update_interval,
+                                per_server=self.context.config.concurrency if args.concurrency is None else {},
+                                interval=self.context.config.update_interval,
                                 on_result=None if args.no_log else self._logger("comparison"),
                                 default_model=choose_model(Options(base_url=args.base_url, region=args.region),
-                                                           self.settings)[0],
-                                catalogue=not (args.base_url or self.settings.base_url))
+                                                           self.context.config)[0],
+                                catalogue=not (args.base_url or self.context.config.base_url))
         for warning in [*(expansion.warnings if expansion else ()), *_turns_notice(requests)]:
             print(f"⚠ {warning}")
         self.shell.user_ns["_qwen_compare"] = comparison
         if args.out:
             self.shell.user_ns[args.out] = comparison
-        notebook = self.settings.renders_in_notebook()
+        notebook = self.context.renders_in_notebook()
         display_id = None
         if notebook:
             display_id = display(comparison.bundle(), raw=True, display_id=True).display_id
@@ -236,7 +218,7 @@ class QwenWidgetMagics(Magics):
         else:
             for row, result in zip(comparison.columns, comparison.results):
                 print(f"── {row.spec.label} ──\n{result.text}\n[{footer_text(result)}]\n")
-        self.settings.track_live(comparison)
+        self.context.track_live(comparison)
         return comparison
 
     def _run_blocking(self, comparison) -> None:
@@ -275,7 +257,7 @@ class QwenWidgetMagics(Magics):
 
         from ..runlog.view import logprob_entries
 
-        log = self.settings.run_log.log()
+        log = self.context.run_log.log()
         log.flush(_READ_WAIT)
         try:
             record = log.get(run_id) if re.fullmatch(r"[0-9a-fA-F]{4,32}", run_id) else None

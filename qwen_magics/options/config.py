@@ -2,14 +2,16 @@
 
 ``QwenSettings`` holds every default as a traitlets trait, so ``%config
 QwenMagics.model = "qwen-flash"`` and ``ipython_config.py`` both work, and the
-magics and the panel read one object instead of keeping copies.  Per-call
-options override these values for one request and never change them.
+magics and the panel read one object instead of keeping copies (the surfaces
+other than ``%%qwen`` read it through a :class:`ConfigView`).  Per-call options
+override these values for one request and never change them.
 """
 
 from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from typing import Any
 
 from traitlets import Bool, CFloat, CInt, Dict, Enum, Float, Int, List, TraitError, Unicode, validate
 from traitlets.config import Configurable
@@ -184,6 +186,42 @@ class QwenSettings(Configurable):
         if proposal["value"] < 0:
             raise TraitError(f"{proposal['trait'].name} must be zero or more")
         return proposal["value"]
+
+
+_NAMES = frozenset(QwenSettings.class_trait_names(config=True))
+"""The configurable values: every ``%config QwenMagics.<name>``."""
+
+
+class ConfigView:
+    """The ``%config QwenMagics`` values, read live: what the other magics and the widgets get of the configuration.
+
+    Each read goes to the configured object, so ``%config QwenMagics.model =
+    "qwen-flash"`` applies to the next run of every surface; a write (the
+    panel's "Make these the %%qwen defaults") sets the trait, checked as
+    ``%config`` checks it.  Only the configuration's traits can be read or
+    written: nothing else of the object behind it.
+    """
+
+    __slots__ = ("_source",)
+
+    def __init__(self, source: QwenSettings) -> None:
+        object.__setattr__(self, "_source", source)
+
+    def __getattr__(self, name: str) -> Any:
+        if name in _NAMES:
+            return getattr(object.__getattribute__(self, "_source"), name)
+        raise AttributeError(f"the configuration has no {name!r}")
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if name not in _NAMES:
+            raise AttributeError(f"the configuration has no {name!r}")
+        setattr(self._source, name, value)
+
+    def __dir__(self) -> list[str]:
+        return sorted(_NAMES)
+
+    def __repr__(self) -> str:
+        return f"<the %config QwenMagics values: {', '.join(sorted(_NAMES))}>"
 
 
 def _as_trait_error(check, value):

@@ -19,6 +19,7 @@ from typing import Any, Callable, Iterable
 from IPython.core.error import UsageError
 from IPython.core.magic_arguments import argument
 
+from ..errors import InvalidInput
 from ..request import APIS
 from .value import Options
 
@@ -205,6 +206,35 @@ def split_line(parser: argparse.ArgumentParser, line: str, cell_mode: bool, magi
                 raise UsageError(f"Option {tok} needs a value: see %{magic}? for its meaning")
         pos = _skip_space(line, pos)
     return tokens, line[pos:].strip()
+
+
+_CELL_ONLY = (("--tools", "tools"), ("--image", "image"), ("--video", "video"), ("--prefix", "prefix"),
+              ("--schema", "schema"), ("-c/--chat", "chat"), ("--cache", "cache"))
+"""The ``%%qwen`` options a column cannot take (its flag as the refusal names it, and its name)."""
+
+
+def column_options(parser: argparse.ArgumentParser, text: str, magic: str = "qwen") -> Options:
+    """A comparison's or the panel's column (or a compared setting), written as ``%qwen`` option words
+    (``-m qwen-plus -t 0.7``), as request options: read by ``parser`` (``%%qwen``'s), so a column takes, checks
+    and reports an option as a cell does.  What only a cell can do is refused in one line; the prompt is
+    expanded once for every column, so the options expand nothing.  Errors are
+    :class:`~qwen_magics.errors.InvalidInput` (``magic`` names where a parse error says to read more).
+    """
+    try:
+        tokens, rest = split_line(parser, text, cell_mode=True, magic=magic)
+        args = parse_options(parser, tokens, magic)
+    except UsageError as err:
+        raise InvalidInput(str(err)) from None
+    if rest:
+        raise InvalidInput(f"Unexpected text in the options: {rest!r}", "give options only, e.g. -m qwen-plus -t 0.7")
+    for flag, name in _CELL_ONLY:
+        if getattr(args, name):
+            raise InvalidInput(f"{flag} works in %%qwen cells, not in comparisons or the panel",
+                               "drop it from these options")
+    if args.no_log:
+        raise InvalidInput("--no-log applies to a whole comparison, not to one column",
+                           "put it on the %%qwen_compare line, or %config QwenMagics.log = False")
+    return options_from(args, expand=False)
 
 
 def _skip_space(line: str, pos: int) -> int:
