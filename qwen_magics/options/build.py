@@ -14,7 +14,8 @@ from dataclasses import dataclass
 from typing import Any, Mapping
 
 from ..local import model as local_model
-from .config import QwenSettings, check_penalties, check_temperature, check_top_p, dashscope_root, find_region
+from .config import (ConfigView, QwenSettings, check_penalties, check_temperature, check_top_p, dashscope_root,
+                     find_region)
 from ..errors import InvalidInput, missing_key
 from .expand import expand
 from .media import media_url, user_content
@@ -51,7 +52,7 @@ class Prepared:
     """How many times to send the request: ``-n K`` where one request cannot carry ``n`` (K answers, K requests)."""
 
 
-def prepare(settings: QwenSettings, options: Options, template: str, namespace: Mapping[str, Any], *,
+def prepare(settings: QwenSettings | ConfigView, options: Options, template: str, namespace: Mapping[str, Any], *,
             history: list[dict[str, Any]] | None = None, listed: list[str] | None = None,
             reasoning_shown: bool = True) -> Prepared:
     """Turn options, a prompt template and the notebook's namespace into a checked :class:`Request`.
@@ -114,7 +115,8 @@ def why_not_n(request: Request) -> str | None:
     return None
 
 
-def choose_model(options: Options, settings: QwenSettings, reasoning_shown: bool = True) -> tuple[str, str | None]:
+def choose_model(options: Options, settings: QwenSettings | ConfigView,
+                 reasoning_shown: bool = True) -> tuple[str, str | None]:
     """The model to ask, and a notice when it was chosen for the user.
 
     With no key, no model named (neither -m nor a configured one) and no base
@@ -143,7 +145,7 @@ API_PATHS = {"chat": "/compatible-mode/v1", "responses": "/api/v2/apps/protocols
              "dashscope": "/api/v1"}
 
 
-def endpoint_for(settings: QwenSettings, region: str | None, base_url: str | None, timeout: float | None,
+def endpoint_for(settings: QwenSettings | ConfigView, region: str | None, base_url: str | None, timeout: float | None,
                  model: str = "", api: str = "chat") -> Endpoint:
     """Where the request goes: the local runtime, an explicit base URL, or the region's DashScope host."""
     common = dict(api_key_env=settings.api_key_env, timeout=timeout or settings.timeout,
@@ -161,7 +163,7 @@ def endpoint_for(settings: QwenSettings, region: str | None, base_url: str | Non
     return Endpoint(base_url=root + API_PATHS[api], region=chosen.name, **common)
 
 
-def make_request(options: Options, settings: QwenSettings, messages: list[dict[str, Any]],
+def make_request(options: Options, settings: QwenSettings | ConfigView, messages: list[dict[str, Any]],
                  model: str, schema: dict[str, Any] | None = None,
                  tools: tuple[dict[str, Any], ...] = ()) -> Request:
     """Check every option that can be checked here, and build the request.
@@ -236,7 +238,7 @@ _LOCAL_UNUSED = {  # options that only a remote endpoint uses, and why the local
 }
 
 
-def not_applied(options: Options, settings: QwenSettings, model: str) -> list[str]:
+def not_applied(options: Options, settings: QwenSettings | ConfigView, model: str) -> list[str]:
     """One line for each option asked for that the chosen model does not honour (the request leaves it out).
 
     The local model cannot search or reason, and always streams; an option given in the cell is named by its
@@ -283,7 +285,7 @@ def replaced_fields(request: Request) -> list[str]:
             for key, value in request.extra if key in own]
 
 
-def system_prompt(options: Options, settings: QwenSettings) -> str:
+def system_prompt(options: Options, settings: QwenSettings | ConfigView) -> str:
     """The system prompt: -s or the configured one, plus what -f code / -f json ask of the model."""
     parts = [options.system if options.system is not None else settings.system, FORMAT_INSTRUCTIONS.get(options.format, "")]
     return "\n\n".join(p for p in parts if p)
