@@ -29,6 +29,7 @@ T = TypeVar("T")
 COLUMNS = tuple(f.name for f in fields(Record))
 _JSON = frozenset({"messages", "parameters", "tool_runs", "logprobs"})
 _SELECT = f"SELECT {', '.join(COLUMNS)} FROM runs"
+_JSON_TEXT = json.JSONEncoder(ensure_ascii=False, default=str).encode  # made once: json.dumps makes one per call
 _KEYS_PER_QUERY = 500  # SQLite takes at most 999 parameters in older builds
 _WORDY = re.compile(r"\w")
 _PUNCTUATED = re.compile(r"\W")  # the index drops punctuation: such a word is also matched as written
@@ -296,7 +297,7 @@ def _row(record: Record | Mapping[str, Any]) -> dict[str, Any]:
     for name in COLUMNS:
         value = getattr(record, name)
         if name in _JSON:
-            value = json.dumps(value, ensure_ascii=False, default=str)
+            value = _JSON_TEXT(value)
         row[name] = clean(value) if isinstance(value, str) else value
     row["prompt"] = clean(record.prompt)
     return row
