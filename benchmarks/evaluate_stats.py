@@ -2,7 +2,8 @@
 
     python benchmarks/evaluate_stats.py
 
-Not a timed test and not part of benchmarks/run.py: it builds an evaluation's
+Not a timed test; ``benchmarks/run.py`` runs :func:`measure` in a kernel as
+measurement 14 (:mod:`evaluate`).  It builds an evaluation's
 answers in memory (10 settings x 10,000 rows of sums, each answered once;
 then 10 settings x 5,000 rows x 2 repeats, whose row scores are not 0/1 and
 get bootstrap intervals) and times scoring every answer with the ``number``
