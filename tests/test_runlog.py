@@ -432,6 +432,24 @@ def test_write_async_stores_off_the_callers_thread_and_flush_waits(log):
     assert count(log.path) == 51
 
 
+def test_rows_queued_in_a_stream_share_batches_in_order_and_flush_stores_a_gathering_batch_at_once():
+    from qwen_magics.runlog import writer as writer_module
+
+    batches: list[list[dict]] = []
+    writer = Writer(batches.append)
+    rows = [{"n": i} for i in range(250)]
+    for row in rows:
+        writer.put(row)
+    assert writer.flush(10)
+    assert [row for batch in batches for row in batch] == rows
+    assert all(len(batch) <= writer_module._BATCH for batch in batches) and len(batches) <= 10
+    writer.put({"n": "last"})
+    started = time.monotonic()
+    assert writer.flush(10) and batches[-1] == [{"n": "last"}]
+    assert time.monotonic() - started < 5  # not held for the batch's whole gathering
+    writer.stop()
+
+
 def test_an_idle_writer_ends_its_thread_and_a_later_row_starts_another():
     stored, idled = [], []
     before = set(threading.enumerate())
