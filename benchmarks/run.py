@@ -21,12 +21,13 @@ import time
 import traceback
 from pathlib import Path
 
+import evaluate
 import logbench
 import many
 import measurements
 from harness import LoopbackServer, Row, kernel_env, machine_line, results_markdown, write_results
 
-ALL = measurements.ALL + logbench.ALL + many.ALL  # numbered 1, 2, ... in this order
+ALL = measurements.ALL + logbench.ALL + many.ALL + evaluate.ALL  # numbered 1, 2, ... in this order
 
 HERE = Path(__file__).resolve().parent
 

@@ -119,6 +119,27 @@ def test_notebook_names_fill_the_template_once_and_double_braces_stay_literal(mp
     assert prompts(dashscope) == ["Be terse. {json} Great kettle, boils fast.", "Be terse. {json} Broke after a week."]
 
 
+def test_every_rows_request_has_its_own_prompt_with_the_system_prompt_image_and_prefix_of_the_first(mp, dashscope):
+    mp.user_ns["logo"] = b"\x89PNG\r\n\x1a\n" + bytes(range(64))
+    qwen_magics.map(mp.user_ns["reviews"], "Review: {text}", limit=3, model="qwen-flash", system="Answer briefly",
+                    image=["logo"], prefix="Label:", concurrency=1)
+    bodies = [r.body for r in dashscope.requests if r.path == CHAT_PATH]
+    assert len(bodies) == 3
+    for body, review in zip(bodies, REVIEWS):
+        system, user, prefix = body["messages"]
+        assert system == {"role": "system", "content": "Answer briefly"}
+        assert user["content"][0] == {"type": "text", "text": f"Review: {review}"}
+        assert user["content"][1]["image_url"]["url"].startswith("data:image/png;base64,")
+        assert prefix == {"role": "assistant", "content": "Label:", "partial": True}
+        assert {k: v for k, v in body.items() if k != "messages"} == {
+            k: v for k, v in bodies[0].items() if k != "messages"}
+    assert bodies[1]["messages"][1]["content"][1:] == bodies[0]["messages"][1]["content"][1:]
+    mp.user_ns["blank"] = ["a", " "]
+    with pytest.raises(UsageError, match="^Row 1: The prompt is empty"):
+        mp.run_cell_magic("qwen_map", "blank -m qwen-flash", "{item}")
+    assert len([r for r in dashscope.requests if r.path == CHAT_PATH]) == 3
+
+
 def test_a_name_neither_field_nor_notebook_name_is_one_line_listing_the_fields_and_nothing_is_sent(mp, dashscope):
     with pytest.raises(UsageError) as err:
         mp.run_cell_magic("qwen_map", "reviews -m qwen-flash", "Review: {txt}")

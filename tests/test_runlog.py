@@ -408,6 +408,21 @@ def test_cached_returns_the_latest_complete_run_with_the_key(log):
     assert log.cached(cache_key_of(request(model="qwen-max"))) is None
 
 
+def test_cached_many_gives_each_keys_latest_complete_run_as_cached_does(log):
+    prompts = [f"What is {i} + {i}?" for i in range(1_200)]  # more keys than one query takes
+    for day, text, state in (("01", "first", "complete"), ("02", "second", "complete"), ("03", "cut", "incomplete")):
+        for prompt in prompts[::2]:
+            req = request(prompt)
+            log.write(record_from(result(req, text=f"{text} {prompt}", state=state), req,
+                                  started=f"2025-01-{day}T00:00:00.000000+00:00"))
+    keys = [cache_key_of(request(prompt)) for prompt in prompts]
+    found = log.cached_many(keys)
+    assert sorted(found) == sorted(keys[::2])
+    assert all(found[key].answer == f"second {prompt}" == log.cached(key).answer
+               for key, prompt in zip(keys[::2], prompts[::2]))
+    assert log.cached_many([]) == {}
+
+
 def test_write_async_stores_off_the_callers_thread_and_flush_waits(log):
     for i in range(50):
         log.write_async(Record(model="m", answer=str(i)))
@@ -415,6 +430,24 @@ def test_write_async_stores_off_the_callers_thread_and_flush_waits(log):
     log.write_async(Record(model="m"))
     log.close()  # drains the queue
     assert count(log.path) == 51
+
+
+def test_rows_queued_in_a_stream_share_batches_in_order_and_flush_stores_a_gathering_batch_at_once():
+    from qwen_magics.runlog import writer as writer_module
+
+    batches: list[list[dict]] = []
+    writer = Writer(batches.append)
+    rows = [{"n": i} for i in range(250)]
+    for row in rows:
+        writer.put(row)
+    assert writer.flush(10)
+    assert [row for batch in batches for row in batch] == rows
+    assert all(len(batch) <= writer_module._BATCH for batch in batches) and len(batches) <= 10
+    writer.put({"n": "last"})
+    started = time.monotonic()
+    assert writer.flush(10) and batches[-1] == [{"n": "last"}]
+    assert time.monotonic() - started < 5  # not held for the batch's whole gathering
+    writer.stop()
 
 
 def test_an_idle_writer_ends_its_thread_and_a_later_row_starts_another():

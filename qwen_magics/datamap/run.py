@@ -36,7 +36,7 @@ from .. import runner
 from ..backends.common import retry_pause
 from ..errors import InvalidInput, OutputFormatError, QwenMagicsError, RateLimited
 from ..options.expand import _is_pandas, expand, format_value
-from ..options.build import prepare
+from ..options.build import for_prompt, prepare
 from ..options.value import Options
 from ..display.postprocess import parse_json, validate
 from ..render.base import Renderer
@@ -235,18 +235,18 @@ def plan(settings: Any, options: Options, data: Any, template: str, namespace: d
                     dataframe_rows=settings.dataframe_rows)
     options = options.but(expand=False)  # each row's prompt is expanded here, once
     requests, prompts, notices, cut = [], [], list(body.notices), Counter()
-    validator = model_notice = None
+    first = None
     for position in range(count):
         label = rows.labels[position]
         text, warnings = body.render(rows.values[position], label)
-        try:
-            prepared = prepare(settings, options, text, namespace, reasoning_shown=False)
+        try:  # the first row is checked in full; the others differ from it by their prompt only
+            if first is None:
+                prepared = first = prepare(settings, options, text, namespace, reasoning_shown=False)
+                notices += first.notices
+            else:
+                prepared = for_prompt(first, text)
         except QwenMagicsError as err:
             raise InvalidInput(f"Row {label!r}: {err.message}", err.hint) from None
-        if position == 0:
-            notices += prepared.notices
-            model_notice = prepared.model_notice
-            validator = prepared.validator
         cut.update(warnings)
         requests.append(prepared.request)
         prompts.append(prepared.prompt)
@@ -254,6 +254,7 @@ def plan(settings: Any, options: Options, data: Any, template: str, namespace: d
     fmt = "json" if options.schema is not None else options.format
     keys = [cache_key_of(r) for r in requests]
     job_id = hashlib.sha256("\n".join(keys).encode()).hexdigest()[:16]
+    validator, model_notice = (first.validator, first.model_notice) if first is not None else (None, None)
     return Job(rows, requests, prompts, keys, job_id, fmt, validator, notices, [None] * count,
                model_notice=model_notice)
 
@@ -262,7 +263,7 @@ def dry_run_text(job: Job, log: RunLog | None) -> str:
     """What would be sent: the row count, the input tokens (Qwen's tokenizer) and the first three prompts."""
     from ..tokens.qwen import template_tokens
 
-    answered = sum(1 for key in job.keys if log.cached(key) is not None) if log is not None else 0
+    answered = len(log.cached_many(job.keys)) if log is not None else 0
     template = sum(template_tokens(r.messages) for r in job.requests)
     lines = [f"Dry run, nothing sent: {len(job):,} rows to {job.requests[0].model if job.requests else '-'}"
              + (f" ({answered:,} already answered in the run log)" if answered else "")
@@ -299,8 +300,9 @@ def input_tokens(job: Job) -> list[int]:
 
 def recall(job: Job, log: RunLog) -> int:
     """Take from the run log every row whose exact request already has a complete answer; how many."""
+    answered = log.cached_many(job.keys)
     for position, key in enumerate(job.keys):
-        record = log.cached(key)
+        record = answered.get(key)
         if record is not None:
             usage = None if record.input_tokens is None else ev.Usage(
                 record.input_tokens, record.output_tokens or 0, record.reasoning_tokens or 0, record.cached_tokens or 0)

@@ -98,6 +98,25 @@ def prepare(settings: QwenSettings | ConfigView, options: Options, template: str
     return Prepared(request, prompt, tuple(notices), model_notice, validator, tools, requests, options.format)
 
 
+def for_prompt(prepared: Prepared, prompt: str) -> Prepared:
+    """``prepared`` (made by :func:`prepare` without expansion or history) asking ``prompt`` instead.
+
+    What :func:`prepare` checks and reads, but for the prompt's emptiness, comes from the options and the
+    settings (the media too), so the rows of a map after the first are built from the first: the same
+    request with its user message's text replaced.
+    """
+    prompt = prompt.strip()
+    if not prompt:
+        raise InvalidInput("The prompt is empty", "write it after %qwen, or in the cell body under %%qwen")
+    messages = list(prepared.request.messages)
+    at = max(i for i, message in enumerate(messages) if message["role"] == "user")
+    content = messages[at]["content"]
+    messages[at] = {**messages[at], "content": prompt if isinstance(content, str) else
+                    [{"type": "text", "text": prompt}, *content[1:]]}
+    request = dataclasses.replace(prepared.request, messages=tuple(messages))
+    return dataclasses.replace(prepared, request=request, prompt=prompt)
+
+
 def why_not_n(request: Request) -> str | None:
     """Why one request cannot ask for several answers (``n``), or None when it can.
 

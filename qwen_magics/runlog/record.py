@@ -91,14 +91,12 @@ def record_from(result: Any, request: Any, **context: Any) -> Record:
     has it (a map computes every row's key to resume).
     """
     endpoint = request.endpoint
-    envs = {"DASHSCOPE_API_KEY", getattr(endpoint, "api_key_env", "DASHSCOPE_API_KEY")}
+    clean = redactor("DASHSCOPE_API_KEY", getattr(endpoint, "api_key_env", "DASHSCOPE_API_KEY"))
     usage = result.total_usage  # with --tools: every round's, as the cost is
     counted = usage is not None
-    if "started" not in context:
-        context["started"] = utc_iso(datetime.now(timezone.utc) - timedelta(seconds=result.elapsed or 0))
     fields: dict[str, Any] = dict(
         model=result.model, protocol=request.protocol, endpoint=endpoint.region or _bare_url(endpoint.base_url),
-        messages=without_media(list(result.messages or request.messages)), parameters=dict(result.parameters),
+        messages=without_media(list(result.messages or request.messages)), parameters=result.parameters,
         answer=result.text, reasoning=result.reasoning, tool_runs=[_plain(run) for run in result.tool_runs],
         finish_reason=result.finish_reason, state=result.state, error=result.error,
         input_tokens=usage.input if counted else None, output_tokens=usage.output if counted else None,
@@ -106,13 +104,12 @@ def record_from(result: Any, request: Any, **context: Any) -> Record:
         ttft=result.ttft, elapsed=result.elapsed, request_id=result.request_id,
         cost=result.cost, logprobs=[[e.token, e.logprob, [list(alt) for alt in e.top], getattr(e, "entropy", None)]
                                     for e in getattr(result, "logprobs", None) or ()])
+    if "started" not in context:
+        fields["started"] = utc_iso(datetime.now(timezone.utc) - timedelta(seconds=result.elapsed or 0))
     if "cache_key" not in context:
-        context["cache_key"] = cache_key_of(request)
-    record = Record(**{**fields, **context})
-    clean = redactor(*envs)
-    for name, value in vars(record).items():
-        setattr(record, name, _redacted(value, clean))
-    return record
+        fields["cache_key"] = cache_key_of(request)
+    fields.update(context)
+    return Record(**{name: _redacted(value, clean) for name, value in fields.items()})  # copies what it cleans
 
 
 def cache_key_of(request: Any) -> str:
@@ -128,8 +125,7 @@ def cache_key_of(request: Any) -> str:
         "messages": list(request.messages), "parameters": request.parameters(),
         "response_format": getattr(request, "response_format", None), "tools": getattr(request, "tools", None),
     }
-    text = json.dumps(material, sort_keys=True, ensure_ascii=False, separators=(",", ":"), default=_plain)
-    return hashlib.sha256(text.encode()).hexdigest()
+    return hashlib.sha256(_KEY_TEXT(material).encode()).hexdigest()
 
 
 def without_media(value: Any) -> Any:
@@ -179,7 +175,12 @@ def _plain(value: Any) -> Any:
     return str(value)
 
 
+_KEY_TEXT = json.JSONEncoder(sort_keys=True, ensure_ascii=False, separators=(",", ":"), default=_plain).encode
+"""The text a cache key hashes (an encoder made once: ``json.dumps`` makes one per call)."""
+
+
 def _redacted(value: Any, clean: Callable[[str], str]) -> Any:
+    """``value`` with every text cleaned, in new lists and dicts (the result's own are left as they are)."""
     if isinstance(value, str):
         return clean(value)
     if isinstance(value, dict):

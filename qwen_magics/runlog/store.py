@@ -29,6 +29,8 @@ T = TypeVar("T")
 COLUMNS = tuple(f.name for f in fields(Record))
 _JSON = frozenset({"messages", "parameters", "tool_runs", "logprobs"})
 _SELECT = f"SELECT {', '.join(COLUMNS)} FROM runs"
+_JSON_TEXT = json.JSONEncoder(ensure_ascii=False, default=str).encode  # made once: json.dumps makes one per call
+_KEYS_PER_QUERY = 500  # SQLite takes at most 999 parameters in older builds
 _WORDY = re.compile(r"\w")
 _PUNCTUATED = re.compile(r"\W")  # the index drops punctuation: such a word is also matched as written
 _UNSPACED = re.compile(r"[\u2e80-\u9fff\uf900-\ufaff]")  # CJK: the index holds a whole run of it as one word
@@ -159,6 +161,17 @@ class RunLog:
                               (cache_key,))
         return found[0] if found else None
 
+    def cached_many(self, cache_keys: list[str]) -> dict[str, Record]:
+        """:meth:`cached` for many keys at once (a map's rows): each key's latest complete run, for the keys
+        that have one."""
+        found: dict[str, Record] = {}
+        for start in range(0, len(cache_keys), _KEYS_PER_QUERY):
+            chunk = cache_keys[start:start + _KEYS_PER_QUERY]
+            for record in self._records(f"{_SELECT} WHERE cache_key IN ({', '.join('?' * len(chunk))}) "
+                                        "AND state = 'complete' ORDER BY started, seq", tuple(chunk)):
+                found[record.cache_key] = record  # the latest last
+        return found
+
     def cost(self, since: date | datetime | str | None = None,
              prices: Mapping[str, tuple[float, float] | list[float]] | None = None) -> list[dict[str, Any]]:
         """Runs and tokens per model and UTC day (oldest first), with ``cost`` where known.
@@ -284,7 +297,7 @@ def _row(record: Record | Mapping[str, Any]) -> dict[str, Any]:
     for name in COLUMNS:
         value = getattr(record, name)
         if name in _JSON:
-            value = json.dumps(value, ensure_ascii=False, default=str)
+            value = _JSON_TEXT(value)
         row[name] = clean(value) if isinstance(value, str) else value
     row["prompt"] = clean(record.prompt)
     return row

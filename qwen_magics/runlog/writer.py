@@ -18,6 +18,8 @@ class Writer:
 
     Rows that come within ``_GATHER`` seconds of each other (a map's) share one
     batch, of at most ``_BATCH`` rows; :meth:`flush` stores what waits at once.
+    While a batch gathers, the thread sleeps and looks at the queue once per
+    ``_GATHER``, so the rows of a busy map queue without waking it one by one.
 
     The thread ends once nothing has come for ``idle`` seconds, calling
     ``on_idle`` (which closes the file), so a kernel keeps no thread and no
@@ -29,6 +31,7 @@ class Writer:
                  on_idle: Callable[[], None] | None = None) -> None:
         self._store, self._idle, self._on_idle = store, idle, on_idle
         self._queue: queue.SimpleQueue[dict[str, Any] | threading.Event | None] = queue.SimpleQueue()
+        self._hurry = threading.Event()  # set by flush and stop: a gathering batch is stored at once
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()  # held to start, feed or end the thread, so no item is left unread
 
@@ -47,6 +50,7 @@ class Writer:
             if self._thread is None:
                 return True
             self._queue.put(done)
+            self._hurry.set()
         return done.wait(timeout)
 
     def stop(self) -> None:
@@ -56,33 +60,57 @@ class Writer:
             if thread is None:
                 return
             self._queue.put(None)
+            self._hurry.set()
         thread.join()
 
     def _loop(self) -> None:
-        pending: list[dict[str, Any]] = []  # rows that share the next transaction: each costs more than its rows
         while True:
-            try:  # rows that come within _GATHER of the one before join it
-                item = self._queue.get(timeout=_GATHER if pending else self._idle)
+            try:
+                first = self._queue.get(timeout=self._idle)
             except queue.Empty:
+                if self._ended():
+                    break
+                continue
+            stopping = False
+            pending: list[dict[str, Any]] = []  # rows that share the next transaction: each costs more than its rows
+            for item in [first, *self._gathered(isinstance(first, dict))]:
+                if isinstance(item, dict):
+                    pending.append(item)
+                    if len(pending) < _BATCH:
+                        continue
                 if pending:
                     self._write(pending)
                     pending = []
-                elif self._ended():
-                    break
-                continue
-            if isinstance(item, dict):
-                pending.append(item)
-                if len(pending) < _BATCH:
-                    continue
+                if isinstance(item, threading.Event):
+                    item.set()
+                stopping = stopping or item is None
             if pending:
                 self._write(pending)
-                pending = []
-            if isinstance(item, threading.Event):
-                item.set()
-            elif item is None and self._ended():  # rows queued after the stop are stored first
+            if stopping and self._ended():  # rows queued after the stop are stored first
                 break
         if self._on_idle is not None:
             self._on_idle()
+
+    def _gathered(self, rows: bool) -> list[dict[str, Any] | threading.Event | None]:
+        """What is queued after the first item; after a row, what comes until ``_GATHER`` passes without
+        another, the batch is full, or :meth:`flush` or :meth:`stop` hurries it."""
+        items: list[dict[str, Any] | threading.Event | None] = []
+        while rows and len(items) + 1 < _BATCH and not self._hurry.wait(_GATHER):
+            more = self._drained()
+            if not more:
+                break
+            items += more
+        self._hurry.clear()
+        return items + self._drained()
+
+    def _drained(self) -> list[dict[str, Any] | threading.Event | None]:
+        """Everything queued now, without waiting."""
+        items: list[dict[str, Any] | threading.Event | None] = []
+        while True:
+            try:
+                items.append(self._queue.get_nowait())
+            except queue.Empty:
+                return items
 
     def _write(self, rows: list[dict[str, Any]]) -> None:
         try:
