@@ -1,4 +1,5 @@
-"""Evaluations: ``%%qwen_eval`` against the same maps run one after another, and its statistics on 100,000 answers.
+"""Evaluations: ``%%qwen_eval`` against the same maps run one after another, its traffic and memory over 10,000
+answers, and its statistics on 100,000 answers.
 
 The loopback server answers every request after 20 ms in two chunks with a
 sentence ending in a number, so the ``number`` scorer has something to read
@@ -13,10 +14,10 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Callable
 
-from cells import SETUP
+from cells import PROBE, SETUP
 from harness import Kernel, LoopbackServer, Row, Script
 from loopback import CHAT_PATH
-from many import best_cpu_ratio, cpu_runs
+from many import best_cpu_ratio, cpu_runs, front_end_bytes
 from pairs import QUIET
 
 Log = Callable[[str], None]
@@ -110,6 +111,54 @@ def eval_vs_maps(server: LoopbackServer, env: dict, quick: bool, log: Log) -> li
     return [row]
 
 
+# The evaluation of measurement 15: the RSS around it (after gc.collect()), then its result displayed as the cell's
+# output would be.  Its values go to _b_out, printed by the next cell, so the cell's iopub messages are its own.
+LARGE = """\
+_b_before = _b_probe()["rss"]
+_b_result = get_ipython().run_cell_magic("qwen_eval", {line!r}, {template!r})
+_b_after = _b_probe()["rss"]
+display(_b_result)
+_b_out = {{"rss": _b_after - _b_before, "complete": int((_b_result.answers["state"] == "complete").sum()),
+           "scored": int(_b_result.table["n"].sum())}}
+"""
+LARGE_ROWS, LARGE_CONCURRENCY = 5_000, 32
+BYTES_TARGET, RSS_TARGET = 200_000, 100 * 2**20
+
+
+def eval_traffic(server: LoopbackServer, env: dict, quick: bool, log: Log) -> list[Row]:
+    """15. The front-end bytes and the kernel's memory growth of a %%qwen_eval of 10,000 answers."""
+    rows = 1_000 if quick else LARGE_ROWS
+    requests = rows * len(SETTINGS)
+    line = (f"_b_sums --expect total --score number -t {','.join(SETTINGS)} -m qwen-plus --no-thinking "
+            f"--concurrency {LARGE_CONCURRENCY}")
+    with tempfile.TemporaryDirectory(prefix="qwen-bench-eval-") as tmp, \
+            Kernel({**env, "QWEN_MAGICS_LOG": str(Path(tmp) / "log.db")}) as k:
+        k.execute(SETUP + PROBE + SUMS.format(rows=rows))
+        k.execute("_b_full, _b_sums = _b_sums, _b_sums[:50]")  # warm-up: imports (scipy), connections
+        server.reset()
+        server.enqueue(replace(ANSWER, repeat=50 * len(SETTINGS)))
+        k.execute("_b_tag = 'warm'")
+        k.execute(LARGE.format(line=line, template=TEMPLATE), timeout=300)
+        k.execute("_b_sums = _b_full; _b_tag = 'large'")
+        server.reset()
+        server.enqueue(replace(ANSWER, repeat=requests))
+        ex = k.execute(LARGE.format(line=line, template=TEMPLATE), timeout=max(300, requests / LARGE_CONCURRENCY))
+        value = k.value(OUT)
+    _check(value["complete"] == value["scored"] == requests == len(
+        [r for r in server.requests if r.path == CHAT_PATH]), f"eval: {value} of {requests:,} requests")
+    total, table, messages = front_end_bytes(ex)
+    log(f"   {total:,} bytes in {messages} messages, RSS {value['rss'] / 2**20:+.1f} MB")
+    what = f"`%%qwen_eval` of {requests:,} answers ({rows:,} rows x {len(SETTINGS)} settings, concurrency " \
+           f"{LARGE_CONCURRENCY})"
+    shown = Row(f"15. front-end bytes of a whole {what}: progress view, table, chart and sentence",
+                f"{total / 1000:.0f} kB", f"≤ {BYTES_TARGET // 1000} kB", total <= BYTES_TARGET)
+    shown.notes.append(f"{messages} display and stream messages, {table:,} bytes of them the displayed result")
+    memory = Row(f"15. kernel RSS growth over the same {what} (after gc.collect())",
+                 f"{value['rss'] / 2**20:+.1f} MB", f"≤ {RSS_TARGET // 2**20} MB", value["rss"] <= RSS_TARGET)
+    memory.notes.append("the result (its answers, one row per request) stays in _b_result and _qwen_eval")
+    return [shown, memory]
+
+
 STATS = """\
 import sys as _b_sys
 _b_sys.path.insert(0, {here!r})
@@ -140,4 +189,4 @@ def eval_stats(server: LoopbackServer, env: dict, quick: bool, log: Log) -> list
     return [row]
 
 
-ALL = [eval_vs_maps, eval_stats]
+ALL = [eval_vs_maps, eval_stats, eval_traffic]

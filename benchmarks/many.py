@@ -111,7 +111,7 @@ def _run(k: Kernel, server: LoopbackServer, cell: str, tag: str, rows: int, answ
     return value, ex, (sorted(body["messages"][-1]["content"] for body in chats), sorted(rest))
 
 
-def _front_end_bytes(ex: Execution) -> tuple[int, int, int]:
+def front_end_bytes(ex: Execution) -> tuple[int, int, int]:
     """Bytes of every display, display update and stream message of the cell; of them, the result table's; count."""
     shown = [m for _, m in ex.messages if m["msg_type"] in ("display_data", "update_display_data", "stream")]
     sizes = [len(json.dumps(m["content"])) for m in shown]
@@ -134,7 +134,7 @@ def map_vs_loop(server: LoopbackServer, env: dict, quick: bool, log: Log) -> lis
             value, ex, got = _run(k, server, cell, tag, rows)
             sent.setdefault(tag, []).append(got)
             if kind == "map":
-                traffic.append(_front_end_bytes(ex))
+                traffic.append(front_end_bytes(ex))
                 growth.append(value["rss"])
             return value
         return run
