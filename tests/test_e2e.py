@@ -192,7 +192,11 @@ def test_compare_sampling_notebook_runs_in_a_kernel(kernel_env, tmp_path):
     outputs = [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])]
     assert not [o for o in outputs if o.get("output_type") == "error"]
     widgets = [o for o in outputs if "application/vnd.jupyter.widget-view+json" in o.get("data", {})]
-    assert len(widgets) == 7  # one comparison widget per %%qwen_compare cell
+    assert len(widgets) == 8  # one comparison widget per %%qwen_compare cell, and the panel of columns
+    panel = [o for c in nb.cells if c.cell_type == "code" and "qwen_magics.panel(" in c.source for o in c.outputs
+             if "application/vnd.jupyter.widget-view+json" in o.get("data", {})]
+    assert len(panel) == 1 and panel[0]["data"]["text/html"].count("<h3>") == 2  # its two columns' static copy
+    widgets = [o for o in widgets if o not in panel]
     # Saved without a widget manager, each comparison still shows as HTML: settings, answers and the summary.
     assert all(any(f"<h3>{head}" in o["data"]["text/html"] for head in ("-t ", "--seed", "-m local", "variant 1"))
                for o in widgets)
@@ -202,4 +206,6 @@ def test_compare_sampling_notebook_runs_in_a_kernel(kernel_env, tmp_path):
     repetition = next(o["data"]["text/html"] for o in widgets if "<h3>-m local" in o["data"]["text/html"])
     assert "--repetition-penalty 1.3" in repetition and "--presence-penalty 1.5" in repetition
     assert "ran locally, free" in repetition  # the penalty columns ran on the local model, offline
-    assert len(kernel_env.requests) == 3 + 6 + 3 + 4 + 3 + 2  # the two phrasings: two requests
+    chats = [r for r in kernel_env.requests if r.path.endswith("/chat/completions")]
+    assert len(chats) == 3 + 6 + 3 + 4 + 3 + 2 + 2  # the two phrasings, and the panel's two columns
+    assert [r.path for r in kernel_env.requests if r not in chats] == ["/compatible-mode/v1/models"]  # its picker
