@@ -14,21 +14,17 @@ from datetime import datetime
 from typing import Any
 
 from IPython.core.error import UsageError
-from IPython.core.magic import Magics, line_magic, magics_class
+from IPython.core.magic import line_magic, magics_class
 from IPython.core.magic_arguments import argument, magic_arguments, parse_argstring
 
 from ..errors import InvalidInput, QwenMagicsError
 from ..options.build import endpoint_for
-from ..options.context import Context
+from .surface import SurfaceMagics
 
 
 @magics_class
-class QwenBatchMagics(Magics):
+class QwenBatchMagics(SurfaceMagics):
     """``%qwen_batch`` over the extension's shared settings (its :class:`~qwen_magics.options.context.Context`)."""
-
-    def __init__(self, shell, context: Context) -> None:
-        super().__init__(shell=shell)
-        self.context = context
 
     @magic_arguments()
     @argument("action", nargs="?", default="list", choices=["list", "status", "wait", "collect", "cancel"],

@@ -17,30 +17,25 @@ import shlex
 from typing import Any, Mapping
 
 from IPython.core.error import UsageError
-from IPython.core.magic import Magics, cell_magic, magics_class, no_var_expand
+from IPython.core.magic import cell_magic, magics_class, no_var_expand
 from IPython.core.magic_arguments import argument, magic_arguments
 
 from .. import runner
 from ..backends import backend_for
 from ..errors import InvalidInput, QwenMagicsError
-from .map import budget_end_line, budget_for, data_of, follow_batch, progress_view, run_context
-from ..options.context import Context
+from .map import budget_end_line, budget_for, data_argument, data_of, follow_batch, progress_view, run_context
+from .surface import SurfaceMagics
 from ..options.declare import options_from, parse_options, request_arguments, words
 from ..options.settings import AXES, Setting, settings_of
 from ..options.value import Options
 
 
 @magics_class
-class QwenEvalMagics(Magics):
+class QwenEvalMagics(SurfaceMagics):
     """``%%qwen_eval`` over the extension's shared settings (its :class:`~qwen_magics.options.context.Context`)."""
 
-    def __init__(self, shell, context: Context) -> None:
-        super().__init__(shell=shell)
-        self.context = context
-
     @magic_arguments()
-    @argument("data", help="the rows: a DataFrame, a Series, a list of strings or dicts, or an expression giving "
-              "one (quote it if it has spaces)")
+    @data_argument
     @argument("--expect", metavar="COLUMN", help="the column holding each row's expected answer")
     @argument("--score", default="exact", metavar="SCORER",
               help="exact (default), contains, number, regex:PATTERN, choice, json:FIELD, judge, py:NAME")

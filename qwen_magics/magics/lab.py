@@ -6,11 +6,11 @@ The widget module imports ipywidgets and numpy, so it is imported on first use.
 from __future__ import annotations
 
 from IPython.core.error import UsageError
-from IPython.core.magic import Magics, cell_magic, line_magic, magics_class, no_var_expand
+from IPython.core.magic import cell_magic, line_magic, magics_class, no_var_expand
 from IPython.core.magic_arguments import argument, magic_arguments, parse_argstring
 
 from ..errors import QwenMagicsError
-from ..options.context import Context
+from .surface import SurfaceMagics
 
 
 def make_lab(prompt: str, model: str = "local", *, chat: bool = False, seed: int | None = None,
@@ -23,12 +23,8 @@ def make_lab(prompt: str, model: str = "local", *, chat: bool = False, seed: int
 
 
 @magics_class
-class QwenLabMagics(Magics):
+class QwenLabMagics(SurfaceMagics):
     """The lab magic; the local context size comes from the extension's one configuration (its context)."""
-
-    def __init__(self, shell, context: Context) -> None:
-        super().__init__(shell=shell)
-        self.context = context
 
     @magic_arguments()
     @argument("-m", "--model", default="local", help="local, local:0.5b, local:1.5b or local:/path/model.gguf")

@@ -14,7 +14,7 @@ import os
 from typing import Any, Mapping
 
 from IPython.core.error import UsageError
-from IPython.core.magic import Magics, cell_magic, magics_class, no_var_expand
+from IPython.core.magic import cell_magic, magics_class, no_var_expand
 from IPython.core.magic_arguments import argument, magic_arguments
 from IPython.display import display
 
@@ -23,25 +23,24 @@ from ..backends import backend_for
 from ..display.fragments import notice_bundle
 from ..errors import InvalidInput, QwenMagicsError
 from ..options.context import Context
+from .surface import SurfaceMagics
 from ..options.declare import options_from, parse_options, request_arguments, words
 from ..options.value import Options
 
 _CONCURRENCY = 8  # rows in flight unless --concurrency says otherwise
+data_argument = argument("data", help="the rows: a DataFrame, a Series, a list of strings or dicts, or an "
+                         "expression giving one (quote it if it has spaces)")
+"""DATA, as ``%%qwen_map`` and ``%%qwen_eval`` take it (read by :func:`data_of`)."""
 _MAP_OWN = ("concurrency", "dry_run", "limit", "fresh", "out", "batch", "no_wait", "budget")
 """The options that say how the map runs, not what each row asks."""
 
 
 @magics_class
-class QwenMapMagics(Magics):
+class QwenMapMagics(SurfaceMagics):
     """``%%qwen_map`` over the extension's shared settings (its :class:`~qwen_magics.options.context.Context`)."""
 
-    def __init__(self, shell, context: Context) -> None:
-        super().__init__(shell=shell)
-        self.context = context
-
     @magic_arguments()
-    @argument("data", help="the rows: a DataFrame, a Series, a list of strings or dicts, or an expression giving "
-              "one (quote it if it has spaces)")
+    @data_argument
     @request_arguments()
     @argument("-f", "--format", choices=["text", "json"], default="text",
               help="text (default), or json: JSON mode, each answer parsed into columns (--schema: validated)")

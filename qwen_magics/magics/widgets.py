@@ -15,14 +15,14 @@ import uuid
 from functools import partial
 
 from IPython.core.error import UsageError
-from IPython.core.magic import Magics, cell_magic, line_magic, magics_class, no_var_expand
+from IPython.core.magic import cell_magic, line_magic, magics_class, no_var_expand
 from IPython.core.magic_arguments import argument, magic_arguments, parse_argstring
 from IPython.display import display, update_display
 
 from .. import runner
 from ..backends import backend_for
 from ..errors import InvalidInput, QwenMagicsError
-from ..options.context import Context
+from .surface import SurfaceMagics
 from ..options.expand import expand
 from ..options.build import choose_model, endpoint_for, prepare
 from ..options.declare import (
@@ -46,12 +46,8 @@ _READ_WAIT = 2.0  # seconds to let the log writer finish before a run is looked 
 
 
 @magics_class
-class QwenWidgetMagics(Magics):
+class QwenWidgetMagics(SurfaceMagics):
     """Widgets over the extension's shared settings (its :class:`~qwen_magics.options.context.Context`)."""
-
-    def __init__(self, shell, context: Context) -> None:
-        super().__init__(shell=shell)
-        self.context = context
 
     def request_factory(self, prompt: str):
         """Build a request from a ``%qwen`` option string, as the magic would; errors as QwenMagicsError."""
