@@ -137,6 +137,17 @@ def interrupt_once_a_batch_job_runs(server):
     threading.Thread(target=watch, daemon=True).start()
 
 
+def interrupt_once_answered(server, count):
+    """Press Ctrl-C (SIGINT to this process) once the loopback server has finished ``count`` answers."""
+    def watch():
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline and sum(r.finished is not None for r in server.requests) < count:
+            time.sleep(0.01)
+        os.kill(os.getpid(), signal.SIGINT)
+
+    threading.Thread(target=watch, daemon=True).start()
+
+
 def suspended_sdk_generators(within: float = 5.0) -> list[str]:
     """The SDKs' async generators (and their HTTP stacks') still suspended after ``within`` seconds: [] if none.
 

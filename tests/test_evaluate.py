@@ -15,6 +15,7 @@ import re
 import pandas as pd
 import pytest
 from IPython.core.error import UsageError
+from conftest import interrupt_once_answered
 from loopback import CHAT_PATH, Script
 
 import qwen_magics
@@ -288,11 +289,7 @@ def test_variants_and_grids_are_settings_with_their_own_columns(ev, dashscope):
 # the run: a stop, the log, the progress view, the local model
 
 def test_ctrl_c_keeps_the_answers_so_far_and_running_again_sends_only_the_rest(ev, dashscope, run_log_in_a_temporary_folder):
-    import os
-    import signal
     import sqlite3
-    import threading
-    import time
 
     def slow(body):
         script = arithmetic(body)
@@ -301,13 +298,7 @@ def test_ctrl_c_keeps_the_answers_so_far_and_running_again_sends_only_the_rest(e
 
     dashscope.respond(slow)
 
-    def press_after_some_answers():
-        deadline = time.monotonic() + 20
-        while time.monotonic() < deadline and sum(r.finished is not None for r in dashscope.requests) < 6:
-            time.sleep(0.01)
-        os.kill(os.getpid(), signal.SIGINT)
-
-    threading.Thread(target=press_after_some_answers, daemon=True).start()
+    interrupt_once_answered(dashscope, 6)
     line, cell = "sums --expect total --score number -m qwen-flash -t 0,1.2 --concurrency 2", "What is {a} + {b}?"
     stopped = ev.run_cell_magic("qwen_eval", line, cell)
     done = (stopped.answers.state == "complete").sum()

@@ -6,10 +6,7 @@ read from the loopback server's recorded requests.
 
 from __future__ import annotations
 
-import os
-import signal
 import sqlite3
-import threading
 import time
 from pathlib import Path
 
@@ -18,6 +15,7 @@ import pandas as pd
 import pytest
 from IPython.core.error import UsageError
 from jupyter_client.manager import start_new_kernel
+from conftest import interrupt_once_answered
 from loopback import CHAT_PATH, Script
 
 import qwen_magics
@@ -236,13 +234,7 @@ def test_ctrl_c_stops_sending_and_returns_the_partial_frame(mp, dashscope, log_p
     mp.user_ns["many"] = [f"q{i}" for i in range(40)]
     dashscope.enqueue(Script(first_byte_delay=0.1, repeat=40))
 
-    def press_after_some_rows():
-        deadline = time.monotonic() + 20
-        while time.monotonic() < deadline and sum(r.finished is not None for r in dashscope.requests) < 6:
-            time.sleep(0.01)
-        os.kill(os.getpid(), signal.SIGINT)
-
-    threading.Thread(target=press_after_some_rows, daemon=True).start()
+    interrupt_once_answered(dashscope, 6)
     frame = mp.run_cell_magic("qwen_map", "many -m qwen-flash --concurrency 2", "{item}")
     done = (frame.state == "complete").sum()
     assert 4 <= done < 40 and set(frame.state) == {"complete", "not run"}
